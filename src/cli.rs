@@ -1,0 +1,244 @@
+//! Command-line flags, with their defaults and the checks that need more than one flag.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::types::NodeId;
+
+/// The members and their Raft addresses when `--peers` is not given.
+pub const DEFAULT_PEERS: &str = "1=127.0.0.1:63001,2=127.0.0.1:63002,3=127.0.0.1:63003";
+
+/// A replica of the example-ondisk key-value store.
+///
+/// Start three of them, `--replica-id 1`, `2` and `3`, in three terminals; they
+/// elect a leader by themselves. Type `put KEY VALUE`, `get KEY`, `delete KEY`
+/// or `status` at any of their prompts; `help` lists the commands.
+#[derive(Debug, Parser)]
+#[command(name = "example-ondisk", version, about, long_about)]
+pub struct Cli {
+    /// This replica's id: one of the members named in --peers.
+    #[arg(long, value_name = "N")]
+    pub replica_id: NodeId,
+
+    /// Folder that holds every replica's files; replica N uses DIR/replica-N.
+    #[arg(long, value_name = "DIR", default_value = "example-data")]
+    pub data_dir: PathBuf,
+
+    /// The members of the cluster and the address each one serves Raft on.
+    #[arg(long, value_name = "ID=HOST:PORT,...", default_value = DEFAULT_PEERS)]
+    pub peers: Peers,
+
+    /// Name of the cluster; replicas only talk to, and data folders only open
+    /// for, the same name. Default: derived from the member list.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_id: Option<String>,
+
+    /// How long put, get and delete wait for a leader and a quorum, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Run without a prompt until SIGINT or SIGTERM.
+    #[arg(long)]
+    pub no_prompt: bool,
+
+    /// How much goes into DIR/replica-N/replica.log.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+impl Cli {
+    /// Parses the process arguments; exits with a usage error (code 2) on bad flags,
+    /// including a replica id that is not one of the members.
+    pub fn parse_and_check() -> Cli {
+        let cli = Cli::parse();
+        if !cli.peers.0.contains_key(&cli.replica_id) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "--replica-id {} is not a member; the members are {}",
+                        cli.replica_id,
+                        cli.peers.ids_text()
+                    ),
+                )
+                .exit();
+        }
+        cli
+    }
+
+    /// The folder that holds this replica's database, log file and prompt history.
+    pub fn replica_dir(&self) -> PathBuf {
+        self.data_dir.join(format!("replica-{}", self.replica_id))
+    }
+
+    /// The cluster's name: the flag, or a digest of the member list, so that two
+    /// clusters configured differently never mistake each other's traffic or folders.
+    pub fn cluster_id(&self) -> String {
+        match &self.cluster_id {
+            Some(name) => name.clone(),
+            None => format!("members-{:016x}", fnv1a(self.peers.to_string().as_bytes())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The member list: replica id to `HOST:PORT`, kept sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers(pub BTreeMap<NodeId, String>);
+
+impl Peers {
+    pub fn address_of(&self, id: NodeId) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
+    }
+
+    fn ids_text(&self) -> String {
+        let ids: Vec<String> = self.0.keys().map(|id| id.to_string()).collect();
+        ids.join(", ")
+    }
+}
+
+impl fmt::Display for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl FromStr for Peers {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut members = BTreeMap::new();
+        for part in text.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err("expected ID=HOST:PORT items separated by commas".to_string());
+            }
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' is not ID=HOST:PORT"))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{id}' in '{part}' is not a replica id (a whole number)"))?;
+            if id == 0 {
+                return Err("replica ids start at 1".to_string());
+            }
+            let addr = addr.trim();
+            check_host_port(addr).map_err(|why| format!("'{part}': {why}"))?;
+            if members.values().any(|a: &String| a == addr) {
+                return Err(format!("address {addr} is given to two replicas"));
+            }
+            if members.insert(id, addr.to_string()).is_some() {
+                return Err(format!("replica {id} is listed twice"));
+            }
+        }
+        Ok(Peers(members))
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{addr}' is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("'{addr}' has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("'{port}' is not a port number (1-65535)")),
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        return Err("the timeout must be more than 0 and at most 3600 seconds".to_string());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// 64-bit FNV-1a: a stable digest for naming, not for security.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_peers_parse() {
+        let peers: Peers = DEFAULT_PEERS.parse().unwrap();
+        assert_eq!(peers.address_of(2), Some("127.0.0.1:63002"));
+        assert_eq!(peers.to_string(), DEFAULT_PEERS);
+    }
+
+    #[test]
+    fn bad_peers_are_refused_with_a_reason() {
+        for (text, reason) in [
+            ("", "ID=HOST:PORT"),
+            ("1=nope", "not HOST:PORT"),
+            ("x=127.0.0.1:1", "not a replica id"),
+            ("0=127.0.0.1:1", "start at 1"),
+            ("1=127.0.0.1:1,1=127.0.0.1:2", "listed twice"),
+            ("1=127.0.0.1:1,2=127.0.0.1:1", "two replicas"),
+            ("1=:80", "no host"),
+            ("1=h:99999", "not a port"),
+            ("1=h:1,,2=h:2", "separated by commas"),
+        ] {
+            let err = text.parse::<Peers>().unwrap_err();
+            assert!(err.contains(reason), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(parse_timeout("0.5").unwrap(), Duration::from_millis(500));
+        for bad in ["0", "-1", "abc", "NaN", "inf", "100000"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_id_follows_the_member_list() {
+        let a = Cli::try_parse_from(["x", "--replica-id", "1"]).unwrap();
+        let b = Cli::try_parse_from(["x", "--replica-id", "1", "--peers", "1=h:1,2=h:2,3=h:3"])
+            .unwrap();
+        assert_ne!(a.cluster_id(), b.cluster_id());
+        let c = Cli::try_parse_from(["x", "--replica-id", "1", "--cluster-id", "prod"]).unwrap();
+        assert_eq!(c.cluster_id(), "prod");
+    }
+}

@@ -1,0 +1,224 @@
+//! What travels through the Raft log: versioned proposals of key-value operations.
+//!
+//! A proposal is stored as JSON inside each log entry, on disk and on the wire:
+//!
+//! ```json
+//! {"format":1,"ops":[{"op":"put","key":"k","value":"v"},{"op":"delete","key":"x"}]}
+//! ```
+//!
+//! The `format` number is read before anything else. A replica that meets a
+//! format it does not know stops with a clear error instead of guessing (Ra's
+//! lesson: a state machine's format is versioned so replicas can be upgraded
+//! one at a time, and an old binary must never apply a newer command wrongly).
+//! That is why `ops` is kept as raw JSON until [`Proposal::decode`] has checked
+//! the format.
+//!
+//! Keys and values are byte strings. Valid UTF-8 is written as a plain JSON
+//! string so logs stay readable; anything else as `{"hex":"..."}`.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// The proposal format this build writes and understands.
+pub const PROPOSAL_FORMAT: u32 = 1;
+
+/// Longest key accepted from a person or a client, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest value accepted from a person or a client, in bytes.
+pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+
+/// One entry's worth of operations, applied atomically and in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Proposal {
+    pub format: u32,
+    ops: Box<RawValue>,
+}
+
+/// A single change to the key-value state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    Put { key: Bytes, value: Bytes },
+    Delete { key: Bytes },
+}
+
+impl Op {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// What applying a proposal produced: for each op, whether its key held a
+/// value just before that op ran (a `DEL` counts these; a put reports an
+/// overwrite).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalOutcome {
+    pub existed: Vec<bool>,
+}
+
+/// Why a log entry's proposal cannot be applied by this build.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(
+        "the log holds a command of format {found}, but this build of example-ondisk only \
+         understands format {PROPOSAL_FORMAT}; upgrade this replica before it can go on"
+    )]
+    UnknownFormat { found: u32 },
+    #[error("a command of format {PROPOSAL_FORMAT} in the log is malformed: {0}")]
+    Malformed(serde_json::Error),
+}
+
+impl Proposal {
+    /// Wraps operations in the current format.
+    pub fn new(ops: &[Op]) -> Self {
+        let ops = serde_json::value::to_raw_value(ops)
+            .expect("serialising ops to JSON cannot fail: keys and values are plain data");
+        Proposal {
+            format: PROPOSAL_FORMAT,
+            ops,
+        }
+    }
+
+    /// The operations, if this build understands the proposal's format.
+    pub fn decode(&self) -> Result<Vec<Op>, DecodeError> {
+        if self.format != PROPOSAL_FORMAT {
+            return Err(DecodeError::UnknownFormat { found: self.format });
+        }
+        serde_json::from_str(self.ops.get()).map_err(DecodeError::Malformed)
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "format {} ops {}", self.format, self.ops.get())
+    }
+}
+
+/// A byte string that serialises as text when it is UTF-8, as hex otherwise.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&str> for Bytes {
+    fn from(s: &str) -> Self {
+        Bytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(v)
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => HexForm {
+                hex: to_hex(&self.0),
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Hex(HexForm),
+        }
+        match Form::deserialize(deserializer)? {
+            Form::Text(text) => Ok(Bytes(text.into_bytes())),
+            Form::Hex(HexForm { hex }) => from_hex(&hex).map(Bytes).map_err(D::Error::custom),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HexForm {
+    hex: String,
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    if !text.len().is_multiple_of(2) {
+        return Err("hex text has an odd number of digits".to_string());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(text.get(i..i + 2).unwrap_or("?"), 16)
+                .map_err(|_| format!("'{text}' is not hex"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposal_round_trips_through_json() {
+        let ops = vec![
+            Op::Put {
+                key: "k".into(),
+                value: "hello world".into(),
+            },
+            Op::Delete {
+                key: Bytes(vec![0xff, 0x00, 0x80]),
+            },
+        ];
+        let json = serde_json::to_string(&Proposal::new(&ops)).unwrap();
+        assert!(json.contains(r#""format":1"#), "{json}");
+        assert!(json.contains(r#"{"hex":"ff0080"}"#), "{json}");
+        let back: Proposal = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.decode().unwrap(), ops);
+    }
+
+    #[test]
+    fn unknown_format_is_refused_not_guessed() {
+        let json = r#"{"format":2,"ops":{"something":"new"}}"#;
+        let proposal: Proposal = serde_json::from_str(json).unwrap();
+        let err = proposal.decode().unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 2 }));
+        assert!(err.to_string().contains("only understands format 1"));
+    }
+
+    #[test]
+    fn malformed_ops_are_an_error() {
+        let json = r#"{"format":1,"ops":[{"op":"explode","key":"k"}]}"#;
+        let proposal: Proposal = serde_json::from_str(json).unwrap();
+        assert!(matches!(proposal.decode(), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn bad_hex_is_an_error() {
+        for bad in [r#"{"hex":"abc"}"#, r#"{"hex":"zz"}"#] {
+            assert!(serde_json::from_str::<Bytes>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting a replica: open its disk, start openraft, serve peers, bootstrap the cluster.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::net::TcpListener;
+
+use crate::cli::{Cli, Peers};
+use crate::network::{server, Network};
+use crate::store::{
+    self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
+};
+use crate::types::{NodeId, Raft};
+
+/// Why a replica could not start. Each is printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the state machine on disk cannot be read: {0}")]
+    StateMachine(String),
+    #[error("cannot serve Raft on {addr}: {why} (is another replica using this address?)")]
+    Listen { addr: String, why: String },
+    #[error("openraft refused to start: {0}")]
+    Raft(String),
+}
+
+/// A running replica: the parts the prompt and the request path need.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub peers: Peers,
+    pub network: Network,
+    pub reader: StateReader,
+    pub committed_index: Arc<AtomicU64>,
+    pub timeout: Duration,
+}
+
+/// Raft timing for a small cluster on a busy 2-core machine: calm enough that a
+/// slow fsync does not start an election, quick enough that a dead leader is
+/// replaced within about a second.
+fn raft_config(cluster_id: &str) -> Result<Config, StartError> {
+    let config = Config {
+        cluster_name: cluster_id.to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: 256,
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Opens the data folder; this happens before logging starts, so a refused
+/// folder gets nothing written into it.
+pub fn open_store(cli: &Cli) -> Result<store::Db, StartError> {
+    let identity = Identity {
+        layout: LAYOUT_VERSION,
+        replica_id: cli.replica_id,
+        cluster_id: cli.cluster_id(),
+    };
+    Ok(store::open(&cli.replica_dir(), &identity)?)
+}
+
+/// Starts openraft on an opened store and joins the cluster.
+pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
+    let cluster_id = cli.cluster_id();
+    let id = cli.replica_id;
+    let addr = cli
+        .peers
+        .address_of(id)
+        .expect("the replica id was checked against --peers")
+        .to_string();
+
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr: addr.clone(),
+            why: e.to_string(),
+        })?;
+
+    let log_store = LogStore::new(db.clone());
+    let committed_index = log_store.committed_index();
+    let (state_machine, reader) =
+        StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
+    let network = Network::new(cluster_id.clone(), id);
+    let config = Arc::new(raft_config(&cluster_id)?);
+    let raft = Raft::new(id, config, network.clone(), log_store, state_machine)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    tokio::spawn(server::serve(listener, raft.clone(), cluster_id, id));
+    bootstrap(&raft, &cli.peers).await?;
+
+    Ok(Node {
+        id,
+        raft,
+        peers: cli.peers.clone(),
+        network,
+        reader,
+        committed_index,
+        timeout: cli.timeout,
+    })
+}
+
+/// Makes a fresh replica a member of the configured cluster.
+///
+/// Every replica of a new cluster calls this with the same member list: each
+/// writes the identical membership entry at log index 0, so it does not matter
+/// how many of them, or in which order, start at once. A replica that already
+/// has a log (a restart) is told `NotAllowed`, and keeps what it has.
+async fn bootstrap(raft: &Raft, peers: &Peers) -> Result<(), StartError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if initialized {
+        tracing::info!("restarting with an existing log; no bootstrap needed");
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = peers
+        .0
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!("bootstrapped a new cluster with members {peers}"),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(e),
+        )) => {
+            tracing::info!("bootstrap not needed: {e}")
+        }
+        Err(e) => return Err(StartError::Raft(e.to_string())),
+    }
+    Ok(())
+}

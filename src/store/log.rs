@@ -1,0 +1,293 @@
+//! The Raft log and the vote, in the `raft_log` and `raft_meta` keyspaces.
+//!
+//! Contract with openraft (durability rules 1 and 2 of `store/mod.rs`):
+//! - `save_vote` returns only after the vote is fsynced.
+//! - `append` commits the entries in one fsynced batch and only then reports
+//!   them flushed. It is synchronous on purpose: an early "flushed" could let a
+//!   leader count an entry that a crash then loses (openraft issue #2118).
+//! - Entries are keyed by index in big-endian, so key order is log order and the
+//!   last entry is the last key.
+//! - The first index still held is derived from `purged`, a small record, rather
+//!   than by walking the keyspace's head (which would step over the tombstones
+//!   that purging leaves behind).
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fjall::{Keyspace, PersistMode};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, RaftLogReader, StorageIOError};
+
+use super::{describe_fjall_error, Db};
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const VOTE_KEY: &str = "vote";
+const PURGED_KEY: &str = "purged";
+const COMMITTED_KEY: &str = "committed";
+
+/// How many entries one purge or truncate batch removes at most, so a large
+/// purge never builds one huge batch in memory.
+const REMOVE_CHUNK: usize = 4096;
+
+/// The log store handed to openraft; cheap to clone (handles are shared).
+#[derive(Clone)]
+pub struct LogStore {
+    store: Db,
+    /// The highest index known committed, for `status` (openraft's metrics lack it).
+    committed_index: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    pub fn new(store: Db) -> Self {
+        LogStore {
+            store,
+            committed_index: Arc::default(),
+        }
+    }
+
+    /// A live view of the highest index known to be committed.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed_index.clone()
+    }
+
+    fn log(&self) -> &Keyspace {
+        &self.store.raft_log
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
+        match self
+            .store
+            .raft_meta
+            .get(key)
+            .map_err(|e| describe_fjall_error(&e))?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("record '{key}' is unreadable: {e}")),
+        }
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_json(PURGED_KEY)
+            .map_err(|e| StorageIOError::read_logs(AnyError::error(e)).into())
+    }
+
+    /// Removes every entry whose index lies in `range`, in bounded batches.
+    /// The first batch also carries `first_batch_extra`, so a purge's new
+    /// watermark is written atomically with the first removals.
+    fn remove_range(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+        first_batch_extra: Option<(&str, Vec<u8>)>,
+        durability: PersistMode,
+    ) -> Result<(), fjall::Error> {
+        let (start, end) = range;
+        let keys: Vec<_> = self
+            .log()
+            .range((start.map(u64::to_be_bytes), end.map(u64::to_be_bytes)))
+            .map(|guard| guard.key())
+            .collect::<Result<_, _>>()?;
+        let mut extra = first_batch_extra;
+        let mut chunks = keys.chunks(REMOVE_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            // Nothing to remove, but the extra record must still be written.
+            if let Some((key, value)) = extra.take() {
+                let mut batch = self.store.db.batch().durability(Some(durability));
+                batch.insert(&self.store.raft_meta, key, value);
+                batch.commit()?;
+            }
+            return Ok(());
+        }
+        for chunk in chunks {
+            let mut batch = self.store.db.batch().durability(Some(durability));
+            if let Some((key, value)) = extra.take() {
+                batch.insert(&self.store.raft_meta, key, value);
+            }
+            for key in chunk {
+                batch.remove(self.log(), key.clone());
+            }
+            batch.commit()?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_entry(index_key: &[u8], bytes: &[u8]) -> Result<Entry, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let index = index_key
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or_default();
+        StorageIOError::read_log_at_index(
+            index,
+            AnyError::error(format!("entry is unreadable: {e}")),
+        )
+        .into()
+    })
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        // Never start below the purge watermark: the tombstones there cost time.
+        let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
+        let start = match range.start_bound() {
+            Bound::Included(i) => (*i).max(floor),
+            Bound::Excluded(i) => (i + 1).max(floor),
+            Bound::Unbounded => floor,
+        };
+        let end = range.end_bound().map(|i| i.to_be_bytes());
+        let read = |(key, value): (fjall::UserKey, fjall::UserValue)| decode_entry(&key, &value);
+        tokio::task::block_in_place(|| {
+            self.log()
+                .range((Bound::Included(start.to_be_bytes()), end))
+                .map(|guard| {
+                    guard
+                        .into_inner()
+                        .map_err(|e| {
+                            StorageIOError::read_logs(AnyError::error(describe_fjall_error(&e)))
+                                .into()
+                        })
+                        .and_then(read)
+                })
+                .collect()
+        })
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = match self.log().last_key_value() {
+            None => None,
+            Some(guard) => {
+                let (key, value) = guard.into_inner().map_err(|e| {
+                    StorageIOError::read_logs(AnyError::error(describe_fjall_error(&e)))
+                })?;
+                Some(decode_entry(&key, &value)?.log_id)
+            }
+        };
+        Ok(LogState {
+            last_log_id: last.or(last_purged_log_id),
+            last_purged_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(vote).expect("a vote serialises");
+        tokio::task::block_in_place(|| {
+            // Rule 1: the vote is on disk before anyone hears of it.
+            let mut batch = self
+                .store
+                .db
+                .batch()
+                .durability(Some(PersistMode::SyncData));
+            batch.insert(&self.store.raft_meta, VOTE_KEY, json);
+            batch.commit()
+        })
+        .map_err(|e| StorageIOError::write_vote(AnyError::error(describe_fjall_error(&e))).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.read_json(VOTE_KEY)
+            .map_err(|e| StorageIOError::read_vote(AnyError::error(e)).into())
+    }
+
+    /// The commit index is kept only as a hint that lets a restarted replica
+    /// apply what it already knows is committed before hearing from a leader.
+    /// It is written without its own fsync: a lost hint only means waiting for
+    /// the leader, and journal order keeps it from ever being ahead of the log.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(id) = committed {
+            self.committed_index.fetch_max(id.index, Ordering::Relaxed);
+        }
+        let json = serde_json::to_vec(&committed).expect("a log id serialises");
+        tokio::task::block_in_place(|| self.store.raft_meta.insert(COMMITTED_KEY, json))
+            .map_err(|e| StorageIOError::write(AnyError::error(describe_fjall_error(&e))).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let committed: Option<Option<LogId>> = self
+            .read_json(COMMITTED_KEY)
+            .map_err(|e| StorageIOError::read(AnyError::error(e)))?;
+        let committed = committed.flatten();
+        if let Some(id) = committed {
+            self.committed_index.fetch_max(id.index, Ordering::Relaxed);
+        }
+        Ok(committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let result = tokio::task::block_in_place(|| {
+            // Rule 2: all entries of this call in one batch, fsynced before
+            // openraft is told they are flushed.
+            let mut batch = self
+                .store
+                .db
+                .batch()
+                .durability(Some(PersistMode::SyncData));
+            for entry in entries {
+                let json = serde_json::to_vec(&entry).expect("a log entry serialises");
+                batch.insert(self.log(), entry.log_id.index.to_be_bytes(), json);
+            }
+            batch.commit()
+        });
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let why = describe_fjall_error(&e);
+                callback.log_io_completed(Err(std::io::Error::other(why.clone())));
+                Err(StorageIOError::write_logs(AnyError::error(why)).into())
+            }
+        }
+    }
+
+    /// Removes the entries from `log_id` on: they conflict with the leader's log.
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tokio::task::block_in_place(|| {
+            self.remove_range(
+                (Bound::Included(log_id.index), Bound::Unbounded),
+                None,
+                PersistMode::SyncData,
+            )
+        })
+        .map_err(|e| StorageIOError::write_logs(AnyError::error(describe_fjall_error(&e))).into())
+    }
+
+    /// Removes the entries up to and including `log_id`; openraft only asks this
+    /// for entries already applied and covered by a snapshot.
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let watermark = serde_json::to_vec(&log_id).expect("a log id serialises");
+        let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
+        tokio::task::block_in_place(|| {
+            self.remove_range(
+                (Bound::Included(floor), Bound::Included(log_id.index)),
+                Some((PURGED_KEY, watermark)),
+                PersistMode::Buffer,
+            )
+        })
+        .map_err(|e| StorageIOError::write_logs(AnyError::error(describe_fjall_error(&e))).into())
+    }
+}

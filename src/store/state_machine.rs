@@ -1,0 +1,456 @@
+//! The key-value state machine, kept on disk in fjall.
+//!
+//! Ra's model: `apply(meta, command, state)` is deterministic; the same log
+//! gives the same state on every replica. Dragonboat's on-disk contract: the
+//! applied index is written in the same atomic batch as the effects it
+//! describes (rule 3 in `store/mod.rs`), so a restart resumes from disk and
+//! never applies an entry twice.
+//!
+//! What may run at the same time:
+//! - `apply` and `install_snapshot` are called one at a time by openraft's
+//!   state-machine task.
+//! - Snapshot building runs beside `apply` from a point-in-time view, holding a
+//!   read lock on the active data keyspace so an install cannot drop it midway.
+//! - Reads (`StateReader`) run beside everything and see whole applied batches
+//!   (each `get` is a single key).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fjall::{Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use tokio::sync::RwLock;
+
+use super::snapshot::{self, SnapshotReader, SnapshotWriter};
+use super::{describe_fjall_error, Db};
+use crate::command::{Op, ProposalOutcome};
+use crate::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const APPLIED_KEY: &str = "applied";
+const MEMBERSHIP_KEY: &str = "membership";
+/// Names the keyspace that holds the user data now; switched by an install.
+const DATA_KEYSPACE_KEY: &str = "data_keyspace";
+const DATA_KEYSPACE_PREFIX: &str = "data-";
+
+/// Counters that make recovery observable in `status`.
+#[derive(Debug, Default)]
+pub struct ApplyStats {
+    /// The applied index found on disk when this process started.
+    pub recovered_at: AtomicU64,
+    /// Entries at or below an index already applied that were handed to
+    /// `apply` again. They are skipped; a correct restart keeps this at zero.
+    pub replayed: AtomicU64,
+}
+
+/// Reads the current state, from anywhere in the process.
+#[derive(Clone)]
+pub struct StateReader {
+    data: Arc<RwLock<Keyspace>>,
+    pub stats: Arc<ApplyStats>,
+}
+
+impl StateReader {
+    /// The value stored under `key`, as of the last applied entry.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let data = self.data.read().await.clone();
+        tokio::task::block_in_place(|| data.get(key))
+            .map(|value| value.map(|v| v.to_vec()))
+            .map_err(|e| describe_fjall_error(&e))
+    }
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    store: Db,
+    data: Arc<RwLock<Keyspace>>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    stats: Arc<ApplyStats>,
+    current_snapshot: Option<(std::path::PathBuf, SnapshotMeta)>,
+    incoming_snapshot: Option<std::path::PathBuf>,
+}
+
+fn read_error(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::error(e)).into()
+}
+
+fn write_error(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(e)).into()
+}
+
+fn snapshot_error(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::error(e)).into()
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    view: &impl Readable,
+    keyspace: &Keyspace,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    match view
+        .get(keyspace, key)
+        .map_err(|e| read_error(describe_fjall_error(&e)))?
+    {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| read_error(format!("state machine record '{key}' is unreadable: {e}"))),
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine at what is on disk, and drops any data keyspace
+    /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
+    pub fn open(store: Db) -> Result<(StateMachine, StateReader), StorageError> {
+        let view = store.db.snapshot();
+        let last_applied: Option<LogId> = get_json(&view, &store.sm_meta, APPLIED_KEY)?;
+        let membership: StoredMembership =
+            get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
+        let active: String = get_json(&view, &store.sm_meta, DATA_KEYSPACE_KEY)?
+            .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
+        drop(view);
+
+        let data = store
+            .db
+            .keyspace(&active, KeyspaceCreateOptions::default)
+            .map_err(|e| read_error(describe_fjall_error(&e)))?;
+        for name in store.db.list_keyspace_names() {
+            let name: &str = &name;
+            if name.starts_with(DATA_KEYSPACE_PREFIX) && name != active {
+                tracing::info!("dropping keyspace {name} left by an interrupted snapshot install");
+                let stale = store
+                    .db
+                    .keyspace(name, KeyspaceCreateOptions::default)
+                    .map_err(|e| write_error(describe_fjall_error(&e)))?;
+                store
+                    .db
+                    .delete_keyspace(stale)
+                    .map_err(|e| write_error(describe_fjall_error(&e)))?;
+            }
+        }
+        // Remember the data keyspace by name so a restart finds it (first start).
+        store
+            .sm_meta
+            .insert(
+                DATA_KEYSPACE_KEY,
+                serde_json::to_vec(&active).expect("a name serialises"),
+            )
+            .map_err(|e| write_error(describe_fjall_error(&e)))?;
+
+        let current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
+        let stats = Arc::new(ApplyStats::default());
+        let recovered_at = last_applied.map_or(0, |id| id.index);
+        stats.recovered_at.store(recovered_at, Ordering::Relaxed);
+        tracing::info!(
+            "state machine recovered at applied index {recovered_at} (log id {last_applied:?})"
+        );
+
+        let data = Arc::new(RwLock::new(data));
+        let reader = StateReader {
+            data: data.clone(),
+            stats: stats.clone(),
+        };
+        let machine = StateMachine {
+            store,
+            data,
+            last_applied,
+            membership,
+            stats,
+            current_snapshot,
+            incoming_snapshot: None,
+        };
+        Ok((machine, reader))
+    }
+
+    fn sm_meta(&self) -> &Keyspace {
+        &self.store.sm_meta
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    /// Applies a run of committed entries in one atomic batch together with the
+    /// last applied log id and membership (rule 3). The batch is not fsynced on
+    /// its own; rule 4 in `store/mod.rs` says why that is safe.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let data = self.data.read().await.clone();
+        let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
+        // What this batch has already done to a key, so later ops in the same
+        // batch see it (the database does not, until commit).
+        let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
+        let mut outcomes = Vec::new();
+        let mut failure = None;
+
+        for entry in entries {
+            if self
+                .last_applied
+                .is_some_and(|applied| entry.log_id.index <= applied.index)
+            {
+                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                outcomes.push(ProposalOutcome::default());
+                continue;
+            }
+            let mut outcome = ProposalOutcome::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                }
+                EntryPayload::Normal(proposal) => {
+                    let ops = match proposal.decode() {
+                        Ok(ops) => ops,
+                        Err(e) => {
+                            // Stop here: apply what came before, refuse this one.
+                            failure = Some(
+                                StorageIOError::apply(entry.log_id, AnyError::error(e)).into(),
+                            );
+                            break;
+                        }
+                    };
+                    for op in ops {
+                        let key = op.key().to_vec();
+                        let existed = match pending.get(&key) {
+                            Some(present) => *present,
+                            None => tokio::task::block_in_place(|| data.contains_key(&key))
+                                .map_err(|e| read_error(describe_fjall_error(&e)))?,
+                        };
+                        outcome.existed.push(existed);
+                        match op {
+                            Op::Put { value, .. } => {
+                                batch.insert(&data, key.clone(), value.0);
+                                pending.insert(key, true);
+                            }
+                            Op::Delete { .. } => {
+                                batch.remove(&data, key.clone());
+                                pending.insert(key, false);
+                            }
+                        }
+                    }
+                }
+            }
+            self.last_applied = Some(entry.log_id);
+            outcomes.push(outcome);
+        }
+
+        batch.insert(
+            self.sm_meta(),
+            APPLIED_KEY,
+            serde_json::to_vec(&self.last_applied).expect("serialises"),
+        );
+        batch.insert(
+            self.sm_meta(),
+            MEMBERSHIP_KEY,
+            serde_json::to_vec(&self.membership).expect("serialises"),
+        );
+        tokio::task::block_in_place(|| batch.commit())
+            .map_err(|e| write_error(describe_fjall_error(&e)))?;
+
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
+        }
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = snapshot::incoming_path(&self.store.snapshot_dir);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(snapshot_error)?;
+        self.incoming_snapshot = Some(path);
+        Ok(Box::new(file))
+    }
+
+    /// Replaces the whole state with a snapshot received from the leader, crash-safely
+    /// (rule 5): load into a fresh keyspace, then switch to it in one fsynced batch.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let received = snapshot.into_std().await;
+        received.sync_all().map_err(snapshot_error)?;
+        let received_path = self.incoming_snapshot.take();
+
+        let mut data = self.data.write().await;
+        let old_name = data.name().to_string();
+        let generation = old_name
+            .strip_prefix(DATA_KEYSPACE_PREFIX)
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(1);
+        let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", generation + 1);
+        let store = self.store.clone();
+
+        let new_data = tokio::task::block_in_place(|| -> Result<Keyspace, StorageError> {
+            let mut file = std::io::BufReader::new(received);
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
+            let (mut reader, file_meta) =
+                SnapshotReader::open(file.into_inner()).map_err(snapshot_error)?;
+            if file_meta.last_log_id != meta.last_log_id {
+                return Err(snapshot_error(format!(
+                    "received snapshot holds state at {:?}, but was announced at {:?}",
+                    file_meta.last_log_id, meta.last_log_id
+                )));
+            }
+            let fresh = store
+                .db
+                .keyspace(&new_name, KeyspaceCreateOptions::default)
+                .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+            let loaded = (|| -> Result<(), StorageError> {
+                let mut ingestion = fresh
+                    .start_ingestion()
+                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+                // The reader has checked key order, so ingestion's sorted-input rule holds.
+                while let Some((key, value)) = reader.next_record().map_err(snapshot_error)? {
+                    ingestion
+                        .write(key, value)
+                        .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+                }
+                ingestion
+                    .finish()
+                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))
+            })();
+            if let Err(e) = loaded {
+                let _ = store.db.delete_keyspace(fresh);
+                return Err(e);
+            }
+
+            // The switch: new data, applied id and membership become current together.
+            let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(
+                &store.sm_meta,
+                DATA_KEYSPACE_KEY,
+                serde_json::to_vec(&new_name).expect("serialises"),
+            );
+            batch.insert(
+                &store.sm_meta,
+                APPLIED_KEY,
+                serde_json::to_vec(&meta.last_log_id).expect("serialises"),
+            );
+            batch.insert(
+                &store.sm_meta,
+                MEMBERSHIP_KEY,
+                serde_json::to_vec(&meta.last_membership).expect("serialises"),
+            );
+            batch
+                .commit()
+                .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+            Ok(fresh)
+        })?;
+
+        let old_data = std::mem::replace(&mut *data, new_data);
+        drop(data);
+        if let Err(e) = self.store.db.delete_keyspace(old_data) {
+            // Harmless: the next start drops any keyspace the pointer does not name.
+            tracing::warn!(
+                "could not drop the replaced keyspace {old_name} yet: {}",
+                describe_fjall_error(&e)
+            );
+        }
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        tracing::info!(
+            "installed snapshot {} at {:?}",
+            meta.snapshot_id,
+            meta.last_log_id
+        );
+
+        if let Some(path) = received_path {
+            let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
+            std::fs::rename(&path, &kept)
+                .and_then(|()| snapshot::sync_dir(&self.store.snapshot_dir))
+                .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
+                .map_err(snapshot_error)?;
+            self.current_snapshot = Some((kept, meta.clone()));
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        if let Ok(Some(latest)) = snapshot::latest(&self.store.snapshot_dir) {
+            self.current_snapshot = Some(latest);
+        }
+        let Some((path, meta)) = &self.current_snapshot else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(path).await.map_err(snapshot_error)?;
+        Ok(Some(Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(file),
+        }))
+    }
+}
+
+/// Builds a snapshot from a point-in-time view while applies go on.
+pub struct SnapshotBuilder {
+    store: Db,
+    data: Arc<RwLock<Keyspace>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Holding the read lock keeps an install from dropping the keyspace we read.
+        let data = self.data.read().await;
+        let store = self.store.clone();
+        let (path, meta) = tokio::task::block_in_place(|| -> Result<_, StorageError> {
+            let view = store.db.snapshot();
+            let last_log_id: Option<LogId> = get_json(&view, &store.sm_meta, APPLIED_KEY)?;
+            let last_membership: StoredMembership =
+                get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let snapshot_id = match &last_log_id {
+                Some(id) => format!("{}-{}-{nanos}", id.leader_id.term, id.index),
+                None => format!("0-0-{nanos}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+                snapshot_id,
+            };
+            let mut writer =
+                SnapshotWriter::create(&store.snapshot_dir, &meta).map_err(snapshot_error)?;
+            for pair in view.iter(&*data) {
+                let (key, value) = pair
+                    .into_inner()
+                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+                writer.add(&key, &value).map_err(snapshot_error)?;
+            }
+            let (path, size) = writer.finish().map_err(snapshot_error)?;
+            snapshot::remove_others(&store.snapshot_dir, &path).map_err(snapshot_error)?;
+            tracing::info!(
+                "built snapshot {} at {:?}: {size} bytes",
+                meta.snapshot_id,
+                meta.last_log_id
+            );
+            Ok((path, meta))
+        })?;
+        drop(data);
+        let file = tokio::fs::File::open(&path).await.map_err(snapshot_error)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
