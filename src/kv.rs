@@ -13,14 +13,14 @@
 
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
 use crate::command::{Op, Proposal, ProposalOutcome};
 use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
-use crate::types::NodeId;
+use crate::types::{NodeId, Raft};
 
 /// How often to look again for a leader while there is none.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -60,6 +60,23 @@ pub struct Status {
     pub recovered_at: u64,
     pub replayed: u64,
 }
+
+/// At the leader: confirms leadership with a quorum, then returns the log index
+/// a linearizable read must wait for.
+///
+/// Raft's read index is the commit index, which openraft 0.9 takes as
+/// `max(first entry of this term, committed)`. A leader that restarts keeps its
+/// term (openraft restores it as leader) and relearns `committed` only from the
+/// hint `save_committed` left, which a power cut can roll back. So the index
+/// used here is the leader's last log index instead: every acknowledged write
+/// is at or below it, and waiting for it costs a read at most one commit round.
+pub async fn leader_read_index(raft: &Raft) -> Result<u64, ReadIndexError> {
+    let (read_log_id, _applied) = raft.get_read_log_id().await?;
+    let last_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    Ok(read_log_id.map_or(0, |id| id.index).max(last_log_index))
+}
+
+pub type ReadIndexError = RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>;
 
 impl Node {
     /// Proposes `ops` as one log entry and waits until it is committed and applied.
@@ -121,10 +138,8 @@ impl Node {
         let read_index = loop {
             let index = match self.current_leader() {
                 Some(leader) if leader == self.id => {
-                    match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
-                        Ok(Ok((read_log_id, _applied))) => {
-                            Some(read_log_id.map_or(0, |id| id.index))
-                        }
+                    match tokio::time::timeout_at(deadline, leader_read_index(&self.raft)).await {
+                        Ok(Ok(index)) => Some(index),
                         Ok(Err(RaftError::Fatal(e))) => {
                             return Err(KvError::Stopped(e.to_string()))
                         }
@@ -135,9 +150,7 @@ impl Node {
                     .call_leader(leader, &PeerRequest::ReadIndex, deadline)
                     .await
                 {
-                    Ok(PeerResponse::ReadIndex(Ok(read_log_id))) => {
-                        Some(read_log_id.map_or(0, |id| id.index))
-                    }
+                    Ok(PeerResponse::ReadIndex(Ok(index))) => Some(index),
                     _ => None,
                 },
                 None => None,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::command::Proposal;
-use crate::types::{LogId, NodeId, TypeConfig};
+use crate::types::{NodeId, TypeConfig};
 
 pub use client::{CallError, Network};
 
@@ -58,8 +58,8 @@ pub enum PeerRequest {
 
 pub type ProposeResult =
     Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
-pub type ReadIndexResult =
-    Result<Option<LogId>, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
+/// The index a read at a follower must wait for (see `kv::leader_read_index`).
+pub type ReadIndexResult = Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
 
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::{frame_codec, PeerRequest, PeerResponse};
+use crate::kv::leader_read_index;
 use crate::types::{NodeId, Raft};
 
 /// Serves peers on `listener` until the process ends.
@@ -84,11 +85,7 @@ async fn serve_connection(
             PeerRequest::Propose(proposal) => {
                 PeerResponse::Propose(raft.client_write(proposal).await)
             }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(
-                raft.get_read_log_id()
-                    .await
-                    .map(|(read_log_id, _applied)| read_log_id),
-            ),
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(leader_read_index(&raft).await),
             PeerRequest::Hello { .. } => PeerResponse::Refused("hello was already said".into()),
         };
         send(&mut frames, &response).await?;
