@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 
 use crate::types::NodeId;
 
@@ -52,21 +52,20 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the process arguments; exits with a usage error (code 2) on bad flags,
-    /// including a replica id that is not one of the members.
+    /// Parses the process arguments. On bad flags, including a replica id that is
+    /// not one of the members, prints one `error:` line and exits with code 2.
     pub fn parse_and_check() -> Cli {
-        let cli = Cli::parse();
+        let cli = match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(), // --help and --version
+            Err(e) => usage_error(&e.render().to_string()),
+        };
         if !cli.peers.0.contains_key(&cli.replica_id) {
-            Cli::command()
-                .error(
-                    clap::error::ErrorKind::ValueValidation,
-                    format!(
-                        "--replica-id {} is not a member; the members are {}",
-                        cli.replica_id,
-                        cli.peers.ids_text()
-                    ),
-                )
-                .exit();
+            usage_error(&format!(
+                "error: --replica-id {} is not a member; the members are {}",
+                cli.replica_id,
+                cli.peers.ids_text()
+            ));
         }
         cli
     }
@@ -84,6 +83,18 @@ impl Cli {
             None => format!("members-{:016x}", fnv1a(self.peers.to_string().as_bytes())),
         }
     }
+}
+
+/// Prints a usage error as one line (clap adds a usage block; one line is what
+/// a person or a script needs) and exits with clap's usage code.
+fn usage_error(rendered: &str) -> ! {
+    let first_paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    eprintln!("{} (see --help)", first_paragraph.join(" "));
+    std::process::exit(2);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -195,7 +195,8 @@ fn check_identity(
         if !is_new {
             return Err(OpenError::Foreign {
                 path: path.into(),
-                why: "it is a fjall database without an example-ondisk identity".into(),
+                why: "it holds no example-ondisk identity record; if it was one, its journal is damaged"
+                    .into(),
             });
         }
         let json = serde_json::to_vec(expected).expect("identity serialises");
@@ -249,6 +250,11 @@ pub fn describe_fjall_error(error: &fjall::Error) -> String {
             "an earlier write to disk failed (disk full or failing?); restart the replica".into()
         }
         fjall::Error::Locked => "the database is in use by another process".into(),
+        fjall::Error::InvalidVersion(_) => "its format version marker is missing or damaged".into(),
+        fjall::Error::JournalRecovery(e) => format!("its journal cannot be recovered: {e:?}"),
+        fjall::Error::Unrecoverable => {
+            "fjall found it unrecoverable (details in replica.log)".into()
+        }
         other => format!("{other:?}"),
     }
 }
