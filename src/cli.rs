@@ -42,6 +42,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
     pub timeout: Duration,
 
+    /// Take a snapshot after this many applied entries, then purge the log
+    /// behind it except a short tail. 0 turns snapshots off.
+    #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
+    pub snapshot_every: u64,
+
     /// Run without a prompt until SIGINT or SIGTERM.
     #[arg(long)]
     pub no_prompt: bool,

@@ -11,6 +11,7 @@
 //!   locally.
 //! - With no leader, both wait up to the configured timeout.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -59,6 +60,12 @@ pub struct Status {
     pub learners: Vec<NodeId>,
     pub recovered_at: u64,
     pub replayed: u64,
+    /// The last log index covered by this replica's newest snapshot, if any.
+    pub snapshot_index: Option<u64>,
+    pub snapshot_bytes: u64,
+    pub snapshots_installed: u64,
+    /// The first index still held in the log (earlier ones were purged).
+    pub first_log_index: u64,
 }
 
 /// At the leader: confirms leadership with a quorum, then returns the log index
@@ -182,10 +189,7 @@ impl Node {
             ServerState::Shutdown => "shutdown",
         };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self
-            .committed_index
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(applied);
+        let committed = self.committed_index.load(Relaxed).max(applied);
         Status {
             role,
             leader: metrics.current_leader,
@@ -195,16 +199,12 @@ impl Node {
             applied,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
-            recovered_at: self
-                .reader
-                .stats
-                .recovered_at
-                .load(std::sync::atomic::Ordering::Relaxed),
-            replayed: self
-                .reader
-                .stats
-                .replayed
-                .load(std::sync::atomic::Ordering::Relaxed),
+            recovered_at: self.reader.stats.recovered_at.load(Relaxed),
+            replayed: self.reader.stats.replayed.load(Relaxed),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            snapshot_bytes: self.reader.stats.snapshot_bytes.load(Relaxed),
+            snapshots_installed: self.reader.stats.snapshots_installed.load(Relaxed),
+            first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod cli;
 mod command;
+mod faults;
 mod kv;
 mod logging;
 mod network;
@@ -44,6 +45,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
+    let stop_signals = if cli.no_prompt {
+        match runtime.block_on(async { StopSignals::install() }) {
+            Ok(signals) => Some(signals),
+            Err(e) => return fail(&format!("cannot handle SIGTERM/SIGINT: {e}")),
+        }
+    } else {
+        None
+    };
     let node = match runtime.block_on(node::start(&cli, db)) {
         Ok(node) => node,
         Err(e) => return fail(&e),
@@ -51,8 +60,8 @@ fn main() -> ExitCode {
     runtime.spawn(exit_on_fatal(node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
-    if cli.no_prompt {
-        runtime.block_on(wait_for_signal());
+    if let Some(signals) = stop_signals {
+        runtime.block_on(signals.wait());
     } else {
         repl::run(&runtime, &node, &cli.replica_dir());
     }
@@ -90,17 +99,26 @@ async fn exit_on_fatal(node: node::Node) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// Signal handlers for `--no-prompt`, installed before the replica starts so
+/// that a SIGTERM during start-up also ends it cleanly instead of killing it.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
     }
 }

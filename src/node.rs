@@ -40,16 +40,26 @@ pub struct Node {
     pub timeout: Duration,
 }
 
+/// Log entries kept behind a snapshot when the log is purged.
+const LOG_TAIL_AFTER_SNAPSHOT: u64 = 100;
+
 /// Raft timing for a small cluster on a busy 2-core machine: calm enough that a
 /// slow fsync does not start an election, quick enough that a dead leader is
 /// replaced within about a second.
-fn raft_config(cluster_id: &str) -> Result<Config, StartError> {
+fn raft_config(cli: &Cli) -> Result<Config, StartError> {
+    let snapshot_policy = match cli.snapshot_every {
+        0 => SnapshotPolicy::Never,
+        entries => SnapshotPolicy::LogsSinceLast(entries),
+    };
     let config = Config {
-        cluster_name: cluster_id.to_string(),
+        cluster_name: cli.cluster_id(),
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy,
+        // The short tail of log kept behind a snapshot: a follower lagging by
+        // less than this catches up from the log, not by a whole snapshot.
+        max_in_snapshot_log_to_keep: LOG_TAIL_AFTER_SNAPSHOT.min(cli.snapshot_every),
         max_payload_entries: 256,
         snapshot_max_chunk_size: 1024 * 1024,
         ..Default::default()
@@ -92,7 +102,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     let (state_machine, reader) =
         StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
     let network = Network::new(cluster_id.clone(), id);
-    let config = Arc::new(raft_config(&cluster_id)?);
+    let config = Arc::new(raft_config(cli)?);
     let raft = Raft::new(id, config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -11,7 +11,7 @@ use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
 use crate::command::{Op, MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::kv::Status;
+use crate::kv::{self, Status};
 use crate::node::Node;
 
 /// One line the person typed, understood.
@@ -21,17 +21,19 @@ pub enum PromptCommand {
     Get { key: Vec<u8> },
     Delete { key: Vec<u8> },
     Status,
+    Checksum,
     Help,
     Exit,
 }
 
-const COMMAND_LIST: &str = "put, get, delete, status, help or exit";
+const COMMAND_LIST: &str = "put, get, delete, status, checksum, help or exit";
 
-const HELP_LINES: [&str; 6] = [
+const HELP_LINES: [&str; 7] = [
     "put KEY VALUE   store VALUE (the rest of the line) under KEY; prints OK once committed",
     "get KEY         print the value under KEY, or (nil); linearizable from any replica",
     "delete KEY      remove KEY; prints OK",
     "status          this replica's role, leader, term, log indexes and members",
+    "checksum        a digest of this replica's whole state and the applied index it is at",
     "help            this list",
     "exit            leave (Ctrl-D too)",
 ];
@@ -85,12 +87,13 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                 PromptCommand::Delete { key }
             }
         }
-        "status" | "help" | "exit" | "quit" => {
+        "status" | "checksum" | "help" | "exit" | "quit" => {
             if !rest.is_empty() {
                 return Err(format!("{name} takes no arguments"));
             }
             match name.as_str() {
                 "status" => PromptCommand::Status,
+                "checksum" => PromptCommand::Checksum,
                 "help" => PromptCommand::Help,
                 _ => PromptCommand::Exit,
             }
@@ -126,7 +129,8 @@ pub fn format_status(status: &Status) -> String {
     };
     format!(
         "role={} leader={} term={} last_log_index={} committed={} applied={} members={} learners={} \
-         recovered_at={} replayed={}",
+         recovered_at={} replayed={} first_log_index={} snapshot_index={} snapshot_bytes={} \
+         snapshots_installed={}",
         status.role,
         status.leader.map_or("none".to_string(), |id| id.to_string()),
         status.term,
@@ -137,6 +141,10 @@ pub fn format_status(status: &Status) -> String {
         ids(&status.learners),
         status.recovered_at,
         status.replayed,
+        status.first_log_index,
+        status.snapshot_index.map_or("none".to_string(), |i| i.to_string()),
+        status.snapshot_bytes,
+        status.snapshots_installed,
     )
 }
 
@@ -160,6 +168,17 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
             })
         }),
         PromptCommand::Status => Ok(format_status(&node.status())),
+        PromptCommand::Checksum => node
+            .reader
+            .checksum()
+            .await
+            .map_err(kv::KvError::Storage)
+            .map(|sum| {
+                format!(
+                    "applied={} keys={} digest={:032x}",
+                    sum.applied_index, sum.keys, sum.digest
+                )
+            }),
         PromptCommand::Help if on_terminal => {
             return HELP_LINES.iter().map(|l| l.to_string()).collect()
         }

@@ -26,6 +26,7 @@ use tokio::sync::RwLock;
 use super::snapshot::{self, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, Db};
 use crate::command::{Op, ProposalOutcome};
+use crate::faults::crash_point;
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -36,7 +37,7 @@ const MEMBERSHIP_KEY: &str = "membership";
 const DATA_KEYSPACE_KEY: &str = "data_keyspace";
 const DATA_KEYSPACE_PREFIX: &str = "data-";
 
-/// Counters that make recovery observable in `status`.
+/// Counters that make recovery and snapshots observable in `status`.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
     /// The applied index found on disk when this process started.
@@ -44,16 +45,58 @@ pub struct ApplyStats {
     /// Entries at or below an index already applied that were handed to
     /// `apply` again. They are skipped; a correct restart keeps this at zero.
     pub replayed: AtomicU64,
+    /// Snapshots received from a leader and installed since this process started.
+    pub snapshots_installed: AtomicU64,
+    /// Size in bytes of the newest snapshot file (built here or received).
+    pub snapshot_bytes: AtomicU64,
+}
+
+/// A digest of the whole state at one applied index, to compare replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChecksum {
+    pub applied_index: u64,
+    pub keys: u64,
+    /// XXH3-128 over every key and value, in key order, each length-prefixed.
+    pub digest: u128,
 }
 
 /// Reads the current state, from anywhere in the process.
 #[derive(Clone)]
 pub struct StateReader {
+    db: fjall::Database,
+    sm_meta: Keyspace,
     data: Arc<RwLock<Keyspace>>,
     pub stats: Arc<ApplyStats>,
 }
 
 impl StateReader {
+    /// Digests the whole state from one point-in-time view, so the applied
+    /// index and the digest always belong together even while applies go on.
+    pub async fn checksum(&self) -> Result<StateChecksum, String> {
+        // The read lock keeps an install from switching keyspaces under the view.
+        let data = self.data.read().await;
+        tokio::task::block_in_place(|| {
+            let view = self.db.snapshot();
+            let applied: Option<LogId> =
+                get_json(&view, &self.sm_meta, APPLIED_KEY).map_err(|e| e.to_string())?;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut keys = 0u64;
+            for pair in view.iter(&*data) {
+                let (key, value) = pair.into_inner().map_err(|e| describe_fjall_error(&e))?;
+                hasher.update(&(key.len() as u64).to_be_bytes());
+                hasher.update(&key);
+                hasher.update(&(value.len() as u64).to_be_bytes());
+                hasher.update(&value);
+                keys += 1;
+            }
+            Ok(StateChecksum {
+                applied_index: applied.map_or(0, |id| id.index),
+                keys,
+                digest: hasher.digest128(),
+            })
+        })
+    }
+
     /// The value stored under `key`, as of the last applied entry.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let data = self.data.read().await.clone();
@@ -150,7 +193,13 @@ impl StateMachine {
         );
 
         let data = Arc::new(RwLock::new(data));
+        if let Some((path, _)) = &current_snapshot {
+            let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        }
         let reader = StateReader {
+            db: store.db.clone(),
+            sm_meta: store.sm_meta.clone(),
             data: data.clone(),
             stats: stats.clone(),
         };
@@ -268,97 +317,77 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             store: self.store.clone(),
             data: self.data.clone(),
+            stats: self.stats.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         let path = snapshot::incoming_path(&self.store.snapshot_dir);
-        let file = tokio::fs::File::create(&path)
+        // Read and write: openraft writes the chunks, install reads them back.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .await
             .map_err(snapshot_error)?;
         self.incoming_snapshot = Some(path);
+        crash_point("install:receiving");
         Ok(Box::new(file))
     }
 
-    /// Replaces the whole state with a snapshot received from the leader, crash-safely
-    /// (rule 5): load into a fresh keyspace, then switch to it in one fsynced batch.
+    /// Replaces the whole state with a snapshot received from the leader,
+    /// crash-safely (rule 5 in `store/mod.rs`):
+    /// 1. load the snapshot into a fresh, unreferenced keyspace and let fjall
+    ///    make it durable (a crash here leaves the old state; the next start
+    ///    drops the unreferenced keyspace);
+    /// 2. in one fsynced batch, point `data_keyspace` at it and set the applied
+    ///    id and membership (the moment the new state takes over);
+    /// 3. drop the old keyspace (a crash before this is tidied at the next start).
+    ///
+    /// Reads keep being served from the old state until step 2.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        // openraft wrote the chunks through tokio's file, which buffers: flush
+        // and sync before reading it back as a plain file.
+        let mut snapshot = snapshot;
+        tokio::io::AsyncWriteExt::flush(&mut *snapshot)
+            .await
+            .map_err(snapshot_error)?;
+        snapshot.sync_all().await.map_err(snapshot_error)?;
         let received = snapshot.into_std().await;
-        received.sync_all().map_err(snapshot_error)?;
         let received_path = self.incoming_snapshot.take();
+        let store = self.store.clone();
+        let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
+
+        let new_data =
+            tokio::task::block_in_place(|| load_snapshot(&store, received, meta, &new_name))?;
+        crash_point("install:loaded");
 
         let mut data = self.data.write().await;
-        let old_name = data.name().to_string();
-        let generation = old_name
-            .strip_prefix(DATA_KEYSPACE_PREFIX)
-            .and_then(|g| g.parse::<u64>().ok())
-            .unwrap_or(1);
-        let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", generation + 1);
-        let store = self.store.clone();
-
-        let new_data = tokio::task::block_in_place(|| -> Result<Keyspace, StorageError> {
-            let mut file = std::io::BufReader::new(received);
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
-            let (mut reader, file_meta) =
-                SnapshotReader::open(file.into_inner()).map_err(snapshot_error)?;
-            if file_meta.last_log_id != meta.last_log_id {
-                return Err(snapshot_error(format!(
-                    "received snapshot holds state at {:?}, but was announced at {:?}",
-                    file_meta.last_log_id, meta.last_log_id
-                )));
-            }
-            let fresh = store
-                .db
-                .keyspace(&new_name, KeyspaceCreateOptions::default)
-                .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-            let loaded = (|| -> Result<(), StorageError> {
-                let mut ingestion = fresh
-                    .start_ingestion()
-                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-                // The reader has checked key order, so ingestion's sorted-input rule holds.
-                while let Some((key, value)) = reader.next_record().map_err(snapshot_error)? {
-                    ingestion
-                        .write(key, value)
-                        .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-                }
-                ingestion
-                    .finish()
-                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))
-            })();
-            if let Err(e) = loaded {
-                let _ = store.db.delete_keyspace(fresh);
-                return Err(e);
-            }
-
-            // The switch: new data, applied id and membership become current together.
+        let switched = tokio::task::block_in_place(|| {
             let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
-            batch.insert(
-                &store.sm_meta,
-                DATA_KEYSPACE_KEY,
-                serde_json::to_vec(&new_name).expect("serialises"),
-            );
-            batch.insert(
-                &store.sm_meta,
-                APPLIED_KEY,
-                serde_json::to_vec(&meta.last_log_id).expect("serialises"),
-            );
-            batch.insert(
-                &store.sm_meta,
-                MEMBERSHIP_KEY,
-                serde_json::to_vec(&meta.last_membership).expect("serialises"),
-            );
-            batch
-                .commit()
-                .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-            Ok(fresh)
-        })?;
-
+            let name = serde_json::to_vec(&new_name).expect("a name serialises");
+            let applied = serde_json::to_vec(&meta.last_log_id).expect("a log id serialises");
+            let membership = serde_json::to_vec(&meta.last_membership).expect("serialises");
+            batch.insert(&store.sm_meta, DATA_KEYSPACE_KEY, name);
+            batch.insert(&store.sm_meta, APPLIED_KEY, applied);
+            batch.insert(&store.sm_meta, MEMBERSHIP_KEY, membership);
+            batch.commit()
+        });
+        if let Err(e) = switched {
+            drop(data);
+            let _ = store.db.delete_keyspace(new_data);
+            return Err(snapshot_error(describe_fjall_error(&e)));
+        }
         let old_data = std::mem::replace(&mut *data, new_data);
         drop(data);
+        crash_point("install:switched");
+
+        let old_name = old_data.name().to_string();
         if let Err(e) = self.store.db.delete_keyspace(old_data) {
             // Harmless: the next start drops any keyspace the pointer does not name.
             tracing::warn!(
@@ -368,18 +397,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             "installed snapshot {} at {:?}",
             meta.snapshot_id,
             meta.last_log_id
         );
 
+        // Keep the received file as this replica's current snapshot, so it can
+        // serve it in turn without building one first.
         if let Some(path) = received_path {
             let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
             std::fs::rename(&path, &kept)
                 .and_then(|()| snapshot::sync_dir(&self.store.snapshot_dir))
                 .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
                 .map_err(snapshot_error)?;
+            let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
+            self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
             self.current_snapshot = Some((kept, meta.clone()));
         }
         Ok(())
@@ -400,10 +436,61 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// Checks a received snapshot file and loads it into a new keyspace `name`,
+/// made durable by fjall's ingestion. Nothing refers to that keyspace yet.
+fn load_snapshot(
+    store: &Db,
+    received: std::fs::File,
+    meta: &SnapshotMeta,
+    name: &str,
+) -> Result<Keyspace, StorageError> {
+    received.sync_all().map_err(snapshot_error)?;
+    let mut file = received;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
+    let (mut reader, file_meta) = SnapshotReader::open(file).map_err(snapshot_error)?;
+    if file_meta.last_log_id != meta.last_log_id {
+        return Err(snapshot_error(format!(
+            "received snapshot holds state at {:?}, but was announced at {:?}",
+            file_meta.last_log_id, meta.last_log_id
+        )));
+    }
+    let fresh = store
+        .db
+        .keyspace(name, KeyspaceCreateOptions::default)
+        .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+    let loaded = (|| -> Result<(), StorageError> {
+        let fjall_error = |e: fjall::Error| snapshot_error(describe_fjall_error(&e));
+        let mut ingestion = fresh.start_ingestion().map_err(fjall_error)?;
+        // The reader has checked that keys increase, as ingestion requires
+        // (it would panic otherwise), and checks the CRC before the last record
+        // is returned, so a damaged file never reaches the switch.
+        while let Some((key, value)) = reader.next_record().map_err(snapshot_error)? {
+            ingestion.write(key, value).map_err(fjall_error)?;
+        }
+        ingestion.finish().map_err(fjall_error)
+    })();
+    match loaded {
+        Ok(()) => Ok(fresh),
+        Err(e) => {
+            let _ = store.db.delete_keyspace(fresh);
+            Err(e)
+        }
+    }
+}
+
+/// A suffix that makes a new keyspace name unique within this database.
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
 /// Builds a snapshot from a point-in-time view while applies go on.
 pub struct SnapshotBuilder {
     store: Db,
     data: Arc<RwLock<Keyspace>>,
+    stats: Arc<ApplyStats>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -439,6 +526,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             }
             let (path, size) = writer.finish().map_err(snapshot_error)?;
             snapshot::remove_others(&store.snapshot_dir, &path).map_err(snapshot_error)?;
+            self.stats.snapshot_bytes.store(size, Ordering::Relaxed);
             tracing::info!(
                 "built snapshot {} at {:?}: {size} bytes",
                 meta.snapshot_id,
