@@ -78,10 +78,10 @@ impl Proposal {
     pub fn new(ops: &[Op]) -> Self {
         let ops = serde_json::value::to_raw_value(ops)
             .expect("serialising ops to JSON cannot fail: keys and values are plain data");
-        Proposal {
-            format: PROPOSAL_FORMAT,
-            ops,
-        }
+        // A test can make this replica write another format, to check that
+        // replicas which do not know it stop instead of applying it.
+        let format = crate::faults::proposal_format_override().unwrap_or(PROPOSAL_FORMAT);
+        Proposal { format, ops }
     }
 
     /// The operations, if this build understands the proposal's format.

@@ -21,3 +21,13 @@ pub fn crash_point(point: &str) {
         std::process::abort();
     }
 }
+
+/// The environment variable that makes this replica propose commands in
+/// another format, as a newer release would during a rolling upgrade.
+pub const PROPOSE_FORMAT_VAR: &str = "EXAMPLE_ONDISK_PROPOSE_FORMAT";
+
+/// The proposal format a test asked this replica to write, if any.
+pub fn proposal_format_override() -> Option<u32> {
+    static CHOSEN: OnceLock<Option<u32>> = OnceLock::new();
+    *CHOSEN.get_or_init(|| std::env::var(PROPOSE_FORMAT_VAR).ok()?.parse().ok())
+}

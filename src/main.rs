@@ -87,7 +87,13 @@ async fn exit_on_fatal(node: node::Node) {
     loop {
         if let Err(fatal) = &metrics.borrow().running_state {
             if !matches!(fatal, Fatal::Stopped) {
-                eprintln!("error: replica {} stopped: {fatal}", node.id);
+                // openraft wraps the cause in what it was doing; the person
+                // needs the cause, the log keeps the rest.
+                let mut cause: &dyn std::error::Error = fatal;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
+                }
+                eprintln!("error: replica {} stopped: {cause}", node.id);
                 tracing::error!("replica stopped: {fatal}");
                 std::process::exit(1);
             }

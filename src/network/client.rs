@@ -247,7 +247,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        match self.rpc(PeerRequest::InstallSnapshot(rpc), &option).await {
+        match self
+            .rpc(PeerRequest::InstallSnapshot(rpc.into()), &option)
+            .await
+        {
             Ok(PeerResponse::InstallSnapshot(Ok(response))) => Ok(response),
             Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(self.remote(e)),
             Ok(_) => Err(unexpected("install-snapshot")),

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::command::Proposal;
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
 
 pub use client::{CallError, Network};
 
@@ -51,7 +51,7 @@ pub enum PeerRequest {
     },
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
 }
@@ -73,4 +73,47 @@ pub enum PeerResponse {
     ),
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
+}
+
+/// One piece of a snapshot on the wire. openraft's own request carries the
+/// bytes as a `Vec<u8>`, which JSON writes as an array of numbers (about 3.5
+/// bytes per byte, slow to parse); base64 costs 1.33 and is quick.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub offset: u64,
+    pub done: bool,
+    pub data_base64: String,
+}
+
+impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
+    fn from(rpc: InstallSnapshotRequest<TypeConfig>) -> Self {
+        use base64::Engine as _;
+        SnapshotChunk {
+            vote: rpc.vote,
+            meta: rpc.meta,
+            offset: rpc.offset,
+            done: rpc.done,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&rpc.data),
+        }
+    }
+}
+
+impl TryFrom<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
+    type Error = String;
+
+    fn try_from(chunk: SnapshotChunk) -> Result<Self, String> {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(chunk.data_base64.as_bytes())
+            .map_err(|e| format!("snapshot chunk is not valid base64: {e}"))?;
+        Ok(InstallSnapshotRequest {
+            vote: chunk.vote,
+            meta: chunk.meta,
+            offset: chunk.offset,
+            data,
+            done: chunk.done,
+        })
+    }
 }

@@ -79,9 +79,13 @@ async fn serve_connection(
                 PeerResponse::AppendEntries(raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
-            PeerRequest::InstallSnapshot(rpc) => {
-                PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
-            }
+            PeerRequest::InstallSnapshot(chunk) => match chunk.try_into() {
+                Ok(rpc) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),
+                Err(why) => {
+                    let _ = send(&mut frames, &PeerResponse::Refused(why.clone())).await;
+                    return Err(format!("replica {from}: {why}"));
+                }
+            },
             PeerRequest::Propose(proposal) => {
                 PeerResponse::Propose(raft.client_write(proposal).await)
             }
