@@ -61,6 +61,19 @@ pub(crate) const SM_META: &str = "sm_meta";
 
 const IDENTITY_KEY: &str = "identity";
 
+/// Memory budget. fjall's default memtable is 64 MiB per keyspace; with the
+/// log and the data keyspace filling at once under load (and a memtable being
+/// flushed while the next fills), that alone could pass the 200 MiB a replica
+/// may use. fjall 3.1's total write-buffer cap is unfinished (hidden,
+/// deprecated), so the cap is set per keyspace.
+const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Options for every keyspace this store creates (used at creation only).
+pub(crate) fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
 /// Who a data folder belongs to. Written once, when the folder is created, and
 /// checked at every start so that one replica's folder is never opened by
 /// another replica or another cluster.
@@ -143,7 +156,11 @@ pub fn open(replica_dir: &Path, identity: &Identity) -> Result<Db, OpenError> {
 
     // fjall reports most damage as an error, but a badly mangled file can make
     // it panic; either way the person gets one line, not a backtrace.
-    let opened = std::panic::catch_unwind(|| Database::builder(&path).open());
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder(&path)
+            .cache_size(BLOCK_CACHE_BYTES)
+            .open()
+    });
     let db = match opened {
         Ok(Ok(db)) => db,
         Ok(Err(fjall::Error::Locked)) => {
@@ -161,7 +178,7 @@ pub fn open(replica_dir: &Path, identity: &Identity) -> Result<Db, OpenError> {
     };
 
     let keyspace = |name: &str| {
-        db.keyspace(name, KeyspaceCreateOptions::default)
+        db.keyspace(name, keyspace_options)
             .map_err(|e| damaged(describe_fjall_error(&e)))
     };
     let raft_meta = keyspace(RAFT_META)?;

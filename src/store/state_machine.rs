@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjall::{Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use fjall::{Keyspace, PersistMode, Readable};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use tokio::sync::RwLock;
 
 use super::snapshot::{self, SnapshotReader, SnapshotWriter};
-use super::{describe_fjall_error, Db};
+use super::{describe_fjall_error, keyspace_options, Db};
 use crate::command::{Op, ProposalOutcome};
 use crate::faults::crash_point;
 use crate::types::{
@@ -159,7 +159,7 @@ impl StateMachine {
 
         let data = store
             .db
-            .keyspace(&active, KeyspaceCreateOptions::default)
+            .keyspace(&active, keyspace_options)
             .map_err(|e| read_error(describe_fjall_error(&e)))?;
         for name in store.db.list_keyspace_names() {
             let name: &str = &name;
@@ -167,7 +167,7 @@ impl StateMachine {
                 tracing::info!("dropping keyspace {name} left by an interrupted snapshot install");
                 let stale = store
                     .db
-                    .keyspace(name, KeyspaceCreateOptions::default)
+                    .keyspace(name, keyspace_options)
                     .map_err(|e| write_error(describe_fjall_error(&e)))?;
                 store
                     .db
@@ -456,7 +456,7 @@ fn load_snapshot(
     }
     let fresh = store
         .db
-        .keyspace(name, KeyspaceCreateOptions::default)
+        .keyspace(name, keyspace_options)
         .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
     let loaded = (|| -> Result<(), StorageError> {
         let fjall_error = |e: fjall::Error| snapshot_error(describe_fjall_error(&e));
