@@ -33,6 +33,7 @@ const MAX_VALUE_LEN: u32 = 64 * 1024 * 1024;
 
 const FINISHED_SUFFIX: &str = ".snap";
 const INCOMING_SUFFIX: &str = ".part";
+const WRITING_SUFFIX: &str = ".writing";
 
 /// Writes records to a new snapshot file, then makes it durable under its final name.
 pub struct SnapshotWriter {
@@ -47,7 +48,7 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn create(dir: &Path, meta: &SnapshotMeta) -> io::Result<Self> {
         let final_path = dir.join(format!("snapshot-{}{FINISHED_SUFFIX}", meta.snapshot_id));
-        let temp_path = dir.join(format!("snapshot-{}.writing", meta.snapshot_id));
+        let temp_path = dir.join(format!("snapshot-{}{WRITING_SUFFIX}", meta.snapshot_id));
         let mut out = BufWriter::with_capacity(256 * 1024, File::create(&temp_path)?);
         out.write_all(MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_be_bytes())?;
@@ -228,8 +229,24 @@ fn read_bytes(input: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The newest finished snapshot in `dir`, with its meta; older ones and
-/// unfinished files are removed.
+/// Removes what a crash left half-done in `dir`: snapshots being written or
+/// received. Only at start-up: at any other time such a file may be in use.
+pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(INCOMING_SUFFIX) || name.ends_with(WRITING_SUFFIX) {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest finished snapshot in `dir`, with its meta; older finished ones
+/// are removed (they are never needed again).
 pub fn latest(dir: &Path) -> io::Result<Option<(PathBuf, SnapshotMeta)>> {
     let mut newest: Option<(PathBuf, SnapshotMeta)> = None;
     for entry in fs::read_dir(dir)? {
@@ -240,10 +257,6 @@ pub fn latest(dir: &Path) -> io::Result<Option<(PathBuf, SnapshotMeta)>> {
             .unwrap_or_default()
             .to_string();
         if !name.ends_with(FINISHED_SUFFIX) {
-            // Half-written or half-received files from before a crash.
-            if name.ends_with(INCOMING_SUFFIX) || name.ends_with(".writing") {
-                let _ = fs::remove_file(&path);
-            }
             continue;
         }
         let meta = match File::open(&path).and_then(SnapshotReader::open) {
@@ -371,6 +384,7 @@ mod tests {
         write(dir.path(), 5, &[]);
         let newest = write(dir.path(), 9, &[]);
         fs::write(dir.path().join("incoming-1.part"), b"half").unwrap();
+        remove_unfinished(dir.path()).unwrap();
         let (path, meta) = latest(dir.path()).unwrap().unwrap();
         assert_eq!(path, newest);
         assert_eq!(meta.last_log_id.unwrap().index, 9);

@@ -184,6 +184,7 @@ impl StateMachine {
             )
             .map_err(|e| write_error(describe_fjall_error(&e)))?;
 
+        snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
         let current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
         let stats = Arc::new(ApplyStats::default());
         let recovered_at = last_applied.map_or(0, |id| id.index);
