@@ -221,7 +221,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let committed: Option<Option<LogId>> = self
             .read_json(COMMITTED_KEY)
             .map_err(|e| StorageIOError::read(AnyError::error(e)))?;
-        let committed = committed.flatten();
+        let mut committed = committed.flatten();
+        // The hint is written without waiting for a snapshot install that
+        // sets it; after a crash mid-install it can name entries this replica
+        // never received. Trust it only as far as the log or state reaches.
+        let applied = super::state_machine::applied_log_id(&self.store)?;
+        let last_log = self.get_log_state().await?.last_log_id;
+        if committed > std::cmp::max(applied, last_log) {
+            committed = applied;
+        }
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
         }
@@ -276,14 +284,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(|e| StorageIOError::write_logs(AnyError::error(describe_fjall_error(&e))).into())
     }
 
-    /// Removes the entries up to and including `log_id`; openraft only asks this
-    /// for entries already applied and covered by a snapshot.
+    /// Removes the entries up to and including `log_id`.
+    ///
+    /// Never past what the state machine holds: when a follower installs a
+    /// snapshot, openraft 0.9 asks for this purge while the install is still
+    /// running on another task. Were the purge to reach the journal and the
+    /// install then crash, the restarted replica would have neither the
+    /// entries nor the state they led to (and openraft refuses to start). So
+    /// the purge is capped at the state machine's applied id; journal order
+    /// (rule 4 in `store/mod.rs`) keeps that applied id ahead of the purge on
+    /// disk. What the cap leaves is purged at the next snapshot, or at start-up.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let watermark = serde_json::to_vec(&log_id).expect("a log id serialises");
+        let applied = super::state_machine::applied_log_id(&self.store)?;
+        let upto = match applied {
+            Some(applied) if applied.index < log_id.index => applied,
+            Some(_) => log_id,
+            None => return Ok(()),
+        };
+        let watermark = serde_json::to_vec(&upto).expect("a log id serialises");
         let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
+        if upto.index < floor {
+            return Ok(());
+        }
         tokio::task::block_in_place(|| {
             self.remove_range(
-                (Bound::Included(floor), Bound::Included(log_id.index)),
+                (Bound::Included(floor), Bound::Included(upto.index)),
                 Some((PURGED_KEY, watermark)),
                 PersistMode::Buffer,
             )

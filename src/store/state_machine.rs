@@ -145,6 +145,12 @@ fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The applied log id as the database holds it now (not necessarily fsynced,
+/// but ahead of any later record in the shared journal).
+pub(crate) fn applied_log_id(store: &Db) -> Result<Option<LogId>, StorageError> {
+    Ok(get_json::<Option<LogId>>(&store.db.snapshot(), &store.sm_meta, APPLIED_KEY)?.flatten())
+}
+
 impl StateMachine {
     /// Opens the state machine at what is on disk, and drops any data keyspace
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).

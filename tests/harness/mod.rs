@@ -280,6 +280,8 @@ pub struct Replica {
     /// Everything the process (and earlier runs of it) wrote to stderr.
     stderr: Arc<Mutex<String>>,
     runs: usize,
+    /// Extra environment for the next launches (fault-injection hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -293,6 +295,7 @@ impl Replica {
             running: None,
             stderr: Arc::new(Mutex::new(String::new())),
             runs: 0,
+            env: Vec::new(),
         };
         replica.launch();
         replica
@@ -307,6 +310,7 @@ impl Replica {
         self.runs += 1;
         let mut child = Command::new(BIN)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
