@@ -77,8 +77,7 @@ impl StateReader {
         let data = self.data.read().await;
         tokio::task::block_in_place(|| {
             let view = self.db.snapshot();
-            let applied: Option<LogId> =
-                get_json(&view, &self.sm_meta, APPLIED_KEY).map_err(|e| e.to_string())?;
+            let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keys = 0u64;
             for pair in view.iter(&*data) {
@@ -148,7 +147,12 @@ fn get_json<T: serde::de::DeserializeOwned>(
 /// The applied log id as the database holds it now (not necessarily fsynced,
 /// but ahead of any later record in the shared journal).
 pub(crate) fn applied_log_id(store: &Db) -> Result<Option<LogId>, StorageError> {
-    Ok(get_json::<Option<LogId>>(&store.db.snapshot(), &store.sm_meta, APPLIED_KEY)?.flatten())
+    read_applied(&store.db.snapshot(), &store.sm_meta)
+}
+
+/// The applied log id recorded in `view` (stored as an optional log id).
+fn read_applied(view: &impl Readable, sm_meta: &Keyspace) -> Result<Option<LogId>, StorageError> {
+    Ok(get_json::<Option<LogId>>(view, sm_meta, APPLIED_KEY)?.flatten())
 }
 
 impl StateMachine {
@@ -156,7 +160,7 @@ impl StateMachine {
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
     pub fn open(store: Db) -> Result<(StateMachine, StateReader), StorageError> {
         let view = store.db.snapshot();
-        let last_applied: Option<LogId> = get_json(&view, &store.sm_meta, APPLIED_KEY)?;
+        let last_applied = read_applied(&view, &store.sm_meta)?;
         let membership: StoredMembership =
             get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
         let active: String = get_json(&view, &store.sm_meta, DATA_KEYSPACE_KEY)?
@@ -507,7 +511,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let (path, meta) = tokio::task::block_in_place(|| -> Result<_, StorageError> {
             let view = store.db.snapshot();
-            let last_log_id: Option<LogId> = get_json(&view, &store.sm_meta, APPLIED_KEY)?;
+            let last_log_id = read_applied(&view, &store.sm_meta)?;
             let last_membership: StoredMembership =
                 get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
             let nanos = std::time::SystemTime::now()
