@@ -69,9 +69,17 @@ const IDENTITY_KEY: &str = "identity";
 const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Options for every keyspace this store creates (used at creation only).
+/// The small bookkeeping keyspaces are rewritten on every commit and apply;
+/// a smaller memtable flushes their old versions sooner.
+const META_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Options for the log and data keyspaces (used at creation only).
 pub(crate) fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+fn meta_keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(META_MEMTABLE_BYTES)
 }
 
 /// Who a data folder belongs to. Written once, when the folder is created, and
@@ -177,16 +185,16 @@ pub fn open(replica_dir: &Path, identity: &Identity) -> Result<Db, OpenError> {
         }
     };
 
-    let keyspace = |name: &str| {
-        db.keyspace(name, keyspace_options)
+    let keyspace = |name: &str, options: fn() -> KeyspaceCreateOptions| {
+        db.keyspace(name, options)
             .map_err(|e| damaged(describe_fjall_error(&e)))
     };
-    let raft_meta = keyspace(RAFT_META)?;
+    let raft_meta = keyspace(RAFT_META, meta_keyspace_options)?;
     check_identity(&db, &raft_meta, &path, identity, is_new)?;
 
     let store = Db {
-        raft_log: keyspace(RAFT_LOG)?,
-        sm_meta: keyspace(SM_META)?,
+        raft_log: keyspace(RAFT_LOG, keyspace_options)?,
+        sm_meta: keyspace(SM_META, meta_keyspace_options)?,
         raft_meta,
         snapshot_dir: replica_dir.join("snapshots"),
         db,

@@ -253,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
         let mut outcomes = Vec::new();
         let mut failure = None;
+        let mut membership_changed = false;
 
         for entry in entries {
             if self
@@ -268,6 +269,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    membership_changed = true;
                 }
                 EntryPayload::Normal(proposal) => {
                     let ops = match proposal.decode() {
@@ -310,11 +312,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             APPLIED_KEY,
             serde_json::to_vec(&self.last_applied).expect("serialises"),
         );
-        batch.insert(
-            self.sm_meta(),
-            MEMBERSHIP_KEY,
-            serde_json::to_vec(&self.membership).expect("serialises"),
-        );
+        // Membership is rewritten only when an entry changed it: it is the
+        // largest record here, and rewriting it on every apply filled memtables.
+        if membership_changed {
+            batch.insert(
+                self.sm_meta(),
+                MEMBERSHIP_KEY,
+                serde_json::to_vec(&self.membership).expect("serialises"),
+            );
+        }
         tokio::task::block_in_place(|| batch.commit())
             .map_err(|e| write_error(describe_fjall_error(&e)))?;
 
