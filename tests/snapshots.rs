@@ -1,217 +1,643 @@
-//! Snapshots, log compaction and catching up: a replica that fell behind, or
-//! lost its folder, gets the whole state by snapshot; the log stays bounded;
-//! a crash at any step of an install leaves the old state or the new one.
+//! Snapshots, log compaction and catching up (issue 4): a replica that fell
+//! behind, or lost its folder, gets the whole state by snapshot; the log stays
+//! bounded; a crash at any step of an install leaves the old state or the whole
+//! new one; a restart after an install replays nothing.
+//!
+//! Replica 3 is the one that falls behind, loses its folder or crashes. Before it
+//! comes back, each test waits until the others have purged the log entries it
+//! lacks, so it can only catch up by snapshot. Replicas are compared with
+//! `checksum` once writes have stopped and their applied indexes agree.
 
 mod harness;
 
+use std::fmt;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, Replica, ELECTION_TIMEOUT, EXIT_TIMEOUT};
+use harness::{is_error, Cluster, Replica, Status, ELECTION_TIMEOUT, EXIT_TIMEOUT};
 
 /// Small, so a test crosses several snapshot intervals in a few hundred writes.
 const EVERY: u64 = 50;
+/// How long to wait for replicas to converge or a snapshot to be built.
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long to wait for a purge before writing more to provoke one.
+const PURGE_WAIT: Duration = Duration::from_secs(10);
+/// The replica that falls behind.
+const VICTIM: u64 = 3;
+/// The two that keep a quorum while it is away.
+const OTHERS: [u64; 2] = [1, 2];
+const ALL: [u64; 3] = [1, 2, 3];
+/// The binary's test-only hook: abort at a named point of a snapshot install.
+const CRASH_AT_VAR: &str = "EXAMPLE_ONDISK_CRASH_AT";
 
-fn start() -> Cluster {
-    Cluster::start_with(3, &["--snapshot-every", &EVERY.to_string()])
+fn start(every: u64) -> Cluster {
+    Cluster::start_with(3, &["--snapshot-every", &every.to_string()])
 }
 
-/// `checksum` parsed: (applied index, key count, digest).
-fn checksum(replica: &mut Replica) -> (u64, u64, String) {
+// ---------------------------------------------------------------------------
+// Checksums
+// ---------------------------------------------------------------------------
+
+/// A parsed `checksum` line: `applied=N keys=K digest=<32 hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checksum {
+    applied: u64,
+    keys: u64,
+    digest: String,
+}
+
+impl Checksum {
+    fn parse(line: &str) -> Checksum {
+        let fields: Vec<(&str, &str)> = line
+            .split_whitespace()
+            .map(|field| {
+                field.split_once('=').unwrap_or_else(|| {
+                    panic!("checksum field {field:?} is not key=value: {line:?}")
+                })
+            })
+            .collect();
+        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["applied", "keys", "digest"], "checksum {line:?}");
+        let number = |i: usize| -> u64 {
+            let (name, text) = fields[i];
+            text.parse()
+                .unwrap_or_else(|_| panic!("checksum {name}={text:?} is not a number: {line:?}"))
+        };
+        let digest = fields[2].1;
+        assert!(
+            digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "the digest is not 32 hex digits: {line:?}"
+        );
+        Checksum {
+            applied: number(0),
+            keys: number(1),
+            digest: digest.to_string(),
+        }
+    }
+
+    /// The same keys and values, whatever the index: a new leader's blank entry
+    /// moves the applied index without changing the state.
+    fn same_data(&self, other: &Checksum) -> bool {
+        self.keys == other.keys && self.digest == other.digest
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "applied={} keys={} digest={}",
+            self.applied, self.keys, self.digest
+        )
+    }
+}
+
+fn checksum(replica: &mut Replica) -> Checksum {
     let line = replica.send("checksum");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("replica {}: no {name} in {line:?}", replica.id))
-    };
-    let number = |name: &str| field(name).parse::<u64>().expect("a number");
-    (number("applied"), number("keys"), field("digest"))
+    assert!(
+        !is_error(&line),
+        "replica {}: checksum failed: {line}",
+        replica.id
+    );
+    Checksum::parse(&line)
 }
 
-/// Waits until every replica in `ids` reports the same checksum at the same applied index.
-fn wait_checksums_agree(cluster: &mut Cluster, ids: &[u64]) -> (u64, u64, String) {
+/// Polls `checksum` at `ids` until they all report the same applied index, then
+/// requires the same digest (one index, one state). Returns the agreed checksum.
+fn wait_checksums_agree(cluster: &mut Cluster, ids: &[u64]) -> Checksum {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let sums: Vec<_> = ids
+        let sums: Vec<(u64, Checksum)> = ids
             .iter()
-            .map(|id| checksum(cluster.replica(*id)))
+            .map(|&id| (id, checksum(cluster.replica(id))))
             .collect();
-        if sums.windows(2).all(|pair| pair[0] == pair[1]) {
-            return sums[0].clone();
+        let listing = || {
+            sums.iter()
+                .map(|(id, sum)| format!("  replica {id}: {sum}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let first = &sums[0].1;
+        if sums.iter().all(|(_, sum)| sum.applied == first.applied) {
+            assert!(
+                sums.iter().all(|(_, sum)| sum == first),
+                "replicas at the same applied index hold different states:\n{}",
+                listing()
+            );
+            return first.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "checksums never agreed: {sums:?}"
+            "applied indexes still differ after {SETTLE:?}:\n{}",
+            listing()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Waits for a replica to exit by itself, with its stdin still open (closing
-/// it would make the replica shut down on its own).
-fn wait_for_own_exit(replica: &mut Replica) -> std::process::ExitStatus {
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    while replica.still_running() {
+// ---------------------------------------------------------------------------
+// Status fields of issue 4
+// ---------------------------------------------------------------------------
+
+fn snapshot_index(status: &Status) -> Option<u64> {
+    status.optional_number("snapshot_index")
+}
+
+fn first_log_index(status: &Status) -> u64 {
+    status.number("first_log_index")
+}
+
+fn last_log_index(status: &Status) -> u64 {
+    status.number("last_log_index")
+}
+
+fn snapshots_installed(status: &Status) -> u64 {
+    status.number("snapshots_installed")
+}
+
+/// How many entries the log holds.
+fn log_length(status: &Status) -> u64 {
+    (last_log_index(status) + 1).saturating_sub(first_log_index(status))
+}
+
+// ---------------------------------------------------------------------------
+// Writing, reading, and waiting for snapshots and purges
+// ---------------------------------------------------------------------------
+
+type Pairs = Vec<(String, String)>;
+
+/// Puts `count` new keys `PREFIX-i` at `replica`; returns them with their values.
+fn put_keys(replica: &mut Replica, prefix: &str, count: u64) -> Pairs {
+    (0..count)
+        .map(|i| {
+            let (key, value) = (format!("{prefix}-{i}"), format!("value of {prefix}-{i}"));
+            replica.put(&key, &value);
+            (key, value)
+        })
+        .collect()
+}
+
+/// Every `(key, value)` reads back at replica `id` (a linearizable get). The
+/// first read may have to wait for the replica to find the leader.
+fn assert_all_readable(cluster: &mut Cluster, id: u64, pairs: &[(String, String)]) {
+    let replica = cluster.replica(id);
+    if let Some((key, _)) = pairs.first() {
+        replica.send_until_ok(&format!("get {key}"), SETTLE);
+    }
+    for (key, value) in pairs {
+        assert_eq!(&replica.get(key), value, "get {key} at replica {id}");
+    }
+}
+
+/// True if the replica has applied enough entries for a snapshot it has not
+/// built (or reported) yet: the policy builds one after every `every` applied
+/// entries, counting from index 0 (the first at `every - 1`), then at S + `every`
+/// after a snapshot at S.
+fn snapshot_due(status: &Status, every: u64) -> bool {
+    match snapshot_index(status) {
+        Some(snapshot) => status.applied() >= snapshot + every,
+        None => status.applied() + 1 >= every,
+    }
+}
+
+/// Polls `status` until no snapshot is due at the replica, so its snapshot
+/// index stays put until more is written.
+fn settled(replica: &mut Replica, every: u64) -> Status {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let status = replica.status();
+        if !snapshot_due(&status, every) {
+            return status;
+        }
         assert!(
             Instant::now() < deadline,
-            "replica {} kept running",
+            "replica {}: a snapshot (one every {every} entries) is still due after {SETTLE:?}: {status}",
             replica.id
         );
-        std::thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(50));
     }
-    replica.wait_exit(EXIT_TIMEOUT)
 }
 
-fn write_keys(replica: &mut Replica, prefix: &str, count: u64) {
-    for i in 0..count {
-        replica.put(&format!("{prefix}{i}"), &format!("value of {prefix}{i}"));
+/// [`settled`], for a replica that has applied enough to have a snapshot.
+fn settled_snapshot(replica: &mut Replica, every: u64) -> Status {
+    let status = settled(replica, every);
+    assert!(
+        snapshot_index(&status).is_some(),
+        "replica {}: no snapshot yet: {status}",
+        replica.id
+    );
+    status
+}
+
+/// Waits up to [`PURGE_WAIT`] until every one of [`OTHERS`] has purged its log
+/// past `victim_last`, the last entry the victim holds: then the victim can only
+/// catch up by snapshot. (A leader postpones a purge while a replication request
+/// to the absent victim counts as in flight, so this can take a moment.)
+fn others_purged_past(cluster: &mut Cluster, victim_last: u64) -> bool {
+    let deadline = Instant::now() + PURGE_WAIT;
+    loop {
+        let purged = OTHERS
+            .iter()
+            .all(|&id| first_log_index(&cluster.replica(id).status()) > victim_last + 1);
+        if purged {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Once the keys are written at `writer`, makes sure a replica that holds the
+/// log up to `victim_last` can only catch up by snapshot: waits for the
+/// writer's snapshot to settle and the others' logs to be purged past
+/// `victim_last`, writing another interval if the purge does not come.
+/// Returns the writer's settled status.
+fn snapshot_needed(
+    cluster: &mut Cluster,
+    writer: u64,
+    every: u64,
+    victim_last: u64,
+    prefix: &str,
+    pairs: &mut Pairs,
+) -> Status {
+    for round in 0..5 {
+        let status = settled_snapshot(cluster.replica(writer), every);
+        if others_purged_past(cluster, victim_last) {
+            return status;
+        }
+        let more = put_keys(cluster.replica(writer), &format!("{prefix}{round}"), every);
+        pairs.extend(more);
+    }
+    panic!("the others never purged their logs past index {victim_last}");
+}
+
+/// Writes at `writer` up to the next snapshot point and stops there, so that
+/// its state *is* that snapshot's state; returns its checksum then. Relies on
+/// the policy (see [`snapshot_due`]); retries at the following point if an
+/// entry of its own (a new leader's blank one) moved the index.
+fn write_to_the_next_snapshot(
+    cluster: &mut Cluster,
+    writer: u64,
+    every: u64,
+    prefix: &str,
+    pairs: &mut Pairs,
+) -> Checksum {
+    let replica = cluster.replica(writer);
+    for round in 0..5 {
+        let status = settled(replica, every);
+        let target = snapshot_index(&status).map_or(every - 1, |snapshot| snapshot + every);
+        let count = target - status.applied();
+        pairs.extend(put_keys(replica, &format!("{prefix}{round}"), count));
+        let deadline = Instant::now() + SETTLE;
+        let status = loop {
+            let status = replica.status();
+            if snapshot_index(&status) >= Some(target) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {writer}: {count} entries written up to {target}, yet no snapshot \
+                 there (one every {every} entries): {status}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        if snapshot_index(&status) == Some(target) && status.applied() == target {
+            let sum = checksum(replica);
+            if sum.applied == target {
+                return sum;
+            }
+        }
+    }
+    panic!("replica {writer}: could not stop writing exactly at a snapshot");
+}
+
+/// Writes at `writer` from snapshot point to snapshot point (at least
+/// `at_least` of them) until the others' logs are purged past `victim_last`.
+/// Returns the writer's checksum at each point, in order: whichever snapshot
+/// the leader sends replica 3 (openraft keeps retrying the one it first took
+/// while replica 3 is down, not always its latest), its state is known exactly.
+fn snapshot_states_needed(
+    cluster: &mut Cluster,
+    writer: u64,
+    every: u64,
+    victim_last: u64,
+    at_least: usize,
+    prefix: &str,
+    pairs: &mut Pairs,
+) -> Vec<Checksum> {
+    let mut states = Vec::new();
+    for round in 0..at_least + 5 {
+        let prefix = format!("{prefix}{round}-");
+        states.push(write_to_the_next_snapshot(
+            cluster, writer, every, &prefix, pairs,
+        ));
+        if states.len() >= at_least && others_purged_past(cluster, victim_last) {
+            return states;
+        }
+    }
+    panic!("the others never purged their logs past index {victim_last}");
+}
+
+/// Checks that the snapshot `installed` at the victim is one the others hold
+/// (the leader sent it). Only where the others have a single snapshot and the
+/// victim builds none after the install.
+fn assert_installed_a_snapshot_of_the_others(cluster: &mut Cluster, installed: u64) {
+    let others: Vec<Status> = OTHERS
+        .iter()
+        .map(|&id| cluster.replica(id).status())
+        .collect();
+    assert!(
+        others
+            .iter()
+            .any(|status| snapshot_index(status) == Some(installed)),
+        "replica {VICTIM} holds a snapshot at {installed}, which neither other replica has:\n{}",
+        others
+            .iter()
+            .map(|s| format!("  {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
 
 #[test]
-fn a_lagging_replica_catches_up_by_snapshot_and_restarts_without_replaying() {
-    let mut cluster = start();
-    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let lagging = cluster.other_than(&[leader]);
-    cluster.replica(lagging).kill();
+fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_nothing_after() {
+    let mut cluster = start(EVERY);
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
 
-    // Several intervals, so the installed snapshot's index (about 300) has a
-    // byte >= 0x80 when encoded (Dragonboat once corrupted such indexes).
-    write_keys(cluster.replica(leader), "k", 6 * EVERY + 20);
-    let leader_status = cluster.replica(leader).status();
-    let purged_to = leader_status.number("first_log_index");
-    assert!(purged_to > 1, "the leader purged nothing: {leader_status}");
+    // Six intervals: several snapshots, and replica 3 ends near index 300.
+    let mut pairs = put_keys(cluster.replica(writer), "k", 6 * EVERY);
+    let leader = snapshot_needed(
+        &mut cluster,
+        writer,
+        EVERY,
+        victim_last,
+        "extra",
+        &mut pairs,
+    );
 
-    cluster.replica(lagging).restart();
-    let status = cluster
-        .replica(lagging)
-        .wait_applied(leader_status.applied(), SETTLE);
-    assert!(status.number("snapshots_installed") >= 1, "{status}");
-    let installed_at = status.number("snapshot_index");
-    assert!(installed_at >= 5 * EVERY, "{status}");
-    for i in (0..6 * EVERY + 20).step_by(37) {
-        assert_eq!(
-            cluster.replica(lagging).get(&format!("k{i}")),
-            format!("value of k{i}")
-        );
-    }
-    let agreed = wait_checksums_agree(&mut cluster, &[1, 2, 3]);
-    assert_eq!(agreed.1, 6 * EVERY + 20, "key count");
+    cluster.replica(VICTIM).restart();
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    assert!(agreed.applied >= leader.applied(), "{agreed} vs {leader}");
 
-    // A restart after the install resumes from disk and replays nothing.
-    cluster.replica(lagging).exit();
-    cluster.replica(lagging).restart();
-    let status = cluster.replica(lagging).status();
-    assert!(status.recovered_at() >= installed_at, "{status}");
+    // Its latest snapshot: the one it installed, or one it built since (a leader
+    // may send a snapshot older than its latest; replica 3 then applies the log
+    // after it and reaches its own next snapshot point).
+    let status = settled_snapshot(cluster.replica(VICTIM), EVERY);
+    eprintln!("replica {VICTIM} caught up: {status}");
+    assert!(
+        snapshots_installed(&status) >= 1,
+        "replica {VICTIM} caught up without a snapshot: {status}"
+    );
+    let latest = snapshot_index(&status)
+        .unwrap_or_else(|| panic!("replica {VICTIM} shows no snapshot: {status}"));
+    assert!(
+        latest + 1 >= first_log_index(&leader),
+        "the snapshot at {latest} does not cover the purged log: {leader}"
+    );
+    assert!(latest >= 5 * EVERY, "{status}");
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_eq!(checksum(cluster.replica(lagging)), agreed);
+    assert_all_readable(&mut cluster, VICTIM, &pairs);
+
+    // A clean restart after the install resumes from disk and replays nothing.
+    let before_exit = cluster.replica(VICTIM).status();
+    cluster.replica(VICTIM).exit();
+    cluster.replica(VICTIM).restart();
+    let status = cluster.replica(VICTIM).status();
+    assert_eq!(
+        status.recovered_at(),
+        before_exit.applied(),
+        "applied {} before a clean exit: {status}",
+        before_exit.applied()
+    );
+    assert!(status.recovered_at() >= latest, "{status}");
+    assert_eq!(status.replayed(), 0, "{status}");
+    assert_eq!(snapshot_index(&status), Some(latest), "{status}");
+    let sum = checksum(cluster.replica(VICTIM));
+    assert!(
+        sum.same_data(&agreed) && sum.applied >= status.recovered_at(),
+        "after the restart: {sum}, before: {agreed}"
+    );
+    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    let status = cluster.replica(VICTIM).status();
+    assert_eq!(status.replayed(), 0, "after reading everything: {status}");
 }
 
 #[test]
 fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
-    let mut cluster = start();
+    let mut cluster = start(EVERY);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let wiped = cluster.other_than(&[leader]);
-    write_keys(cluster.replica(leader), "before", 30);
-    cluster.replica(wiped).kill();
-    write_keys(cluster.replica(leader), "after", 2 * EVERY);
+    let mut pairs = put_keys(cluster.replica(leader), "before", 30);
+    // Replica 3 holds them, so deleting its folder loses real data.
+    wait_checksums_agree(&mut cluster, &ALL);
 
-    let folder = cluster.replica(wiped).dir.clone();
-    std::fs::remove_dir_all(&folder).expect("delete the replica's folder");
-    cluster.replica(wiped).restart();
+    cluster.replica(VICTIM).kill();
+    let folder = cluster.replica(VICTIM).dir.clone();
+    assert!(
+        folder.join("db").is_dir(),
+        "{} has no db/",
+        folder.display()
+    );
+    std::fs::remove_dir_all(&folder).expect("delete replica 3's folder");
+    assert!(!folder.exists());
 
-    let agreed = wait_checksums_agree(&mut cluster, &[1, 2, 3]);
-    assert_eq!(agreed.1, 30 + 2 * EVERY);
-    assert_eq!(cluster.replica(wiped).get("before7"), "value of before7");
-    assert_eq!(cluster.replica(wiped).get("after99"), "value of after99");
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    pairs.extend(put_keys(cluster.replica(writer), "after", 2 * EVERY));
+    // An empty folder holds no log at all.
+    snapshot_needed(&mut cluster, writer, EVERY, 0, "extra", &mut pairs);
+
+    cluster.replica(VICTIM).restart();
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    let status = cluster.replica(VICTIM).status();
+    assert_eq!(
+        status.recovered_at(),
+        0,
+        "an empty folder has nothing to recover: {status}"
+    );
+    assert!(snapshots_installed(&status) >= 1, "{status}");
+    assert_eq!(status.get("members"), "1,2,3", "{status}");
+    assert_eq!(status.replayed(), 0, "{status}");
+    assert_all_readable(&mut cluster, VICTIM, &pairs);
+
+    // A full member again: a write through it reaches the others.
+    cluster
+        .replica(VICTIM)
+        .put("written-at", "the rejoined replica");
+    for id in OTHERS {
+        assert_eq!(
+            cluster.replica(id).get("written-at"),
+            "the rejoined replica",
+            "at replica {id}"
+        );
+    }
 }
 
 #[test]
 fn the_log_stays_bounded_while_writing_ten_intervals() {
-    let mut cluster = start();
-    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    // A snapshot every EVERY entries, a tail of at most 100 kept behind it.
+    // A snapshot every EVERY entries, then a purge that keeps a tail of
+    // min(100, EVERY): a log holds about EVERY + tail entries, never this many.
     let bound = 2 * EVERY + 100;
-    for round in 0..10 {
-        write_keys(cluster.replica(leader), &format!("r{round}-"), EVERY);
-        for id in 1..=3 {
+    let mut cluster = start(EVERY);
+    let writer = cluster.wait_for_leader(ELECTION_TIMEOUT);
+
+    // Snapshot indexes seen at each replica, in order.
+    let mut seen: Vec<Vec<Option<u64>>> = vec![Vec::new(); ALL.len()];
+    let mut check = |cluster: &mut Cluster, when: &str| {
+        for id in ALL {
             let status = cluster.replica(id).status();
-            let held = status.number("last_log_index") + 1 - status.number("first_log_index");
-            assert!(held <= bound, "replica {id} holds {held} entries: {status}");
+            let held = log_length(&status);
+            assert!(
+                held < bound,
+                "{when}: replica {id} holds {held} log entries (bound {bound}): {status}"
+            );
+            let history = &mut seen[id as usize - 1];
+            let snapshot = snapshot_index(&status);
+            if let Some(&previous) = history.last() {
+                assert!(
+                    snapshot >= previous,
+                    "{when}: replica {id}'s snapshot went back from {previous:?}: {status}"
+                );
+            }
+            history.push(snapshot);
+        }
+    };
+
+    for i in 0..10 * EVERY {
+        cluster
+            .replica(writer)
+            .put(&format!("b-{i}"), &format!("value of b-{i}"));
+        if i % 10 == 9 {
+            check(&mut cluster, &format!("after {} writes", i + 1));
         }
     }
-    let status = cluster.replica(leader).status();
-    assert!(status.number("snapshot_index") >= 9 * EVERY, "{status}");
-}
 
-/// Kills a replica at `point` of a snapshot install, then checks that after a
-/// restart it holds exactly its old state (`expect_new == false`) or the new
-/// one, and that the cluster converges.
-fn crash_during_install(point: &str, expect_new: bool) {
-    let mut cluster = start();
-    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let victim = cluster.other_than(&[leader]);
-    let others: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
-    write_keys(cluster.replica(leader), "old", 10);
-    let old = wait_checksums_agree(&mut cluster, &[1, 2, 3]);
-
-    cluster.replica(victim).kill();
-    // Write until the leader has purged the entries the victim lacks, so it
-    // can only catch up by snapshot. (The leader postpones a purge while a
-    // replication request to the dead victim is still counted in flight.)
-    let mut written = 0;
-    loop {
-        write_keys(cluster.replica(leader), &format!("new{written}-"), EVERY);
-        written += EVERY;
-        let status = cluster.replica(leader).status();
-        if status.number("first_log_index") > old.0 + 1 && written >= 3 * EVERY {
-            break;
-        }
+    // Once the writes stop, every replica catches up, builds the snapshot due,
+    // and its log stays under the bound.
+    let applied = cluster.replica(writer).status().applied();
+    for id in ALL {
+        cluster.replica(id).wait_applied(applied, SETTLE);
+        let status = settled_snapshot(cluster.replica(id), EVERY);
+        assert!(log_length(&status) < bound, "replica {id}: {status}");
+        let snapshot = snapshot_index(&status).expect("settled");
         assert!(
-            written < 20 * EVERY,
-            "the leader never purged its log: {status}"
+            snapshot >= 9 * EVERY,
+            "replica {id}'s last snapshot is behind: {status}"
+        );
+        let mut distinct: Vec<u64> = seen[id as usize - 1].iter().flatten().copied().collect();
+        distinct.dedup();
+        assert!(
+            distinct.len() >= 5,
+            "replica {id}'s snapshot index advanced only through {distinct:?} while writing"
         );
     }
+}
 
-    cluster.replica(victim).env = vec![("EXAMPLE_ONDISK_CRASH_AT".into(), point.into())];
-    cluster.replica(victim).restart();
-    let exit = wait_for_own_exit(cluster.replica(victim));
+/// Kills replica 3 at `point` of a snapshot install (the binary's crash hook),
+/// then restarts it while the others are frozen: it must hold exactly its old
+/// state or exactly the new one (`expect_new` says which), never a mix. Then the
+/// cluster converges.
+fn crash_during_install(point: &str, expect_new: bool) {
+    let mut cluster = start(EVERY);
+    let first_leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut pairs = put_keys(cluster.replica(first_leader), "old", 10);
+    // Replica 3's state before it goes away: "the old state", exactly.
+    let old = wait_checksums_agree(&mut cluster, &ALL);
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    // "A new state": the writer's at one of its snapshot points, whichever
+    // snapshot it sends; "the new state": its last, which all converge on.
+    let states = snapshot_states_needed(
+        &mut cluster,
+        writer,
+        EVERY,
+        victim_last,
+        3,
+        "new",
+        &mut pairs,
+    );
+    let new = states.last().expect("at least one snapshot state").clone();
+    assert_eq!(new.keys, pairs.len() as u64, "key count: {new}");
+    let state_at = |index: u64| states.iter().find(|state| state.applied == index);
+
+    cluster
+        .replica(VICTIM)
+        .restart_with_env(&[(CRASH_AT_VAR, point)]);
+    let exit = cluster.replica(VICTIM).wait_own_exit(SETTLE);
+    let stderr = cluster.replica(VICTIM).stderr();
     assert!(
         !exit.success(),
-        "the replica should have crashed at {point}"
+        "replica {VICTIM} should have crashed at {point}, but {exit}\nstderr:\n{stderr}"
     );
-    assert!(cluster
-        .replica(victim)
-        .stderr()
-        .contains(&format!("crashing at {point}")));
+    assert!(
+        stderr.contains(&format!("crashing at {point}")),
+        "stderr does not mention the crash at {point}:\n{stderr}"
+    );
 
-    // Freeze the others so the victim shows what it recovered, not a new catch-up.
-    for id in &others {
-        cluster.replica(*id).stop();
+    // Freeze the others, so that what replica 3 shows is what it recovered from
+    // its disk, not a new catch-up.
+    for id in OTHERS {
+        cluster.replica(id).stop();
     }
-    cluster.replica(victim).env.clear();
-    cluster.replica(victim).restart();
-    let recovered = checksum(cluster.replica(victim));
-    let status = cluster.replica(victim).status();
+    cluster.replica(VICTIM).restart();
+    let recovered = checksum(cluster.replica(VICTIM));
+    let status = cluster.replica(VICTIM).status();
+    eprintln!("after a crash at {point}: old {old}, new {new}, recovered {recovered}");
     assert_eq!(status.replayed(), 0, "{status}");
+    assert_eq!(status.recovered_at(), recovered.applied, "{status}");
+    if recovered.applied == old.applied {
+        assert_eq!(
+            recovered, old,
+            "after a crash at {point}: the old index with another state"
+        );
+    } else if let Some(state) = state_at(recovered.applied) {
+        assert!(
+            recovered.same_data(state),
+            "after a crash at {point}: a snapshot's index with another state: {recovered}, \
+             the snapshot's: {state}"
+        );
+    } else {
+        panic!(
+            "after a crash at {point}: {recovered} is neither the old {old} nor a snapshot's: {states:?}"
+        );
+    }
     if expect_new {
         assert!(
-            recovered.0 > old.0 + EVERY,
-            "expected the new state after {point}: {recovered:?}"
+            recovered.applied > old.applied,
+            "after a crash at {point} the new state must stay: {recovered}, old {old}"
         );
     } else {
         assert_eq!(
             recovered, old,
-            "expected exactly the old state after {point}"
+            "after a crash at {point} the old state must stay"
         );
     }
-    for id in &others {
-        cluster.replica(*id).cont();
-    }
 
-    let agreed = wait_checksums_agree(&mut cluster, &[1, 2, 3]);
-    assert_eq!(agreed.1, 10 + written);
-    assert_eq!(cluster.replica(victim).get("new0-42"), "value of new0-42");
+    for id in OTHERS {
+        cluster.replica(id).cont();
+    }
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert!(agreed.same_data(&new), "converged on {agreed}, new: {new}");
+    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    let status = cluster.replica(VICTIM).status();
+    assert_eq!(status.replayed(), 0, "{status}");
+    if !expect_new {
+        assert!(
+            snapshots_installed(&status) >= 1,
+            "it can only have caught up by snapshot: {status}"
+        );
+    }
 }
 
 #[test]
@@ -229,30 +655,173 @@ fn a_crash_right_after_the_switch_keeps_the_new_state() {
     crash_during_install("install:switched", true);
 }
 
+/// Dragonboat once corrupted log indexes with a byte >= 0x80. With a snapshot
+/// every 150 entries, replica 3 installs one near index 150 (0x96), usually
+/// with a few entries after it, then, after a second absence, one near 300 (varint 0xAC
+/// 0x02) with none after it; each must come back exactly after a restart.
+#[test]
+fn snapshots_at_indexes_with_a_byte_of_0x80_or_more_install_and_survive_restarts() {
+    const EVERY_150: u64 = 150;
+    let mut cluster = start(EVERY_150);
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+
+    // Round 1: a snapshot near 150, a few entries after it; a clean restart.
+    let mut pairs = put_keys(cluster.replica(writer), "a", EVERY_150);
+    let leader = snapshot_needed(
+        &mut cluster,
+        writer,
+        EVERY_150,
+        victim_last,
+        "a",
+        &mut pairs,
+    );
+    let first = snapshot_index(&leader).expect("settled");
+    assert!(
+        (128..256).contains(&first),
+        "the first snapshot should have an index in 128..256: {leader}"
+    );
+    cluster.replica(VICTIM).restart();
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    let status = cluster.replica(VICTIM).status();
+    eprintln!("replica {VICTIM} caught up: {status}");
+    assert_eq!(snapshots_installed(&status), 1, "{status}");
+    let installed = snapshot_index(&status).expect("an installed snapshot");
+    assert_installed_a_snapshot_of_the_others(&mut cluster, installed);
+    assert!((128..256).contains(&installed), "{status}");
+
+    let before_exit = cluster.replica(VICTIM).status();
+    cluster.replica(VICTIM).exit();
+    cluster.replica(VICTIM).restart();
+    let status = cluster.replica(VICTIM).status();
+    assert_eq!(
+        status.recovered_at(),
+        before_exit.applied(),
+        "applied {} before a clean exit: {status}",
+        before_exit.applied()
+    );
+    assert_eq!(status.replayed(), 0, "{status}");
+    assert_eq!(snapshot_index(&status), Some(installed), "{status}");
+    let sum = checksum(cluster.replica(VICTIM));
+    assert!(
+        sum.same_data(&agreed),
+        "after the restart: {sum}, before: {agreed}"
+    );
+
+    // Round 2: a snapshot near 300 with nothing after it; a SIGKILL this time.
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let states = snapshot_states_needed(
+        &mut cluster,
+        writer,
+        EVERY_150,
+        victim_last,
+        1,
+        "b",
+        &mut pairs,
+    );
+    let new = states.last().expect("at least one snapshot state").clone();
+    assert!(states[0].applied >= 256, "{states:?}");
+    cluster.replica(VICTIM).restart();
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert!(agreed.same_data(&new), "converged on {agreed}, new: {new}");
+    let before_kill = cluster.replica(VICTIM).status();
+    eprintln!("replica {VICTIM} caught up again: {before_kill}");
+    assert!(snapshots_installed(&before_kill) >= 1, "{before_kill}");
+    // Normally the one snapshot near 300 with nothing after it (the index
+    // replica 3 is at); the others may have had to write on to a later one.
+    let installed = snapshot_index(&before_kill).expect("an installed snapshot");
+    assert!(
+        states.iter().any(|state| state.applied == installed),
+        "replica 3's snapshot at {installed} is none of the others' {states:?}"
+    );
+
+    // The install's switch is fsynced: a SIGKILL after it does not undo it (a
+    // later apply, not fsynced by itself, may be lost and come again).
+    cluster.replica(VICTIM).kill();
+    cluster.replica(VICTIM).restart();
+    let status = cluster.replica(VICTIM).status();
+    assert!(
+        (installed..=before_kill.applied()).contains(&status.recovered_at()),
+        "installed a snapshot at {installed}, applied {} before the kill: {status}",
+        before_kill.applied()
+    );
+    assert_eq!(status.replayed(), 0, "{status}");
+    assert_eq!(snapshot_index(&status), Some(installed), "{status}");
+    let sum = checksum(cluster.replica(VICTIM));
+    assert!(sum.same_data(&new), "after the restart: {sum}, new: {new}");
+    assert_all_readable(&mut cluster, VICTIM, &pairs);
+}
+
+/// How long the replicas of the old release get to stop once one has.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 #[test]
 fn a_command_of_an_unknown_format_stops_replicas_instead_of_being_applied() {
     let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     cluster.replica(leader).put("k", "v");
+    let before = wait_checksums_agree(&mut cluster, &ALL);
     // Replica `newer` plays a newer release that proposes format 2.
     let newer = cluster.other_than(&[leader]);
     cluster.replica(newer).kill();
-    cluster.replica(newer).env = vec![("EXAMPLE_ONDISK_PROPOSE_FORMAT".into(), "2".into())];
-    cluster.replica(newer).restart();
+    cluster
+        .replica(newer)
+        .restart_with_env(&[("EXAMPLE_ONDISK_PROPOSE_FORMAT", "2")]);
     let _ = cluster.replica(newer).try_send("put k changed");
 
-    let old = cluster.other_than(&[newer]);
-    for id in (1..=3).filter(|id| *id != newer) {
-        let exit = wait_for_own_exit(cluster.replica(id));
+    // A replica of the old release that reaches the entry stops there. One may
+    // never learn that it was committed (the leader can stop before telling it)
+    // and keep running; it must not have applied it either.
+    let olds: Vec<u64> = (1..=3).filter(|id| *id != newer).collect();
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let mut grace_end = None;
+    loop {
+        let running = olds
+            .iter()
+            .filter(|&&id| cluster.replica(id).still_running())
+            .count();
+        let now = Instant::now();
+        if running == 0 || grace_end.is_some_and(|end| now >= end) {
+            break;
+        }
+        if running < olds.len() {
+            grace_end.get_or_insert(now + STOP_GRACE);
+        }
+        assert!(
+            now < deadline,
+            "no replica of the old release stopped within {EXIT_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut stopped = Vec::new();
+    for &id in &olds {
+        if let Ok(line) = cluster.replica(id).try_send("checksum") {
+            let sum = Checksum::parse(&line);
+            assert!(
+                sum.same_data(&before),
+                "replica {id} applied a command of an unknown format: {sum}, before: {before}"
+            );
+            continue;
+        }
+        let exit = cluster.replica(id).wait_own_exit(EXIT_TIMEOUT);
         assert_eq!(exit.code(), Some(1), "replica {id}");
         let stderr = cluster.replica(id).stderr();
         assert!(
             stderr.contains("format 2") && stderr.contains("upgrade"),
             "{stderr}"
         );
+        stopped.push(id);
     }
+    assert!(!stopped.is_empty(), "no replica of the old release stopped");
+
     // Restarted without an upgrade, it refuses again rather than skip the entry.
+    let old = stopped[0];
     cluster.replica(old).restart();
-    let exit = wait_for_own_exit(cluster.replica(old));
+    let exit = cluster.replica(old).wait_own_exit(EXIT_TIMEOUT);
     assert_eq!(exit.code(), Some(1));
 }

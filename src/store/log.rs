@@ -24,7 +24,7 @@ use super::{describe_fjall_error, Db};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE_KEY: &str = "vote";
-const PURGED_KEY: &str = "purged";
+pub(crate) const PURGED_KEY: &str = "purged";
 const COMMITTED_KEY: &str = "committed";
 
 /// How many entries one purge or truncate batch removes at most, so a large

@@ -389,10 +389,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
             let name = serde_json::to_vec(&new_name).expect("a name serialises");
             let applied = serde_json::to_vec(&meta.last_log_id).expect("a log id serialises");
+            let applied_again = applied.clone();
             let membership = serde_json::to_vec(&meta.last_membership).expect("serialises");
             batch.insert(&store.sm_meta, DATA_KEYSPACE_KEY, name);
             batch.insert(&store.sm_meta, APPLIED_KEY, applied);
             batch.insert(&store.sm_meta, MEMBERSHIP_KEY, membership);
+            // The log before the snapshot is gone for good from here on: record
+            // that with the switch, or a restart would look for entries this
+            // replica never had (a purge capped while the install ran).
+            batch.insert(&store.raft_meta, super::log::PURGED_KEY, applied_again);
             batch.commit()
         });
         if let Err(e) = switched {

@@ -5,7 +5,9 @@
 //! * [`Replica::send`] writes one prompt line and waits for the one line the binary
 //!   promises to answer with (see `notes/interface.md`).
 //! * [`Replica::kill`], [`Replica::stop`], [`Replica::cont`], [`Replica::restart`] and
-//!   [`Replica::exit`] play the failures the tests are about.
+//!   [`Replica::exit`] play the failures the tests are about;
+//!   [`Replica::restart_with_env`] and [`Replica::wait_own_exit`] drive the
+//!   binary's test-only crash hooks.
 //! * [`run_once`] runs the binary to completion, for flag tests.
 //!
 //! When a test panics, dropping the [`Cluster`] (or a lone [`Replica`]) prints each
@@ -208,6 +210,15 @@ impl Status {
 
     pub fn replayed(&self) -> u64 {
         self.number("replayed")
+    }
+
+    /// A field that is a number or `none` (`snapshot_index=none` gives `None`);
+    /// panics if it is missing or anything else.
+    pub fn optional_number(&self, key: &str) -> Option<u64> {
+        match self.get(key) {
+            "none" => None,
+            _ => Some(self.number(key)),
+        }
     }
 }
 
@@ -561,6 +572,35 @@ impl Replica {
     /// The previous process must be gone ([`Replica::kill`] or [`Replica::exit`]).
     pub fn restart(&mut self) {
         self.launch();
+    }
+
+    /// Like [`Replica::restart`], with `vars` added to the environment of this one
+    /// launch only (a fault-injection hook, say); later restarts go without them.
+    pub fn restart_with_env(&mut self, vars: &[(&str, &str)]) {
+        let saved = self.env.clone();
+        self.env
+            .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.launch();
+        self.env = saved;
+    }
+
+    /// Waits up to `timeout` for the process to end by itself (a crash, say) with
+    /// its stdin still open, since closing it would make the replica shut down on
+    /// its own. Returns how it exited; panics if it is still running.
+    pub fn wait_own_exit(&mut self, timeout: Duration) -> ExitStatus {
+        assert!(self.is_running(), "replica {} is not running", self.id);
+        let deadline = Instant::now() + timeout;
+        while self.still_running() {
+            if Instant::now() >= deadline {
+                panic!(
+                    "replica {} is still running after {timeout:?}\nstderr:\n{}",
+                    self.id,
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_exit(EXIT_TIMEOUT)
     }
 
     /// Prints this replica's stderr and the tail of its `replica.log`.
