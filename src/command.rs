@@ -142,20 +142,36 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Text(String),
-            Hex(HexForm),
+        // A visitor rather than an untagged enum: untagged buffers every value
+        // before trying each form, and this runs for every key and value applied.
+        struct BytesVisitor;
+        impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+            type Value = Bytes;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a string, or {"hex": "..."}"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Bytes, E> {
+                Ok(Bytes(text.as_bytes().to_vec()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Bytes, E> {
+                Ok(Bytes(text.into_bytes()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Bytes, A::Error> {
+                let HexForm { hex } =
+                    HexForm::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                from_hex(&hex).map(Bytes).map_err(A::Error::custom)
+            }
         }
-        match Form::deserialize(deserializer)? {
-            Form::Text(text) => Ok(Bytes(text.into_bytes())),
-            Form::Hex(HexForm { hex }) => from_hex(&hex).map(Bytes).map_err(D::Error::custom),
-        }
+        deserializer.deserialize_any(BytesVisitor)
     }
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HexForm {
     hex: String,
 }

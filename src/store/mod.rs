@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::NodeId;
 
 pub use self::log::LogStore;
-pub use self::state_machine::{StateMachine, StateReader};
+pub use self::state_machine::{StateChecksum, StateMachine, StateReader};
 
 /// The version of the on-disk layout described above. A folder written with
 /// another layout is refused rather than misread.

@@ -33,6 +33,8 @@ use crate::types::{
 
 const APPLIED_KEY: &str = "applied";
 const MEMBERSHIP_KEY: &str = "membership";
+/// How many keys the data holds, kept with the applied id so `INFO` need not count.
+const KEY_COUNT_KEY: &str = "key_count";
 /// Names the keyspace that holds the user data now; switched by an install.
 const DATA_KEYSPACE_KEY: &str = "data_keyspace";
 const DATA_KEYSPACE_PREFIX: &str = "data-";
@@ -49,6 +51,8 @@ pub struct ApplyStats {
     pub snapshots_installed: AtomicU64,
     /// Size in bytes of the newest snapshot file (built here or received).
     pub snapshot_bytes: AtomicU64,
+    /// Keys in the state as of the last applied entry.
+    pub keys: AtomicU64,
 }
 
 /// A digest of the whole state at one applied index, to compare replicas.
@@ -97,9 +101,13 @@ impl StateReader {
     }
 
     /// The value stored under `key`, as of the last applied entry.
+    ///
+    /// Called on the async worker directly: a point read is almost always
+    /// served from memtables and the block cache in microseconds, and handing
+    /// the worker off (`block_in_place`) for it measured slower than the read.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let data = self.data.read().await.clone();
-        tokio::task::block_in_place(|| data.get(key))
+        data.get(key)
             .map(|value| value.map(|v| v.to_vec()))
             .map_err(|e| describe_fjall_error(&e))
     }
@@ -111,6 +119,7 @@ pub struct StateMachine {
     data: Arc<RwLock<Keyspace>>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    key_count: u64,
     stats: Arc<ApplyStats>,
     current_snapshot: Option<(std::path::PathBuf, SnapshotMeta)>,
     incoming_snapshot: Option<std::path::PathBuf>,
@@ -165,6 +174,7 @@ impl StateMachine {
             get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
         let active: String = get_json(&view, &store.sm_meta, DATA_KEYSPACE_KEY)?
             .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
+        let recorded_key_count: Option<u64> = get_json(&view, &store.sm_meta, KEY_COUNT_KEY)?;
         drop(view);
 
         let data = store
@@ -203,6 +213,14 @@ impl StateMachine {
             "state machine recovered at applied index {recovered_at} (log id {last_applied:?})"
         );
 
+        // Folders written before the count was kept are counted once here; the
+        // next apply records the count.
+        let key_count = match recorded_key_count {
+            Some(count) => count,
+            None => count_keys(&data)?,
+        };
+        stats.keys.store(key_count, Ordering::Relaxed);
+
         let data = Arc::new(RwLock::new(data));
         if let Some((path, _)) = &current_snapshot {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -219,6 +237,7 @@ impl StateMachine {
             data,
             last_applied,
             membership,
+            key_count,
             stats,
             current_snapshot,
             incoming_snapshot: None,
@@ -229,24 +248,13 @@ impl StateMachine {
     fn sm_meta(&self) -> &Keyspace {
         &self.store.sm_meta
     }
-}
 
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = SnapshotBuilder;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        Ok((self.last_applied, self.membership.clone()))
-    }
-
-    /// Applies a run of committed entries in one atomic batch together with the
-    /// last applied log id and membership (rule 3). The batch is not fsynced on
-    /// its own; rule 4 in `store/mod.rs` says why that is safe.
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError>
-    where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
-    {
-        let data = self.data.read().await.clone();
+    /// The body of `apply` (blocking; see there for the contract).
+    fn apply_run(
+        &mut self,
+        data: &Keyspace,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<ProposalOutcome>, StorageError> {
         let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
         // What this batch has already done to a key, so later ops in the same
         // batch see it (the database does not, until commit).
@@ -254,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::new();
         let mut failure = None;
         let mut membership_changed = false;
+        let keys_before = self.key_count;
 
         for entry in entries {
             if self
@@ -286,18 +295,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         let key = op.key().to_vec();
                         let existed = match pending.get(&key) {
                             Some(present) => *present,
-                            None => tokio::task::block_in_place(|| data.contains_key(&key))
+                            None => data
+                                .contains_key(&key)
                                 .map_err(|e| read_error(describe_fjall_error(&e)))?,
                         };
                         outcome.existed.push(existed);
                         match op {
                             Op::Put { value, .. } => {
-                                batch.insert(&data, key.clone(), value.0);
+                                batch.insert(data, key.clone(), value.0);
                                 pending.insert(key, true);
+                                self.key_count += u64::from(!existed);
                             }
                             Op::Delete { .. } => {
-                                batch.remove(&data, key.clone());
+                                batch.remove(data, key.clone());
                                 pending.insert(key, false);
+                                self.key_count -= u64::from(existed);
                             }
                         }
                     }
@@ -321,13 +333,47 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 serde_json::to_vec(&self.membership).expect("serialises"),
             );
         }
-        tokio::task::block_in_place(|| batch.commit())
-            .map_err(|e| write_error(describe_fjall_error(&e)))?;
+        if self.key_count != keys_before {
+            batch.insert(
+                self.sm_meta(),
+                KEY_COUNT_KEY,
+                serde_json::to_vec(&self.key_count).expect("serialises"),
+            );
+        }
+        let committed = batch.commit();
+        if let Err(e) = committed {
+            // Nothing of the batch was applied: forget the count it would have made.
+            self.key_count = keys_before;
+            return Err(write_error(describe_fjall_error(&e)));
+        }
+        self.stats.keys.store(self.key_count, Ordering::Relaxed);
 
         match failure {
             Some(error) => Err(error),
             None => Ok(outcomes),
         }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    /// Applies a run of committed entries in one atomic batch together with the
+    /// last applied log id and membership (rule 3). The batch is not fsynced on
+    /// its own; rule 4 in `store/mod.rs` says why that is safe.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let data = self.data.read().await.clone();
+        // One hand-off of this worker thread for the whole run: the reads and
+        // the commit below block, and handing off per key cost more than they did.
+        tokio::task::block_in_place(|| self.apply_run(&data, entries))
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -380,7 +426,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
 
-        let new_data =
+        let (new_data, key_count) =
             tokio::task::block_in_place(|| load_snapshot(&store, received, meta, &new_name))?;
         crash_point("install:loaded");
 
@@ -394,6 +440,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(&store.sm_meta, DATA_KEYSPACE_KEY, name);
             batch.insert(&store.sm_meta, APPLIED_KEY, applied);
             batch.insert(&store.sm_meta, MEMBERSHIP_KEY, membership);
+            batch.insert(
+                &store.sm_meta,
+                KEY_COUNT_KEY,
+                serde_json::to_vec(&key_count).expect("serialises"),
+            );
             // The log before the snapshot is gone for good from here on: record
             // that with the switch, or a restart would look for entries this
             // replica never had (a purge capped while the install ran).
@@ -419,6 +470,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.key_count = key_count;
+        self.stats.keys.store(key_count, Ordering::Relaxed);
         self.stats
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
@@ -460,12 +513,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Checks a received snapshot file and loads it into a new keyspace `name`,
 /// made durable by fjall's ingestion. Nothing refers to that keyspace yet.
+/// Returns the keyspace and how many keys it holds.
 fn load_snapshot(
     store: &Db,
     received: std::fs::File,
     meta: &SnapshotMeta,
     name: &str,
-) -> Result<Keyspace, StorageError> {
+) -> Result<(Keyspace, u64), StorageError> {
     received.sync_all().map_err(snapshot_error)?;
     let mut file = received;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
@@ -480,24 +534,38 @@ fn load_snapshot(
         .db
         .keyspace(name, keyspace_options)
         .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-    let loaded = (|| -> Result<(), StorageError> {
+    let loaded = (|| -> Result<u64, StorageError> {
         let fjall_error = |e: fjall::Error| snapshot_error(describe_fjall_error(&e));
         let mut ingestion = fresh.start_ingestion().map_err(fjall_error)?;
+        let mut keys = 0;
         // The reader has checked that keys increase, as ingestion requires
         // (it would panic otherwise), and checks the CRC before the last record
         // is returned, so a damaged file never reaches the switch.
         while let Some((key, value)) = reader.next_record().map_err(snapshot_error)? {
             ingestion.write(key, value).map_err(fjall_error)?;
+            keys += 1;
         }
-        ingestion.finish().map_err(fjall_error)
+        ingestion.finish().map_err(fjall_error)?;
+        Ok(keys)
     })();
     match loaded {
-        Ok(()) => Ok(fresh),
+        Ok(keys) => Ok((fresh, keys)),
         Err(e) => {
             let _ = store.db.delete_keyspace(fresh);
             Err(e)
         }
     }
+}
+
+/// Counts the keys of `data` by reading it through.
+fn count_keys(data: &Keyspace) -> Result<u64, StorageError> {
+    let mut keys = 0;
+    for pair in data.iter() {
+        pair.key()
+            .map_err(|e| read_error(describe_fjall_error(&e)))?;
+        keys += 1;
+    }
+    Ok(keys)
 }
 
 /// A suffix that makes a new keyspace name unique within this database.
