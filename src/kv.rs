@@ -10,6 +10,12 @@
 //!   a quorum first), wait until this replica has applied that index, then read
 //!   locally.
 //! - With no leader, both wait up to the configured timeout.
+//! - Concurrent commands share Raft rounds (`batching.rs`): many writes become
+//!   one log entry, many reads share one read-index round.
+//!
+//! The prompt and the client port both turn what they receive into
+//! [`Request`]s and hand them to [`Node::execute`], so a command means the
+//! same thing at either door.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -26,8 +32,66 @@ use crate::types::{NodeId, Raft};
 /// How often to look again for a leader while there is none.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// A key-value command, as the prompt and the client port both understand it.
+/// Keys and values have been checked against the size limits already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The value under the key, or nothing.
+    Get(Vec<u8>),
+    /// The value under each key, in order.
+    GetMany(Vec<Vec<u8>>),
+    /// How many of the keys hold a value (a key named twice counts twice, as in Redis).
+    CountExisting(Vec<Vec<u8>>),
+    Put(Vec<u8>, Vec<u8>),
+    /// All pairs in one log entry: applied together or not at all.
+    PutMany(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Removes the keys; answers how many existed.
+    Delete(Vec<Vec<u8>>),
+}
+
+impl Request {
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Request::Get(_) | Request::GetMany(_) | Request::CountExisting(_)
+        )
+    }
+
+    /// The operations a write request proposes.
+    fn into_ops(self) -> Vec<Op> {
+        match self {
+            Request::Put(key, value) => vec![Op::Put {
+                key: key.into(),
+                value: value.into(),
+            }],
+            Request::PutMany(pairs) => pairs
+                .into_iter()
+                .map(|(key, value)| Op::Put {
+                    key: key.into(),
+                    value: value.into(),
+                })
+                .collect(),
+            Request::Delete(keys) => keys
+                .into_iter()
+                .map(|key| Op::Delete { key: key.into() })
+                .collect(),
+            Request::Get(_) | Request::GetMany(_) | Request::CountExisting(_) => Vec::new(),
+        }
+    }
+}
+
+/// What a [`Request`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A write was applied.
+    Done,
+    Value(Option<Vec<u8>>),
+    Values(Vec<Option<Vec<u8>>>),
+    Count(u64),
+}
+
 /// Why a command did not complete. Each is one line at the prompt.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KvError {
     #[error("no leader within {0:?}; is a majority of the replicas running and connected?")]
     NoLeader(Duration),
@@ -66,6 +130,8 @@ pub struct Status {
     pub snapshots_installed: u64,
     /// The first index still held in the log (earlier ones were purged).
     pub first_log_index: u64,
+    /// Keys in the state as of `applied`.
+    pub keys: u64,
 }
 
 /// At the leader: confirms leadership with a quorum, then returns the log index
@@ -86,8 +152,102 @@ pub async fn leader_read_index(raft: &Raft) -> Result<u64, ReadIndexError> {
 pub type ReadIndexError = RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>;
 
 impl Node {
-    /// Proposes `ops` as one log entry and waits until it is committed and applied.
-    pub async fn write(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
+    /// Runs requests that arrived in this order from one source (a pipeline),
+    /// and answers each in the same order.
+    ///
+    /// Consecutive writes are queued as one item, so they land in one log entry
+    /// in their order; consecutive reads share one read index. A read after a
+    /// write waits for that write, so a pipeline sees its own writes.
+    pub async fn execute(&self, requests: Vec<Request>) -> Vec<Result<Reply, KvError>> {
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter().peekable();
+        while let Some(first) = requests.next() {
+            let reading = first.is_read();
+            let mut run = vec![first];
+            while let Some(next) = requests.next_if(|next| next.is_read() == reading) {
+                run.push(next);
+            }
+            if reading {
+                replies.extend(self.read_run(run).await);
+            } else {
+                replies.extend(self.write_run(run).await);
+            }
+        }
+        replies
+    }
+
+    /// One request; see [`Node::execute`].
+    pub async fn execute_one(&self, request: Request) -> Result<Reply, KvError> {
+        let mut replies = self.execute(vec![request]).await;
+        replies
+            .pop()
+            .unwrap_or_else(|| Err(KvError::Stopped("no reply was produced".into())))
+    }
+
+    async fn write_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
+        let mut shapes = Vec::with_capacity(run.len());
+        let mut ops = Vec::new();
+        for request in run {
+            let counts_existing = matches!(request, Request::Delete(_));
+            let request_ops = request.into_ops();
+            shapes.push((request_ops.len(), counts_existing));
+            ops.extend(request_ops);
+        }
+        match self.write_batcher.write(ops).await {
+            Ok(outcome) => {
+                let mut existed = outcome.existed.into_iter();
+                shapes
+                    .into_iter()
+                    .map(|(count, counts_existing)| {
+                        let hits = existed.by_ref().take(count).filter(|e| *e).count();
+                        Ok(if counts_existing {
+                            Reply::Count(hits as u64)
+                        } else {
+                            Reply::Done
+                        })
+                    })
+                    .collect()
+            }
+            Err(e) => shapes.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    async fn read_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
+        if let Err(e) = self.wait_until_readable().await {
+            return run.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut replies = Vec::with_capacity(run.len());
+        for request in run {
+            let reply = match request {
+                Request::Get(key) => self.read_local(&key).await.map(Reply::Value),
+                Request::GetMany(keys) => self.read_each(&keys).await.map(Reply::Values),
+                Request::CountExisting(keys) => self.read_each(&keys).await.map(|values| {
+                    Reply::Count(values.iter().filter(|value| value.is_some()).count() as u64)
+                }),
+                write => Err(KvError::Stopped(format!(
+                    "internal error: {write:?} was taken for a read"
+                ))),
+            };
+            replies.push(reply);
+        }
+        replies
+    }
+
+    async fn read_local(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.reader.get(key).await.map_err(KvError::Storage)
+    }
+
+    async fn read_each(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.read_local(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Proposes `ops` as one log entry and waits until it is committed and
+    /// applied. Callers go through the write batcher, which calls this.
+    pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
         let proposal = Proposal::new(&ops);
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -139,10 +299,35 @@ impl Node {
         }
     }
 
-    /// Reads `key` linearizably: never older than a write that completed before this read began.
-    pub async fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+    /// Waits until a linearizable read may be served from this replica's
+    /// state: it has applied everything the leader had when a read-index round
+    /// that began after this call confirmed its leadership.
+    async fn wait_until_readable(&self) -> Result<(), KvError> {
         let deadline = Instant::now() + self.timeout;
-        let read_index = loop {
+        let read_index = self.read_rounds.read_index(self).await?;
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |id| id.index);
+        if applied >= read_index {
+            return Ok(());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(read_index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_| KvError::NoLeader(self.timeout))
+    }
+
+    /// One read-index round: ask the leader (or be it) for the index a read
+    /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
+    pub(crate) async fn fetch_read_index(&self) -> Result<u64, KvError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
             let index = match self.current_leader() {
                 Some(leader) if leader == self.id => {
                     match tokio::time::timeout_at(deadline, leader_read_index(&self.raft)).await {
@@ -163,17 +348,10 @@ impl Node {
                 None => None,
             };
             if let Some(index) = index {
-                break index;
+                return Ok(index);
             }
             self.pause_before_retry(deadline).await?;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(read_index), "linearizable read")
-            .await
-            .map_err(|_| KvError::NoLeader(self.timeout))?;
-        self.reader.get(key).await.map_err(KvError::Storage)
+        }
     }
 
     /// What this replica knows of the cluster now.
@@ -205,6 +383,7 @@ impl Node {
             snapshot_bytes: self.reader.stats.snapshot_bytes.load(Relaxed),
             snapshots_installed: self.reader.stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
+            keys: self.reader.stats.keys.load(Relaxed),
         }
     }
 

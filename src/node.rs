@@ -8,6 +8,7 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 
+use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
 use crate::network::{server, Network};
 use crate::store::{
@@ -38,6 +39,8 @@ pub struct Node {
     pub reader: StateReader,
     pub committed_index: Arc<AtomicU64>,
     pub timeout: Duration,
+    pub write_batcher: WriteBatcher,
+    pub read_rounds: ReadIndexRounds,
 }
 
 /// Log entries kept behind a snapshot when the log is purged.
@@ -110,7 +113,8 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     tokio::spawn(server::serve(listener, raft.clone(), cluster_id, id));
     bootstrap(&raft, &cli.peers).await?;
 
-    Ok(Node {
+    let (write_batcher, write_queue) = WriteBatcher::new();
+    let node = Node {
         id,
         raft,
         peers: cli.peers.clone(),
@@ -118,7 +122,11 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
         reader,
         committed_index,
         timeout: cli.timeout,
-    })
+        write_batcher,
+        read_rounds: ReadIndexRounds::default(),
+    };
+    tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
+    Ok(node)
 }
 
 /// Makes a fresh replica a member of the configured cluster.

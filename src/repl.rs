@@ -10,16 +10,16 @@ use std::path::Path;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
-use crate::command::{Op, MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::kv::{self, Status};
+use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::kv::{self, Reply, Request, Status};
 use crate::node::Node;
+use crate::store::StateChecksum;
 
 /// One line the person typed, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptCommand {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
-    Delete { key: Vec<u8> },
+    /// put, get and delete: the same requests the client port makes.
+    Kv(Request),
     Status,
     Checksum,
     Help,
@@ -63,10 +63,10 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                     value.len()
                 ));
             }
-            PromptCommand::Put {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-            }
+            PromptCommand::Kv(Request::Put(
+                key.as_bytes().to_vec(),
+                value.as_bytes().to_vec(),
+            ))
         }
         "get" | "delete" | "del" => {
             let mut words = rest.split_whitespace();
@@ -81,11 +81,11 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
             }
             check_key(key)?;
             let key = key.as_bytes().to_vec();
-            if verb == "get" {
-                PromptCommand::Get { key }
+            PromptCommand::Kv(if verb == "get" {
+                Request::Get(key)
             } else {
-                PromptCommand::Delete { key }
-            }
+                Request::Delete(vec![key])
+            })
         }
         "status" | "checksum" | "help" | "exit" | "quit" => {
             if !rest.is_empty() {
@@ -130,7 +130,7 @@ pub fn format_status(status: &Status) -> String {
     format!(
         "role={} leader={} term={} last_log_index={} committed={} applied={} members={} learners={} \
          recovered_at={} replayed={} first_log_index={} snapshot_index={} snapshot_bytes={} \
-         snapshots_installed={}",
+         snapshots_installed={} keys={}",
         status.role,
         status.leader.map_or("none".to_string(), |id| id.to_string()),
         status.term,
@@ -145,27 +145,26 @@ pub fn format_status(status: &Status) -> String {
         status.snapshot_index.map_or("none".to_string(), |i| i.to_string()),
         status.snapshot_bytes,
         status.snapshots_installed,
+        status.keys,
+    )
+}
+
+/// The one line `checksum` prints (at the prompt and on the client port).
+pub fn format_checksum(sum: &StateChecksum) -> String {
+    format!(
+        "applied={} keys={} digest={:032x}",
+        sum.applied_index, sum.keys, sum.digest
     )
 }
 
 /// Runs one command and returns the lines to print.
 async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<String> {
     let answer = match command {
-        PromptCommand::Put { key, value } => node
-            .write(vec![Op::Put {
-                key: key.into(),
-                value: value.into(),
-            }])
-            .await
-            .map(|_| "OK".to_string()),
-        PromptCommand::Delete { key } => node
-            .write(vec![Op::Delete { key: key.into() }])
-            .await
-            .map(|_| "OK".to_string()),
-        PromptCommand::Get { key } => node.read(&key).await.map(|value| {
-            value.map_or("(nil)".to_string(), |v| {
-                String::from_utf8_lossy(&v).into_owned()
-            })
+        PromptCommand::Kv(request) => node.execute_one(request).await.map(|reply| match reply {
+            Reply::Value(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+            Reply::Value(None) => "(nil)".to_string(),
+            // put and delete of one key answer OK, whether or not it existed.
+            Reply::Done | Reply::Count(_) | Reply::Values(_) => "OK".to_string(),
         }),
         PromptCommand::Status => Ok(format_status(&node.status())),
         PromptCommand::Checksum => node
@@ -173,12 +172,7 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
             .checksum()
             .await
             .map_err(kv::KvError::Storage)
-            .map(|sum| {
-                format!(
-                    "applied={} keys={} digest={:032x}",
-                    sum.applied_index, sum.keys, sum.digest
-                )
-            }),
+            .map(|sum| format_checksum(&sum)),
         PromptCommand::Help if on_terminal => {
             return HELP_LINES.iter().map(|l| l.to_string()).collect()
         }
@@ -279,10 +273,7 @@ mod tests {
     use super::*;
 
     fn put(key: &str, value: &str) -> PromptCommand {
-        PromptCommand::Put {
-            key: key.into(),
-            value: value.into(),
-        }
+        PromptCommand::Kv(Request::Put(key.into(), value.into()))
     }
 
     #[test]
@@ -298,11 +289,11 @@ mod tests {
     fn commands_are_case_insensitive() {
         assert_eq!(
             parse_line("GeT a").unwrap(),
-            Some(PromptCommand::Get { key: b"a".to_vec() })
+            Some(PromptCommand::Kv(Request::Get(b"a".to_vec())))
         );
         assert_eq!(
             parse_line("DELETE a").unwrap(),
-            Some(PromptCommand::Delete { key: b"a".to_vec() })
+            Some(PromptCommand::Kv(Request::Delete(vec![b"a".to_vec()])))
         );
         assert_eq!(parse_line("Status").unwrap(), Some(PromptCommand::Status));
     }
