@@ -47,6 +47,11 @@ pub struct Cli {
     #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
     pub snapshot_every: u64,
 
+    /// Where this replica serves Redis clients (RESP2). Default: 127.0.0.1
+    /// on port 6379 + the replica id (6380 for replica 1).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_addr: Option<String>,
+
     /// Run without a prompt until SIGINT or SIGTERM.
     #[arg(long)]
     pub no_prompt: bool,
@@ -72,7 +77,25 @@ impl Cli {
                 cli.peers.ids_text()
             ));
         }
+        if cli.client_addr.is_none() && cli.default_client_port().is_none() {
+            usage_error(&format!(
+                "error: replica id {} has no default client port (6379 + id is over 65535); give --client-addr",
+                cli.replica_id
+            ));
+        }
         cli
+    }
+
+    fn default_client_port(&self) -> Option<u16> {
+        u16::try_from(6379 + u128::from(self.replica_id)).ok()
+    }
+
+    /// The address the client port listens on.
+    pub fn client_addr(&self) -> String {
+        match &self.client_addr {
+            Some(addr) => addr.clone(),
+            None => format!("127.0.0.1:{}", self.default_client_port().unwrap_or(0)),
+        }
     }
 
     /// The folder that holds this replica's database, log file and prompt history.

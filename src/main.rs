@@ -4,13 +4,16 @@
 //! `store/log.rs` (Raft log and vote), `store/state_machine.rs` (apply, reads),
 //! `store/snapshot.rs` (snapshot files), `network/` (Raft transport),
 //! `node.rs` (starting openraft, bootstrap), `kv.rs` (the request path),
-//! `repl.rs` (the prompt), `command.rs` (what goes into the log).
+//! `batching.rs` (many requests, few Raft rounds), `client/` (the Redis-protocol
+//! port), `repl.rs` (the prompt), `command.rs` (what goes into the log).
 
 // openraft's error types are large by design and are what its traits return;
 // boxing them at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod batching;
 mod cli;
+mod client;
 mod command;
 mod faults;
 mod kv;
@@ -53,11 +56,16 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    let client_listener = match runtime.block_on(client::bind(&cli.client_addr())) {
+        Ok(listener) => listener,
+        Err(e) => return fail(&e),
+    };
     let node = match runtime.block_on(node::start(&cli, db)) {
         Ok(node) => node,
         Err(e) => return fail(&e),
     };
     runtime.spawn(exit_on_fatal(node.clone()));
+    runtime.spawn(client::serve(client_listener, node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
     if let Some(signals) = stop_signals {

@@ -117,7 +117,8 @@ pub fn wait_listening(port: u16, timeout: Duration) {
     }
 }
 
-/// The arguments that start replica `id` of a cluster.
+/// The arguments that start replica `id` of a cluster. Its client port is a
+/// fresh one too (tests run in parallel), unless `extra` names one.
 pub fn replica_args(id: u64, data_dir: &Path, peers: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--replica-id".to_string(),
@@ -127,6 +128,10 @@ pub fn replica_args(id: u64, data_dir: &Path, peers: &str, extra: &[&str]) -> Ve
         "--peers".to_string(),
         peers.to_string(),
     ];
+    if !extra.contains(&"--client-addr") {
+        args.push("--client-addr".to_string());
+        args.push(format!("127.0.0.1:{}", free_port()));
+    }
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }
@@ -360,6 +365,16 @@ impl Replica {
             lines,
             stderr_reader,
         });
+    }
+
+    /// The port this replica serves Redis clients on (from its `--client-addr`).
+    pub fn client_port(&self) -> u16 {
+        self.args
+            .iter()
+            .skip_while(|arg| *arg != "--client-addr")
+            .nth(1)
+            .and_then(|addr| addr.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or_else(|| panic!("replica {} was started without --client-addr", self.id))
     }
 
     /// The process id of the running process.
