@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Client-port throughput and latency of a fresh three-replica cluster, beside a
+# single fsync-always Redis server and the raw fsync rate of this disk.
+#
+#   scripts/bench.sh            the loads of issue 3 (-n 200000; 20000 for one client)
+#   scripts/bench.sh --quick    a smoke run with smaller -n
+#
+# Everything runs on this machine over loopback: the three replicas, the Redis
+# server and redis-benchmark share its cores and its one disk. Installs
+# redis-server and redis-tools from Debian's packages if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=200000
+single_client_requests=20000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) requests=20000; single_client_requests=2000 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server redis-tools >/dev/null; } ||
+    { echo "error: cannot install redis-server and redis-tools (apt-get)" >&2; exit 1; }
+fi
+cargo build --release --quiet
+bin="$PWD/target/release/example-ondisk"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r p1 p2 p3 c1 c2 c3 redis_port < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(7)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+
+wait_for_port() {
+  local deadline=$((SECONDS + 30))
+  until redis-cli -p "$1" PING >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "error: nothing answers on port $1" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+
+# One redis-benchmark run; prints "test rps p50" lines for SET and GET.
+load() {
+  local port="$1"; shift
+  redis-benchmark -p "$port" -t set,get -r 100000 -d 100 --csv "$@" 2>/dev/null |
+    tr -d '"' | awk -F, '$1 == "SET" || $1 == "GET" { print $1, $2, $5 }'
+}
+# Runs the issue's loads against a port; fills results[LABEL:case:TEST]=rps/p50.
+declare -A results
+run_loads() {
+  local label="$1" port="$2" test rps p50
+  while read -r test rps p50; do
+    results[$label:c1:$test]=$rps; results[$label:c1p50:$test]=$p50
+  done < <(load "$port" -c 1 -n "$single_client_requests")
+  while read -r test rps p50; do results[$label:c50:$test]=$rps; done \
+    < <(load "$port" -c 50 -n "$requests")
+  while read -r test rps p50; do results[$label:p16:$test]=$rps; done \
+    < <(load "$port" -c 50 -P 16 -n "$requests")
+}
+
+echo "measuring the disk: 100-byte appends, each followed by fdatasync, for 3 s..."
+fsync_rate=$(python3 - "$work/fsync-probe" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+count, start = 0, time.monotonic()
+while time.monotonic() - start < 3:
+    os.write(fd, b"x" * 100)
+    os.fdatasync(fd)
+    count += 1
+print(round(count / (time.monotonic() - start)))
+EOF
+)
+
+echo "redis-server with appendonly yes, appendfsync always..."
+mkdir -p "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+  --save '' --dir "$work/redis" --daemonize no > "$work/redis/out.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+wait_for_port "$redis_port"
+run_loads redis "$redis_port"
+kill "$redis_pid"
+
+echo "example-ondisk, three replicas..."
+peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
+client_ports=("$c1" "$c2" "$c3")
+replica_pids=()
+for id in 1 2 3; do
+  "$bin" --replica-id "$id" --data-dir "$work/data" --peers "$peers" \
+    --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" --no-prompt 2> "$work/err$id" &
+  pids+=($!); replica_pids+=($!)
+done
+leader=""
+deadline=$((SECONDS + 30))
+until [ -n "$leader" ]; do
+  [ $SECONDS -lt $deadline ] || { echo "error: no leader within 30 s" >&2; cat "$work"/err*; exit 1; }
+  sleep 0.2
+  for id in 1 2 3; do
+    if redis-cli -p "${client_ports[$((id - 1))]}" INFO raft 2>/dev/null | grep -q '^role:leader'; then
+      leader=$id
+    fi
+  done
+done
+follower=$((leader % 3 + 1))
+leader_port=${client_ports[$((leader - 1))]}
+follower_port=${client_ports[$((follower - 1))]}
+run_loads ours "$leader_port"
+while read -r test rps p50; do results[follower:c50:$test]=$rps; done \
+  < <(load "$follower_port" -c 50 -n "$requests")
+
+rss=()
+for pid in "${replica_pids[@]}"; do
+  rss+=("$(( $(sed -n 's/^VmHWM:\s*\([0-9]*\).*/\1/p' "/proc/$pid/status") / 1024 ))")
+done
+
+row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4"; }
+echo
+echo "redis-benchmark -t set,get -r 100000 -d 100, -n $requests (-n $single_client_requests for one client)"
+echo "example-ondisk: the leader (replica $leader) of three replicas; redis: one server, appendfsync always"
+echo
+row "load" "target" "example-ondisk" "redis-server"
+row "---" "---" "---" "---"
+row "1 client, SET p50" "< 1.5 ms" "${results[ours:c1p50:SET]} ms" "${results[redis:c1p50:SET]} ms"
+row "1 client, SET" "" "${results[ours:c1:SET]}/s" "${results[redis:c1:SET]}/s"
+row "1 client, GET p50" "" "${results[ours:c1p50:GET]} ms" "${results[redis:c1p50:GET]} ms"
+row "50 clients, SET" ">= 20,000/s" "${results[ours:c50:SET]}/s" "${results[redis:c50:SET]}/s"
+row "50 clients, GET" ">= 50,000/s" "${results[ours:c50:GET]}/s" "${results[redis:c50:GET]}/s"
+row "50 clients, pipeline 16, SET" ">= 60,000/s" "${results[ours:p16:SET]}/s" "${results[redis:p16:SET]}/s"
+row "50 clients, pipeline 16, GET" "" "${results[ours:p16:GET]}/s" "${results[redis:p16:GET]}/s"
+row "50 clients at a follower, SET" "" "${results[follower:c50:SET]}/s" ""
+row "50 clients at a follower, GET" "" "${results[follower:c50:GET]}/s" ""
+echo
+echo "disk: $fsync_rate fdatasyncs/s of 100-byte appends"
+echo "peak RSS (VmHWM), replicas 1 / 2 / 3: ${rss[0]} / ${rss[1]} / ${rss[2]} MiB (budget 200 MiB each)"
