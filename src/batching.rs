@@ -118,10 +118,10 @@ async fn propose_batch(node: &Node, batch: Vec<QueuedWrite>) {
     );
     match proposed {
         Ok(outcome) => {
-            let mut existed = outcome.existed.into_iter();
+            let mut removed = outcome.removed.into_iter();
             for (count, done) in writers {
-                let mine = existed.by_ref().take(count).collect();
-                let _ = done.send(Ok(ProposalOutcome { existed: mine }));
+                let mine = removed.by_ref().take(count).collect();
+                let _ = done.send(Ok(ProposalOutcome { removed: mine }));
             }
         }
         Err(e) => {

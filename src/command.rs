@@ -53,12 +53,12 @@ impl Op {
     }
 }
 
-/// What applying a proposal produced: for each op, whether its key held a
-/// value just before that op ran (a `DEL` counts these; a put reports an
-/// overwrite).
+/// What applying a proposal produced: for each op, whether it removed a key
+/// that held a value (what `DEL` counts). Always false for a put, which does
+/// not look up what it replaces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalOutcome {
-    pub existed: Vec<bool>,
+    pub removed: Vec<bool>,
 }
 
 /// Why a log entry's proposal cannot be applied by this build.

@@ -130,8 +130,6 @@ pub struct Status {
     pub snapshots_installed: u64,
     /// The first index still held in the log (earlier ones were purged).
     pub first_log_index: u64,
-    /// Keys in the state as of `applied`.
-    pub keys: u64,
 }
 
 /// At the leader: confirms leadership with a quorum, then returns the log index
@@ -195,11 +193,11 @@ impl Node {
         }
         match self.write_batcher.write(ops).await {
             Ok(outcome) => {
-                let mut existed = outcome.existed.into_iter();
+                let mut removed = outcome.removed.into_iter();
                 shapes
                     .into_iter()
                     .map(|(count, counts_existing)| {
-                        let hits = existed.by_ref().take(count).filter(|e| *e).count();
+                        let hits = removed.by_ref().take(count).filter(|e| *e).count();
                         Ok(if counts_existing {
                             Reply::Count(hits as u64)
                         } else {
@@ -383,7 +381,6 @@ impl Node {
             snapshot_bytes: self.reader.stats.snapshot_bytes.load(Relaxed),
             snapshots_installed: self.reader.stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
-            keys: self.reader.stats.keys.load(Relaxed),
         }
     }
 

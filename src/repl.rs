@@ -130,7 +130,7 @@ pub fn format_status(status: &Status) -> String {
     format!(
         "role={} leader={} term={} last_log_index={} committed={} applied={} members={} learners={} \
          recovered_at={} replayed={} first_log_index={} snapshot_index={} snapshot_bytes={} \
-         snapshots_installed={} keys={}",
+         snapshots_installed={}",
         status.role,
         status.leader.map_or("none".to_string(), |id| id.to_string()),
         status.term,
@@ -145,7 +145,6 @@ pub fn format_status(status: &Status) -> String {
         status.snapshot_index.map_or("none".to_string(), |i| i.to_string()),
         status.snapshot_bytes,
         status.snapshots_installed,
-        status.keys,
     )
 }
 

@@ -134,10 +134,11 @@ async fn answer(node: &Node, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> b
         let reply = match command {
             Ok(ClientCommand::Kv(_)) => unreachable!("key-value requests joined the run"),
             Ok(ClientCommand::Constant(frame)) => frame,
-            Ok(ClientCommand::Info(section)) => {
-                Frame::bulk(info_text(node, &node.status(), section.as_deref()))
-            }
-            Ok(ClientCommand::DbSize) => Frame::Integer(node.status().keys as i64),
+            Ok(ClientCommand::Info(section)) => info(node, section.as_deref()).await,
+            Ok(ClientCommand::DbSize) => match node.reader.count_keys().await {
+                Ok((_, keys)) => Frame::Integer(keys as i64),
+                Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
+            },
             Ok(ClientCommand::Checksum) => match node.reader.checksum().await {
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
@@ -176,8 +177,30 @@ async fn flush_run(node: &Node, run: &mut Vec<Request>, out: &mut BytesMut) {
     }
 }
 
+/// `INFO`: the key count is only taken when the Keyspace section is asked
+/// for (plain `INFO` does), since it reads every key.
+async fn info(node: &Node, section: Option<&str>) -> Frame {
+    let wants_keyspace = section_wanted(section, "Keyspace");
+    let keys = if wants_keyspace {
+        match node.reader.count_keys().await {
+            Ok((_, keys)) => Some(keys),
+            Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
+        }
+    } else {
+        None
+    };
+    Frame::bulk(info_text(node, &node.status(), keys, section))
+}
+
+fn section_wanted(asked: Option<&str>, name: &str) -> bool {
+    match asked {
+        None | Some("all") | Some("default") | Some("everything") => true,
+        Some(asked) => asked.eq_ignore_ascii_case(name),
+    }
+}
+
 /// The text of `INFO`: sections of `name:value` lines, as Redis writes them.
-fn info_text(node: &Node, status: &Status, section: Option<&str>) -> String {
+fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&str>) -> String {
     let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let server = [
         (
@@ -218,7 +241,10 @@ fn info_text(node: &Node, status: &Status, section: Option<&str>) -> String {
         ("recovered_at", status.recovered_at.to_string()),
         ("replayed", status.replayed.to_string()),
     ];
-    let keyspace = [("db0", format!("keys={},expires=0,avg_ttl=0", status.keys))];
+    let keyspace = [(
+        "db0",
+        format!("keys={},expires=0,avg_ttl=0", keys.unwrap_or(0)),
+    )];
     let sections: [(&str, &[(&str, String)]); 3] = [
         ("Server", &server),
         ("Raft", &raft),
@@ -226,11 +252,7 @@ fn info_text(node: &Node, status: &Status, section: Option<&str>) -> String {
     ];
     let mut text = String::new();
     for (name, fields) in sections {
-        let wanted = match section {
-            None | Some("all") | Some("default") | Some("everything") => true,
-            Some(asked) => asked.eq_ignore_ascii_case(name),
-        };
-        if !wanted {
+        if !section_wanted(section, name) {
             continue;
         }
         if !text.is_empty() {

@@ -5,7 +5,7 @@
 //! |---------------|-------------------------|-------------------------------------------|
 //! | `raft_log`    | log index, u64 big-end. | the log entry, JSON                       |
 //! | `raft_meta`   | `identity`, `vote`, `purged`, `committed` | JSON                    |
-//! | `sm_meta`     | `applied`, `membership`, `data_keyspace`, `key_count` | JSON        |
+//! | `sm_meta`     | `applied`, `membership`, `data_keyspace` | JSON                     |
 //! | `data-<gen>`  | user key                | user value (raw bytes)                    |
 //!
 //! The state machine's own bookkeeping lives in `sm_meta`, never among user

@@ -33,8 +33,6 @@ use crate::types::{
 
 const APPLIED_KEY: &str = "applied";
 const MEMBERSHIP_KEY: &str = "membership";
-/// How many keys the data holds, kept with the applied id so `INFO` need not count.
-const KEY_COUNT_KEY: &str = "key_count";
 /// Names the keyspace that holds the user data now; switched by an install.
 const DATA_KEYSPACE_KEY: &str = "data_keyspace";
 const DATA_KEYSPACE_PREFIX: &str = "data-";
@@ -51,8 +49,6 @@ pub struct ApplyStats {
     pub snapshots_installed: AtomicU64,
     /// Size in bytes of the newest snapshot file (built here or received).
     pub snapshot_bytes: AtomicU64,
-    /// Keys in the state as of the last applied entry.
-    pub keys: AtomicU64,
 }
 
 /// A digest of the whole state at one applied index, to compare replicas.
@@ -100,6 +96,23 @@ impl StateReader {
         })
     }
 
+    /// How many keys the state holds, and the applied index that count is at.
+    /// Reads every key (nothing keeps a running count: that would cost a
+    /// lookup on every put), so it takes time in proportion to the state.
+    pub async fn count_keys(&self) -> Result<(u64, u64), String> {
+        let data = self.data.read().await;
+        tokio::task::block_in_place(|| {
+            let view = self.db.snapshot();
+            let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
+            let mut keys = 0u64;
+            for guard in view.iter(&*data) {
+                guard.key().map_err(|e| describe_fjall_error(&e))?;
+                keys += 1;
+            }
+            Ok((applied.map_or(0, |id| id.index), keys))
+        })
+    }
+
     /// The value stored under `key`, as of the last applied entry.
     ///
     /// Called on the async worker directly: a point read is almost always
@@ -119,7 +132,6 @@ pub struct StateMachine {
     data: Arc<RwLock<Keyspace>>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    key_count: u64,
     stats: Arc<ApplyStats>,
     current_snapshot: Option<(std::path::PathBuf, SnapshotMeta)>,
     incoming_snapshot: Option<std::path::PathBuf>,
@@ -174,7 +186,6 @@ impl StateMachine {
             get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
         let active: String = get_json(&view, &store.sm_meta, DATA_KEYSPACE_KEY)?
             .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
-        let recorded_key_count: Option<u64> = get_json(&view, &store.sm_meta, KEY_COUNT_KEY)?;
         drop(view);
 
         let data = store
@@ -213,14 +224,6 @@ impl StateMachine {
             "state machine recovered at applied index {recovered_at} (log id {last_applied:?})"
         );
 
-        // Folders written before the count was kept are counted once here; the
-        // next apply records the count.
-        let key_count = match recorded_key_count {
-            Some(count) => count,
-            None => count_keys(&data)?,
-        };
-        stats.keys.store(key_count, Ordering::Relaxed);
-
         let data = Arc::new(RwLock::new(data));
         if let Some((path, _)) = &current_snapshot {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -237,7 +240,6 @@ impl StateMachine {
             data,
             last_applied,
             membership,
-            key_count,
             stats,
             current_snapshot,
             incoming_snapshot: None,
@@ -262,7 +264,6 @@ impl StateMachine {
         let mut outcomes = Vec::new();
         let mut failure = None;
         let mut membership_changed = false;
-        let keys_before = self.key_count;
 
         for entry in entries {
             if self
@@ -292,24 +293,25 @@ impl StateMachine {
                         }
                     };
                     for op in ops {
-                        let key = op.key().to_vec();
-                        let existed = match pending.get(&key) {
-                            Some(present) => *present,
-                            None => data
-                                .contains_key(&key)
-                                .map_err(|e| read_error(describe_fjall_error(&e)))?,
-                        };
-                        outcome.existed.push(existed);
                         match op {
-                            Op::Put { value, .. } => {
-                                batch.insert(data, key.clone(), value.0);
-                                pending.insert(key, true);
-                                self.key_count += u64::from(!existed);
+                            // A put does not look up what it replaces: that
+                            // read cost a third of the apply time (profiled
+                            // under pipelined SETs), and nothing needs it.
+                            Op::Put { key, value } => {
+                                batch.insert(data, key.0.clone(), value.0);
+                                pending.insert(key.0, true);
+                                outcome.removed.push(false);
                             }
-                            Op::Delete { .. } => {
-                                batch.remove(data, key.clone());
-                                pending.insert(key, false);
-                                self.key_count -= u64::from(existed);
+                            Op::Delete { key } => {
+                                let existed = match pending.get(&key.0) {
+                                    Some(present) => *present,
+                                    None => data
+                                        .contains_key(&key.0)
+                                        .map_err(|e| read_error(describe_fjall_error(&e)))?,
+                                };
+                                batch.remove(data, key.0.clone());
+                                pending.insert(key.0, false);
+                                outcome.removed.push(existed);
                             }
                         }
                     }
@@ -333,20 +335,9 @@ impl StateMachine {
                 serde_json::to_vec(&self.membership).expect("serialises"),
             );
         }
-        if self.key_count != keys_before {
-            batch.insert(
-                self.sm_meta(),
-                KEY_COUNT_KEY,
-                serde_json::to_vec(&self.key_count).expect("serialises"),
-            );
-        }
-        let committed = batch.commit();
-        if let Err(e) = committed {
-            // Nothing of the batch was applied: forget the count it would have made.
-            self.key_count = keys_before;
-            return Err(write_error(describe_fjall_error(&e)));
-        }
-        self.stats.keys.store(self.key_count, Ordering::Relaxed);
+        batch
+            .commit()
+            .map_err(|e| write_error(describe_fjall_error(&e)))?;
 
         match failure {
             Some(error) => Err(error),
@@ -426,7 +417,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
 
-        let (new_data, key_count) =
+        let new_data =
             tokio::task::block_in_place(|| load_snapshot(&store, received, meta, &new_name))?;
         crash_point("install:loaded");
 
@@ -440,11 +431,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(&store.sm_meta, DATA_KEYSPACE_KEY, name);
             batch.insert(&store.sm_meta, APPLIED_KEY, applied);
             batch.insert(&store.sm_meta, MEMBERSHIP_KEY, membership);
-            batch.insert(
-                &store.sm_meta,
-                KEY_COUNT_KEY,
-                serde_json::to_vec(&key_count).expect("serialises"),
-            );
             // The log before the snapshot is gone for good from here on: record
             // that with the switch, or a restart would look for entries this
             // replica never had (a purge capped while the install ran).
@@ -470,8 +456,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.key_count = key_count;
-        self.stats.keys.store(key_count, Ordering::Relaxed);
         self.stats
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
@@ -513,13 +497,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Checks a received snapshot file and loads it into a new keyspace `name`,
 /// made durable by fjall's ingestion. Nothing refers to that keyspace yet.
-/// Returns the keyspace and how many keys it holds.
 fn load_snapshot(
     store: &Db,
     received: std::fs::File,
     meta: &SnapshotMeta,
     name: &str,
-) -> Result<(Keyspace, u64), StorageError> {
+) -> Result<Keyspace, StorageError> {
     received.sync_all().map_err(snapshot_error)?;
     let mut file = received;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
@@ -534,38 +517,24 @@ fn load_snapshot(
         .db
         .keyspace(name, keyspace_options)
         .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-    let loaded = (|| -> Result<u64, StorageError> {
+    let loaded = (|| -> Result<(), StorageError> {
         let fjall_error = |e: fjall::Error| snapshot_error(describe_fjall_error(&e));
         let mut ingestion = fresh.start_ingestion().map_err(fjall_error)?;
-        let mut keys = 0;
         // The reader has checked that keys increase, as ingestion requires
         // (it would panic otherwise), and checks the CRC before the last record
         // is returned, so a damaged file never reaches the switch.
         while let Some((key, value)) = reader.next_record().map_err(snapshot_error)? {
             ingestion.write(key, value).map_err(fjall_error)?;
-            keys += 1;
         }
-        ingestion.finish().map_err(fjall_error)?;
-        Ok(keys)
+        ingestion.finish().map_err(fjall_error)
     })();
     match loaded {
-        Ok(keys) => Ok((fresh, keys)),
+        Ok(()) => Ok(fresh),
         Err(e) => {
             let _ = store.db.delete_keyspace(fresh);
             Err(e)
         }
     }
-}
-
-/// Counts the keys of `data` by reading it through.
-fn count_keys(data: &Keyspace) -> Result<u64, StorageError> {
-    let mut keys = 0;
-    for pair in data.iter() {
-        pair.key()
-            .map_err(|e| read_error(describe_fjall_error(&e)))?;
-        keys += 1;
-    }
-    Ok(keys)
 }
 
 /// A suffix that makes a new keyspace name unique within this database.
