@@ -24,7 +24,7 @@ fn connect(port: u16) -> Connection {
     let deadline = Instant::now() + SETTLE;
     loop {
         match client.get_connection_with_timeout(Duration::from_secs(5)) {
-            Ok(mut connection) => {
+            Ok(connection) => {
                 connection
                     .set_read_timeout(Some(SETTLE))
                     .expect("set a read timeout");
