@@ -47,6 +47,12 @@ pub struct Cli {
     #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
     pub snapshot_every: u64,
 
+    /// Where this replica listens for Raft traffic. Default: its own address
+    /// in --peers. Set it when peers reach this replica through a proxy or NAT,
+    /// so the address they dial differs from the one bound here.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub raft_listen: Option<String>,
+
     /// Where this replica serves Redis clients (RESP2). Default: 127.0.0.1
     /// on port 6379 + the replica id (6380 for replica 1).
     #[arg(long, value_name = "HOST:PORT")]

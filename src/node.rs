@@ -87,11 +87,14 @@ pub fn open_store(cli: &Cli) -> Result<store::Db, StartError> {
 pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     let cluster_id = cli.cluster_id();
     let id = cli.replica_id;
-    let addr = cli
-        .peers
-        .address_of(id)
-        .expect("the replica id was checked against --peers")
-        .to_string();
+    let addr = match &cli.raft_listen {
+        Some(listen) => listen.clone(),
+        None => cli
+            .peers
+            .address_of(id)
+            .expect("the replica id was checked against --peers")
+            .to_string(),
+    };
 
     let listener = TcpListener::bind(&addr)
         .await

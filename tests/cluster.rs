@@ -402,3 +402,38 @@ fn a_replica_that_missed_many_writes_catches_up_and_keeps_them_across_a_crash() 
     assert_all_readable(&mut cluster, lagging, &sample);
     assert_eq!(cluster.replica(lagging).get("missed-0"), "(nil)");
 }
+
+#[test]
+fn a_leader_cut_off_by_a_partition_is_replaced_and_rejoins() {
+    let mut cluster = Cluster::start_partitionable(3, &[]);
+    let old_leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    cluster.replica(old_leader).put("before", "cut");
+
+    cluster
+        .partitions
+        .as_ref()
+        .expect("started behind proxies")
+        .isolate(old_leader, &[1, 2, 3]);
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != old_leader).collect();
+    let new_leader = cluster.wait_for_leader_among(&majority, SETTLE);
+    assert_ne!(new_leader, old_leader);
+    cluster.replica(majority[0]).put("during", "partition");
+    // The cut-off replica cannot complete a write: it has no quorum.
+    let reply = cluster.replica(old_leader).send("put lost maybe");
+    assert!(
+        is_error(&reply),
+        "a write without a quorum answered {reply}"
+    );
+
+    cluster.partitions.as_ref().unwrap().heal();
+    let leader = cluster.wait_for_leader(SETTLE);
+    assert!(majority.contains(&leader) || leader == old_leader);
+    for id in 1..=3 {
+        assert_eq!(cluster.replica(id).get("before"), "cut", "replica {id}");
+        assert_eq!(
+            cluster.replica(id).get("during"),
+            "partition",
+            "replica {id}"
+        );
+    }
+}

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod partition;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_example-ondisk");
 
@@ -661,6 +663,8 @@ pub struct Cluster {
     // before the folder is deleted.
     replicas: Vec<Replica>,
     pub peers: String,
+    /// Set by [`Cluster::start_partitionable`]: the proxies between replicas.
+    pub partitions: Option<partition::Partitions>,
     data: TempDir,
 }
 
@@ -686,6 +690,33 @@ impl Cluster {
         Cluster {
             replicas,
             peers,
+            partitions: None,
+            data,
+        }
+    }
+
+    /// Like [`Cluster::start_with`], with every Raft connection going through
+    /// a proxy that can cut links ([`partition::Partitions`]).
+    pub fn start_partitionable(n: u64, extra: &[&str]) -> Cluster {
+        let data = temp_dir();
+        let partitions = partition::Partitions::start(n);
+        let peers = partitions.peers.clone();
+        let replicas = (1..=n)
+            .map(|id| {
+                let mut flags: Vec<String> = partitions.flags(id);
+                flags.extend(extra.iter().map(|f| f.to_string()));
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                Replica::spawn(
+                    id,
+                    data.path(),
+                    replica_args(id, data.path(), &peers, &flags),
+                )
+            })
+            .collect();
+        Cluster {
+            replicas,
+            peers,
+            partitions: Some(partitions),
             data,
         }
     }
