@@ -585,3 +585,90 @@ fn no_prompt_ignores_stdin() {
         replica.stderr()
     );
 }
+
+/// Sends `bytes` to a Raft port and reads until the replica closes the
+/// connection (or 5 s pass). Returns what came back.
+fn raft_port_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+fn frame(json: &str) -> Vec<u8> {
+    let mut bytes = (json.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(json.as_bytes());
+    bytes
+}
+
+#[test]
+fn garbage_on_the_raft_port_is_refused_without_harm() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    cluster.replica(leader).put("before", "garbage");
+    let port = port_of(&cluster.peers, leader);
+    let before = cluster.replica(leader).status();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        ("a truncated frame", {
+            let mut bytes = 100u32.to_be_bytes().to_vec();
+            bytes.extend_from_slice(b"{\"Hello\":");
+            bytes
+        }),
+        (
+            "a frame over the size limit",
+            u32::MAX.to_be_bytes().to_vec(),
+        ),
+        ("a frame that is not JSON", frame("not json at all")),
+        (
+            "a request before hello",
+            frame(
+                r#"{"Vote":{"vote":{"leader_id":{"term":99,"node_id":2},"committed":false},"last_log_id":null}}"#,
+            ),
+        ),
+        (
+            "a hello from another cluster",
+            frame(r#"{"Hello":{"cluster_id":"someone-else","from":2,"to":1}}"#),
+        ),
+        (
+            "a hello naming the wrong replica",
+            frame(&format!(
+                r#"{{"Hello":{{"cluster_id":"x","from":9,"to":{}}}}}"#,
+                leader + 10
+            )),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let answer = raft_port_exchange(port, &bytes);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(!text.contains("Welcome"), "{what} was welcomed: {text}");
+        if what.starts_with("a hello") || what.ends_with("before hello") {
+            assert!(text.contains("Refused"), "{what} got {text:?}");
+        }
+    }
+
+    // The replica is unharmed: still the leader of the same term (the vote
+    // request for term 99 was not heard), still writing.
+    assert!(cluster.replica(leader).still_running());
+    let status = cluster.replica(leader).status();
+    assert_eq!(status.role(), "leader", "{status}");
+    assert_eq!(status.term(), before.term(), "{status}");
+    assert!(status.applied() >= before.applied());
+    cluster.replica(leader).put("after", "garbage");
+    for id in 1..=3 {
+        assert_eq!(cluster.replica(id).get("before"), "garbage", "replica {id}");
+        assert_eq!(cluster.replica(id).get("after"), "garbage", "replica {id}");
+    }
+}
