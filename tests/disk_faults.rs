@@ -1,0 +1,102 @@
+//! A replica whose disk fills up: it stops with a clear error, the others go
+//! on, and no acknowledged write is lost. The disk is a small tmpfs, which
+//! needs root to mount; without it the test says it skipped.
+
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, ELECTION_TIMEOUT};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A tmpfs mounted at a folder, unmounted (lazily, so even a busy one goes)
+/// when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_that_replica_with_a_clear_error_and_loses_nothing() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let victim = cluster.other_than(&[leader]);
+    cluster.replica(leader).put("before", "the disk filled");
+
+    // Give the victim a 24 MiB disk of its own; it catches up onto it.
+    cluster.replica(victim).kill();
+    let folder = cluster.replica(victim).dir.clone();
+    std::fs::remove_dir_all(&folder).expect("remove the victim's folder");
+    let Some(_disk) = SmallDisk::mount(&folder, "24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    cluster.replica(victim).restart();
+    assert_eq!(cluster.replica(victim).get("before"), "the disk filled");
+
+    // Write 100 KB values until the victim's disk is full and it stops.
+    let port = cluster.replica(leader).client_port();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut connection = client.get_connection().expect("connect to the leader");
+    let value = "v".repeat(100_000);
+    let mut acknowledged = Vec::new();
+    let deadline = Instant::now() + SETTLE;
+    let mut i = 0;
+    while cluster.replica(victim).still_running() {
+        assert!(
+            Instant::now() < deadline,
+            "replica {victim} kept running with a full disk"
+        );
+        let key = format!("big{i}");
+        let reply: redis::RedisResult<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&value)
+            .query(&mut connection);
+        assert_eq!(
+            reply.as_deref(),
+            Ok("OK"),
+            "the two healthy replicas stopped taking writes"
+        );
+        acknowledged.push(key);
+        i += 1;
+    }
+
+    let exit = cluster
+        .replica(victim)
+        .wait_own_exit(Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(1));
+    let stderr = cluster.replica(victim).stderr();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("disk full or failing"), "{stderr}");
+
+    // The other two go on and hold every acknowledged write.
+    cluster.replica(leader).put("after", "the disk filled");
+    let other = (1..=3).find(|id| *id != leader && *id != victim).unwrap();
+    for key in acknowledged.iter().step_by(7).chain(acknowledged.last()) {
+        assert_eq!(cluster.replica(other).get(key).len(), value.len(), "{key}");
+    }
+    assert_eq!(cluster.replica(other).get("after"), "the disk filled");
+    eprintln!(
+        "replica {victim} stopped after {} acknowledged 100 KB writes",
+        acknowledged.len()
+    );
+}
