@@ -22,36 +22,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server redis-tools >/dev/null; } ||
-    { echo "error: cannot install redis-server and redis-tools (apt-get)" >&2; exit 1; }
-fi
-cargo build --release --quiet
-bin="$PWD/target/release/example-ondisk"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r p1 p2 p3 c1 c2 c3 redis_port < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(7)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
-
-wait_for_port() {
-  local deadline=$((SECONDS + 30))
-  until redis-cli -p "$1" PING >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "error: nothing answers on port $1" >&2; exit 1; }
-    sleep 0.1
-  done
-}
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
+need_packages "redis-server redis-tools" redis-server redis-cli redis-benchmark
+read -r p1 p2 p3 c1 c2 c3 redis_port < <(free_ports 7)
 
 # One redis-benchmark run; prints "test rps p50" lines for SET and GET.
 load() {

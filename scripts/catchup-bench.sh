@@ -13,27 +13,10 @@ cd "$(dirname "$0")/.."
 keys="${1:-100000}"
 case "$keys" in ''|*[!0-9]*) echo "error: KEYS must be a number, not '$keys'" >&2; exit 2 ;; esac
 
-if ! command -v redis-cli >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-tools >/dev/null ||
-    { echo "error: redis-cli is needed (apt-get install -y redis-tools)" >&2; exit 1; }
-fi
-cargo build --release --quiet
-bin="$PWD/target/release/example-ondisk"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-read -r p1 p2 p3 c1 c2 c3 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(6)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
+need_packages redis-tools redis-cli
+read -r p1 p2 p3 c1 c2 c3 < <(free_ports 6)
 peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
 start_replica() {
   local id="$1" port="$2"
@@ -43,14 +26,6 @@ start_replica() {
 }
 # INFO field of the replica serving clients on port $1.
 info_field() { redis-cli -p "$1" INFO 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
-wait_for_port() {
-  local deadline=$((SECONDS + 30))
-  until redis-cli -p "$1" PING >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "error: replica on port $1 did not start" >&2; cat "$work"/err*; exit 1; }
-    sleep 0.1
-  done
-}
-
 start_replica 1 "$c1"
 start_replica 2 "$c2"
 wait_for_port "$c1"
