@@ -16,6 +16,8 @@ mod cli;
 mod client;
 mod command;
 mod faults;
+#[cfg(test)]
+mod fuzz;
 mod kv;
 mod logging;
 mod network;

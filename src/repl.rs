@@ -336,6 +336,49 @@ mod tests {
     }
 
     #[test]
+    fn any_line_gets_a_command_or_a_one_line_error() {
+        let fragments: &[&[u8]] = &[
+            b"put",
+            b"get",
+            b"delete",
+            b"status",
+            b"help",
+            b"exit",
+            b"PUT",
+            b" ",
+            b"\t",
+            b"k",
+            b"value",
+            "ключ".as_bytes(),
+            "🔑".as_bytes(),
+            b"\x00",
+            b"\r",
+            b"\xc3",
+        ];
+        let mut rng = crate::fuzz::Rng(0xabad_1dea_5eed_0001);
+        for _ in 0..20_000 {
+            let bytes = rng.bytes_from(fragments, 12);
+            let line = String::from_utf8_lossy(&bytes).replace('\n', " ");
+            match parse_line(&line) {
+                Err(message) => assert!(!message.contains('\n'), "{line:?} -> {message:?}"),
+                Ok(Some(PromptCommand::Kv(request))) => {
+                    let key = match &request {
+                        Request::Put(key, _) | Request::Get(key) => key,
+                        Request::Delete(keys) => &keys[0],
+                        other => panic!("the prompt made {other:?}"),
+                    };
+                    assert!(!key.is_empty() && key.len() <= MAX_KEY_LEN, "{line:?}");
+                    assert!(
+                        !String::from_utf8_lossy(key).contains(char::is_whitespace),
+                        "{line:?}"
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[test]
     fn odd_unicode_never_panics() {
         for line in [
             "ｐｕｔ k v",

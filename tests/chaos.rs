@@ -172,6 +172,8 @@ fn the_history_stays_linearizable_through_kills_freezes_and_partitions() {
     // Snapshots every 200 entries, so installs happen during the faults too.
     let mut cluster =
         Cluster::start_partitionable(3, &["--snapshot-every", "200", "--timeout", "3"]);
+    // A failure keeps the folder: the replicas' whole logs are the evidence.
+    cluster.keep_data_on_failure = true;
     cluster.wait_for_leader(ELECTION_TIMEOUT);
     let ports: Vec<u16> = (1..=3)
         .map(|id| cluster.replica(id).client_port())

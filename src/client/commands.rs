@@ -381,6 +381,71 @@ mod tests {
     }
 
     #[test]
+    fn any_arguments_get_a_command_or_a_one_line_error() {
+        let names: &[&[u8]] = &[
+            b"GET",
+            b"set",
+            b"DEL",
+            b"mget",
+            b"MSET",
+            b"exists",
+            b"info",
+            b"ping",
+            b"echo",
+            b"command",
+            b"client",
+            b"hello",
+            b"config",
+            b"select",
+            b"dbsize",
+            b"checksum",
+            b"quit",
+            b"unlink",
+            b"get\x00",
+            b"",
+        ];
+        let args: &[&[u8]] = &[
+            b"k", b"v", b"", b"2", b"3", b"get", b"docs", b"*", b"\r\n", b"EX",
+        ];
+        let mut rng = crate::fuzz::Rng(0xc0ff_ee00_1234_4321);
+        for _ in 0..20_000 {
+            let mut request = vec![Bytes::copy_from_slice(names[rng.below(names.len())])];
+            for _ in 0..rng.below(6) {
+                request.push(Bytes::from(rng.bytes_from(args, 3)));
+            }
+            if rng.below(50) == 0 {
+                request.push(Bytes::from(vec![b'x'; MAX_VALUE_LEN + 1]));
+            }
+            match parse(&request) {
+                Err(message) => {
+                    assert!(
+                        !message.contains('\r') && !message.contains('\n'),
+                        "{message:?}"
+                    );
+                    let kind = message.split(' ').next().unwrap_or("");
+                    assert!(
+                        !kind.is_empty() && kind.chars().all(|c| c.is_ascii_uppercase()),
+                        "{message:?}"
+                    );
+                }
+                Ok(ClientCommand::Kv(request)) => {
+                    let (keys, values): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = match &request {
+                        Request::Get(key) => (vec![key], vec![]),
+                        Request::Put(key, value) => (vec![key], vec![value]),
+                        Request::GetMany(keys)
+                        | Request::CountExisting(keys)
+                        | Request::Delete(keys) => (keys.iter().collect(), vec![]),
+                        Request::PutMany(pairs) => pairs.iter().map(|(k, v)| (k, v)).unzip(),
+                    };
+                    assert!(keys.iter().all(|k| k.len() <= MAX_KEY_LEN));
+                    assert!(values.iter().all(|v| v.len() <= MAX_VALUE_LEN));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[test]
     fn config_patterns_match_like_redis() {
         assert!(glob_matches(b"*", b"save"));
         assert!(glob_matches(b"append*", b"appendonly"));

@@ -332,6 +332,95 @@ mod tests {
         assert!(result.unwrap_err().0.contains("too big inline"));
     }
 
+    /// Pieces of RESP and inline requests, for the fuzz tests.
+    const FRAGMENTS: &[&[u8]] = &[
+        b"*",
+        b"$",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+        b"-1",
+        b"-",
+        b"+",
+        b":",
+        b"99999999999",
+        b"8388608",
+        b"*2\r\n",
+        b"$3\r\nGET\r\n",
+        b"$1\r\nk\r\n",
+        b"SET k v\r\n",
+        b"PING",
+        b" ",
+        b"\x00",
+        b"\xff",
+    ];
+
+    #[test]
+    fn garbage_never_panics_and_never_over_consumes() {
+        let mut rng = crate::fuzz::Rng(0x5eed_1234_5678_9abc);
+        for _ in 0..20_000 {
+            let input = rng.bytes_from(FRAGMENTS, 24);
+            let mut buf = BytesMut::from(&input[..]);
+            // Each call either takes a whole request off the front, waits
+            // without consuming, or refuses; it never loops in place.
+            for _ in 0..=input.len() {
+                let before = buf.len();
+                match read_request(&mut buf) {
+                    Ok(Some(_)) => assert!(buf.len() < before, "{input:?}: no progress"),
+                    Ok(None) => {
+                        assert_eq!(buf.len(), before, "{input:?}: consumed while waiting");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// A request as a client library writes it.
+    fn encode(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn any_arguments_round_trip_whatever_the_splits() {
+        let mut rng = crate::fuzz::Rng(0xfeed_beef_0bad_cafe);
+        for _ in 0..2_000 {
+            let requests: Vec<Vec<Vec<u8>>> = (0..1 + rng.below(4))
+                .map(|_| {
+                    (0..1 + rng.below(5))
+                        .map(|_| rng.bytes_from(FRAGMENTS, 6))
+                        .collect()
+                })
+                .collect();
+            let wire: Vec<u8> = requests.iter().flat_map(|r| encode(r)).collect();
+            // Arrive in random pieces, as TCP may deliver them.
+            let mut buf = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut at = 0;
+            while at < wire.len() {
+                let piece = 1 + rng.below(wire.len() - at);
+                buf.extend_from_slice(&wire[at..at + piece]);
+                at += piece;
+                while let Some(request) = read_request(&mut buf).expect("a valid request") {
+                    decoded.push(request.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+                }
+            }
+            assert_eq!(decoded, requests);
+            assert!(buf.is_empty());
+        }
+    }
+
     #[test]
     fn replies_have_their_wire_form() {
         let mut out = BytesMut::new();

@@ -665,6 +665,9 @@ pub struct Cluster {
     pub peers: String,
     /// Set by [`Cluster::start_partitionable`]: the proxies between replicas.
     pub partitions: Option<partition::Partitions>,
+    /// Keep the data folder (with every replica's whole log) if the test fails,
+    /// as `ONDISK_KEEP_DATA` does for every test.
+    pub keep_data_on_failure: bool,
     data: TempDir,
 }
 
@@ -691,6 +694,7 @@ impl Cluster {
             replicas,
             peers,
             partitions: None,
+            keep_data_on_failure: false,
             data,
         }
     }
@@ -717,6 +721,7 @@ impl Cluster {
             replicas,
             peers,
             partitions: Some(partitions),
+            keep_data_on_failure: false,
             data,
         }
     }
@@ -817,7 +822,8 @@ impl Drop for Cluster {
     /// The replicas go first (see the field order). With `ONDISK_KEEP_DATA` set in
     /// the environment, a failed test leaves its data folder behind for a look.
     fn drop(&mut self) {
-        if thread::panicking() && std::env::var_os(KEEP_DATA_VAR).is_some() {
+        let keep = self.keep_data_on_failure || std::env::var_os(KEEP_DATA_VAR).is_some();
+        if thread::panicking() && keep {
             self.data.disable_cleanup(true);
             eprintln!("===== data kept in {} =====", self.data.path().display());
         }
