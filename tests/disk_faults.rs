@@ -1,6 +1,7 @@
-//! A replica whose disk fills up: it stops with a clear error, the others go
-//! on, and no acknowledged write is lost. The disk is a small tmpfs, which
-//! needs root to mount; without it the test says it skipped.
+//! Disk faults on one replica, whose folder is a small tmpfs of its own: a
+//! full disk stops it with a clear error while the others go on; a read-only
+//! disk is refused at start. No acknowledged write is lost either way.
+//! Mounting needs root; without it each test says it skipped.
 
 mod harness;
 
@@ -99,4 +100,61 @@ fn a_full_disk_stops_that_replica_with_a_clear_error_and_loses_nothing() {
         "replica {victim} stopped after {} acknowledged 100 KB writes",
         acknowledged.len()
     );
+}
+
+#[test]
+fn a_read_only_disk_is_refused_at_start_and_the_replica_recovers_once_writable() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let victim = cluster.other_than(&[leader]);
+    cluster.replica(victim).kill();
+    let folder = cluster.replica(victim).dir.clone();
+    std::fs::remove_dir_all(&folder).expect("remove the victim's folder");
+    let Some(_disk) = SmallDisk::mount(&folder, "64m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    cluster.replica(victim).restart();
+    cluster.replica(leader).put("before", "read-only");
+    assert_eq!(cluster.replica(victim).get("before"), "read-only");
+
+    // A live filesystem with files open for writing cannot be remounted
+    // read-only (EBUSY), so the disk turns read-only while the replica is down.
+    let remount = |mode: &str| {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&folder)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount {mode} failed");
+    };
+    cluster.replica(victim).kill();
+    remount("ro");
+    for i in 0..20 {
+        cluster.replica(leader).put(&format!("while-ro-{i}"), "x");
+    }
+
+    // Started on the read-only disk: refused at start, with one line.
+    cluster.replica(victim).restart();
+    let exit = cluster
+        .replica(victim)
+        .wait_own_exit(Duration::from_secs(30));
+    assert_ne!(exit.code(), Some(0));
+    let stderr = cluster.replica(victim).stderr();
+    let last_run = stderr.rsplit("--- run").next().unwrap_or("");
+    let errors: Vec<&str> = last_run
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{last_run}");
+    eprintln!("replica {victim} on a read-only disk: {}", errors[0]);
+
+    // Writable again: it restarts and catches up; nothing acknowledged is missing.
+    remount("rw");
+    cluster.replica(victim).restart();
+    for i in 0..20 {
+        assert_eq!(cluster.replica(victim).get(&format!("while-ro-{i}")), "x");
+    }
+    assert_eq!(cluster.replica(victim).get("before"), "read-only");
+    assert_eq!(cluster.replica(victim).status().replayed(), 0);
 }
