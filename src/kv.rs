@@ -236,11 +236,7 @@ impl Node {
     }
 
     async fn read_each(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            values.push(self.read_local(key).await?);
-        }
-        Ok(values)
+        self.reader.get_many(keys).await.map_err(KvError::Storage)
     }
 
     /// Proposes `ops` as one log entry and waits until it is committed and

@@ -489,3 +489,53 @@ fn redis_cli_works_against_the_port() {
     let output = interactive.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\nyes\n1\n");
 }
+
+#[test]
+fn mget_never_sees_half_of_an_mset() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let writer_port = cluster.replica(leader).client_port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut c = connect(writer_port);
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let value = round.to_string();
+                ok(
+                    &mut c,
+                    &["MSET", "left", &value, "middle", &value, "right", &value],
+                );
+                round += 1;
+            }
+            round
+        })
+    };
+    let mut readers: Vec<Connection> = [leader, follower]
+        .iter()
+        .map(|id| connect(cluster.replica(*id).client_port()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reads = 0;
+    while Instant::now() < deadline {
+        for c in readers.iter_mut() {
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg("left")
+                .arg("middle")
+                .arg("right")
+                .query(c)
+                .expect("MGET");
+            assert!(
+                values.iter().all(|v| *v == values[0]),
+                "MGET saw part of an MSET: {values:?}"
+            );
+            reads += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.join().expect("the writer panicked");
+    assert!(rounds > 10, "only {rounds} MSETs in 5 s");
+    eprintln!("{reads} MGETs during {rounds} MSETs, none torn");
+}

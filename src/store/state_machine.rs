@@ -96,6 +96,20 @@ impl StateReader {
         })
     }
 
+    /// The values under `keys`, all from one point-in-time view, so a multi-key
+    /// read never sees half of an entry that wrote several keys (an MSET).
+    pub async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, String> {
+        let data = self.data.read().await;
+        let view = self.db.snapshot();
+        keys.iter()
+            .map(|key| {
+                view.get(&*data, key)
+                    .map(|value| value.map(|v| v.to_vec()))
+                    .map_err(|e| describe_fjall_error(&e))
+            })
+            .collect()
+    }
+
     /// How many keys the state holds, and the applied index that count is at.
     /// Reads every key (nothing keeps a running count: that would cost a
     /// lookup on every put), so it takes time in proportion to the state.
