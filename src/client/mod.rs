@@ -86,11 +86,12 @@ async fn serve_connection(stream: TcpStream, node: &Node) -> std::io::Result<()>
     let (mut reader, mut writer) = stream.into_split();
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
+    let mut requests_in = resp::RequestReader::default();
     loop {
         let mut requests = Vec::new();
         let mut unreadable = None;
         while requests.len() < MAX_PIPELINE {
-            match resp::read_request(&mut input) {
+            match requests_in.read(&mut input) {
                 Ok(Some(args)) if args.is_empty() => {}
                 Ok(Some(args)) => requests.push(args),
                 Ok(None) => break,

@@ -34,15 +34,41 @@ const MAX_HEADER_BYTES: usize = 32;
 #[error("Protocol error: {0}")]
 pub struct ProtocolError(pub String);
 
-/// Takes one whole request off the front of `buf`: `Ok(None)` when more bytes
-/// are needed. An empty request (a blank inline line, `*0`) comes back as an
-/// empty list, which the caller ignores, as Redis does.
-pub fn read_request(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => read_multibulk(buf),
-        Some(_) => read_inline(buf),
+/// Reads the requests of one connection. It remembers how far it got into a
+/// request that has not fully arrived, so a large request that trickles in
+/// (an 8 MiB MSET in 1-byte pieces, say) costs time in proportion to its size,
+/// not to its size squared.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    /// A multibulk request under way: its argument count and where each
+    /// argument found so far lies in the buffer (nothing is consumed until
+    /// the whole request is there, so these stay valid).
+    multibulk: Option<(usize, Vec<(usize, usize)>)>,
+    /// Bytes of an inline request already searched for its end.
+    inline_scanned: usize,
+}
+
+impl RequestReader {
+    /// Takes one whole request off the front of `buf`: `Ok(None)` when more
+    /// bytes are needed. An empty request (a blank inline line, `*0`) comes
+    /// back as an empty list, which the caller ignores, as Redis does.
+    pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let result = match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.read_multibulk(buf),
+            Some(_) => self.read_inline(buf),
+        };
+        if !matches!(result, Ok(None)) {
+            *self = RequestReader::default();
+        }
+        result
     }
+}
+
+/// A reader with no memory, for the tests of single requests.
+#[cfg(test)]
+pub fn read_request(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    RequestReader::default().read(buf)
 }
 
 /// Where the line starting at `from` ends (the index of its `\r`), if its
@@ -70,92 +96,113 @@ fn header_number(digits: &[u8], what: &str) -> Result<i64, ProtocolError> {
         .ok_or_else(|| ProtocolError(format!("invalid {what}")))
 }
 
-fn read_multibulk(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(header_end) = line_end(buf, 0, MAX_HEADER_BYTES, "the multibulk length")? else {
-        return Ok(None);
-    };
-    let count = header_number(&buf[1..header_end], "multibulk length")?;
-    if count > MAX_ARGS as i64 {
-        return Err(ProtocolError("invalid multibulk length".into()));
-    }
-    let mut at = header_end + 2;
-    if count <= 0 {
-        buf.advance(at);
-        return Ok(Some(Vec::new()));
-    }
-    // First find every argument's place without copying; take them only once
-    // the whole request has arrived.
-    let mut spans = Vec::with_capacity((count as usize).min(1024));
-    for _ in 0..count {
-        let Some(&kind) = buf.get(at) else {
-            return Ok(None);
-        };
-        if kind != b'$' {
-            return Err(ProtocolError(format!(
-                "expected '$', got '{}'",
-                char::from(kind).escape_default()
-            )));
-        }
-        let Some(len_end) = line_end(buf, at, MAX_HEADER_BYTES, "a bulk length")? else {
-            return Ok(None);
-        };
-        let len = header_number(&buf[at + 1..len_end], "bulk length")?;
-        if len < 0 || len as usize > MAX_REQUEST_BYTES {
-            return Err(ProtocolError("invalid bulk length".into()));
-        }
-        let start = len_end + 2;
-        let end = start + len as usize;
-        if end + 2 > MAX_REQUEST_BYTES {
-            return Err(ProtocolError(format!(
-                "the request is over the limit of {MAX_REQUEST_BYTES} bytes"
-            )));
-        }
-        if buf.len() < end + 2 {
-            buf.reserve(end + 2 - buf.len());
-            return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError("a bulk string does not end in CRLF".into()));
-        }
-        spans.push((start, end));
-        at = end + 2;
-    }
-    let request = buf.split_to(at).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(start, end)| request.slice(start..end))
-            .collect(),
-    ))
-}
-
-fn read_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let window = &buf[..buf.len().min(MAX_INLINE_BYTES + 1)];
-    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
-        if window.len() > MAX_INLINE_BYTES {
-            return Err(ProtocolError("too big inline request".into()));
-        }
-        return Ok(None);
-    };
-    let line = buf.split_to(newline + 1).freeze();
-    let text = line.slice(..newline);
-    let mut words = Vec::new();
-    let mut start = None;
-    for (i, byte) in text.iter().enumerate() {
-        let blank = byte.is_ascii_whitespace();
-        match (start, blank) {
-            (None, false) => start = Some(i),
-            (Some(from), true) => {
-                words.push(text.slice(from..i));
-                start = None;
+impl RequestReader {
+    fn read_multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let (count, mut spans) = match self.multibulk.take() {
+            Some(progress) => progress,
+            None => {
+                let Some(header_end) = line_end(buf, 0, MAX_HEADER_BYTES, "the multibulk length")?
+                else {
+                    return Ok(None);
+                };
+                let count = header_number(&buf[1..header_end], "multibulk length")?;
+                if count > MAX_ARGS as i64 {
+                    return Err(ProtocolError("invalid multibulk length".into()));
+                }
+                if count <= 0 {
+                    buf.advance(header_end + 2);
+                    return Ok(Some(Vec::new()));
+                }
+                let mut spans = Vec::with_capacity((count as usize).min(1024));
+                // The first argument starts after the header: a zero-length
+                // placeholder span marks where.
+                spans.push((header_end + 2, header_end));
+                (count as usize, spans)
             }
-            _ => {}
+        };
+        // Find every argument's place without copying; take them only once the
+        // whole request has arrived.
+        while spans.len() <= count {
+            let at = spans.last().map_or(0, |&(_, end)| end + 2);
+            let Some(&kind) = buf.get(at) else {
+                self.multibulk = Some((count, spans));
+                return Ok(None);
+            };
+            if kind != b'$' {
+                return Err(ProtocolError(format!(
+                    "expected '$', got '{}'",
+                    char::from(kind).escape_default()
+                )));
+            }
+            let Some(len_end) = line_end(buf, at, MAX_HEADER_BYTES, "a bulk length")? else {
+                self.multibulk = Some((count, spans));
+                return Ok(None);
+            };
+            let len = header_number(&buf[at + 1..len_end], "bulk length")?;
+            if len < 0 || len as usize > MAX_REQUEST_BYTES {
+                return Err(ProtocolError("invalid bulk length".into()));
+            }
+            let start = len_end + 2;
+            let end = start + len as usize;
+            if end + 2 > MAX_REQUEST_BYTES {
+                return Err(ProtocolError(format!(
+                    "the request is over the limit of {MAX_REQUEST_BYTES} bytes"
+                )));
+            }
+            if buf.len() < end + 2 {
+                buf.reserve(end + 2 - buf.len());
+                self.multibulk = Some((count, spans));
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError("a bulk string does not end in CRLF".into()));
+            }
+            spans.push((start, end));
         }
+        let total = spans.last().map_or(0, |&(_, end)| end + 2);
+        let request = buf.split_to(total).freeze();
+        Ok(Some(
+            spans[1..]
+                .iter()
+                .map(|&(start, end)| request.slice(start..end))
+                .collect(),
+        ))
     }
-    if let Some(from) = start {
-        words.push(text.slice(from..));
+
+    fn read_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let window = &buf[..buf.len().min(MAX_INLINE_BYTES + 1)];
+        let from = self.inline_scanned.min(window.len());
+        let Some(newline) = window[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| from + i)
+        else {
+            if window.len() > MAX_INLINE_BYTES {
+                return Err(ProtocolError("too big inline request".into()));
+            }
+            self.inline_scanned = window.len();
+            return Ok(None);
+        };
+        let line = buf.split_to(newline + 1).freeze();
+        let text = line.slice(..newline);
+        let mut words = Vec::new();
+        let mut start = None;
+        for (i, byte) in text.iter().enumerate() {
+            let blank = byte.is_ascii_whitespace();
+            match (start, blank) {
+                (None, false) => start = Some(i),
+                (Some(from), true) => {
+                    words.push(text.slice(from..i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = start {
+            words.push(text.slice(from..));
+        }
+        Ok(Some(words))
     }
-    Ok(Some(words))
 }
 
 /// A reply, in the five shapes RESP2 has.
@@ -364,13 +411,22 @@ mod tests {
         let mut rng = crate::fuzz::Rng(0x5eed_1234_5678_9abc);
         for _ in 0..20_000 {
             let input = rng.bytes_from(FRAGMENTS, 24);
-            let mut buf = BytesMut::from(&input[..]);
+            // Fed in two pieces, so the reader resumes from where it stopped.
+            let cut = rng.below(input.len() + 1);
+            let mut buf = BytesMut::from(&input[..cut]);
+            let mut reader = RequestReader::default();
+            let mut fed_all = false;
             // Each call either takes a whole request off the front, waits
             // without consuming, or refuses; it never loops in place.
-            for _ in 0..=input.len() {
+            for _ in 0..=input.len() + 1 {
                 let before = buf.len();
-                match read_request(&mut buf) {
+                match reader.read(&mut buf) {
                     Ok(Some(_)) => assert!(buf.len() < before, "{input:?}: no progress"),
+                    Ok(None) if !fed_all => {
+                        assert_eq!(buf.len(), before, "{input:?}: consumed while waiting");
+                        buf.extend_from_slice(&input[cut..]);
+                        fed_all = true;
+                    }
                     Ok(None) => {
                         assert_eq!(buf.len(), before, "{input:?}: consumed while waiting");
                         break;
@@ -408,17 +464,53 @@ mod tests {
             let mut buf = BytesMut::new();
             let mut decoded = Vec::new();
             let mut at = 0;
+            let mut reader = RequestReader::default();
             while at < wire.len() {
                 let piece = 1 + rng.below(wire.len() - at);
                 buf.extend_from_slice(&wire[at..at + piece]);
                 at += piece;
-                while let Some(request) = read_request(&mut buf).expect("a valid request") {
+                while let Some(request) = reader.read(&mut buf).expect("a valid request") {
                     decoded.push(request.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
                 }
             }
             assert_eq!(decoded, requests);
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn a_large_request_trickling_in_costs_linear_time() {
+        // 200,000 arguments, about 1.6 MB, arriving a byte at a time.
+        let args: Vec<Vec<u8>> = (0..200_000)
+            .map(|i| (i % 10).to_string().into_bytes())
+            .collect();
+        let wire = encode(&args);
+        let started = std::time::Instant::now();
+        let mut reader = RequestReader::default();
+        let mut buf = BytesMut::new();
+        let mut decoded = None;
+        for byte in &wire {
+            buf.extend_from_slice(&[*byte]);
+            if let Some(request) = reader.read(&mut buf).expect("a valid request") {
+                decoded = Some(request);
+            }
+        }
+        assert_eq!(decoded.map(|r| r.len()), Some(args.len()));
+        // Re-scanning from the start on every byte would take minutes here.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        // The same for an inline request growing to its limit.
+        let mut buf = BytesMut::new();
+        let mut reader = RequestReader::default();
+        for _ in 0..MAX_INLINE_BYTES - 2 {
+            buf.extend_from_slice(b"a");
+            assert_eq!(reader.read(&mut buf), Ok(None));
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(reader.read(&mut buf).unwrap().map(|w| w.len()), Some(1));
     }
 
     #[test]
