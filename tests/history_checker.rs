@@ -260,3 +260,35 @@ fn a_busy_history_is_decided_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_failure_deep_in_a_long_history_is_shrunk_to_a_few_operations() {
+    let mut rng = Rng(777);
+    let mut history: Vec<Op> = random_history(&mut rng, 4, 100, 1)
+        .into_iter()
+        .map(|mut op| {
+            op.key = "k".into();
+            op
+        })
+        .collect();
+    // One read, late in the history, of a value nobody wrote.
+    let last = history
+        .iter()
+        .map(|op| op.completed.unwrap())
+        .max()
+        .unwrap();
+    history.push(get(9, Some("ghost"), last + 10, last + 11));
+    match check(&history) {
+        Err(CheckError::NotLinearizable { around, .. }) => {
+            assert!(
+                around.len() <= 3,
+                "shrunk to {} operations: {around:?}",
+                around.len()
+            );
+            assert!(around
+                .iter()
+                .any(|op| op.result == Outcome::Value(Some("ghost".into()))));
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}

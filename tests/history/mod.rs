@@ -76,9 +76,79 @@ pub fn check(history: &[Op]) -> Result<(), CheckError> {
     keys.dedup();
     for key in keys {
         let ops: Vec<Op> = history.iter().filter(|op| op.key == key).cloned().collect();
-        check_key(key, ops)?;
+        if let Err(CheckError::NotLinearizable { key, around }) = check_key(key, ops.clone()) {
+            let around = shrink(&key, ops).unwrap_or(around);
+            return Err(CheckError::NotLinearizable { key, around });
+        }
     }
     Ok(())
+}
+
+/// How long the search for a short failing history may take.
+const SHRINK_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A short part of a failing key's history that still fails: first the
+/// shortest prefix in time (operations begun before some moment, those still
+/// running then counted as unknown), then runs of operations dropped while
+/// it keeps failing, halves first, until the time is up. None if nothing shorter than
+/// 30 operations is found.
+fn shrink(key: &str, ops: Vec<Op>) -> Option<Vec<Op>> {
+    let deadline = std::time::Instant::now() + SHRINK_TIME;
+    let fails = |ops: &[Op]| {
+        matches!(
+            check_key(key, ops.to_vec()),
+            Err(CheckError::NotLinearizable { .. })
+        )
+    };
+    let prefix_until = |moment: u64| -> Vec<Op> {
+        ops.iter()
+            .filter(|op| op.invoked <= moment)
+            .map(|op| match op.completed {
+                Some(done) if done > moment && !matches!(op.result, Outcome::Unknown) => Op {
+                    completed: None,
+                    result: Outcome::Unknown,
+                    ..op.clone()
+                },
+                _ => op.clone(),
+            })
+            .collect()
+    };
+    // Binary search the moment: the prefix up to the last completion fails.
+    let mut moments: Vec<u64> = ops.iter().filter_map(|op| op.completed).collect();
+    moments.sort_unstable();
+    let (mut low, mut high) = (0, moments.len().checked_sub(1)?);
+    while low < high && std::time::Instant::now() < deadline {
+        let middle = (low + high) / 2;
+        if fails(&prefix_until(moments[middle])) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let mut short = prefix_until(moments[high]);
+    if !fails(&short) {
+        return None;
+    }
+    // Drop what the failure does not need: halves first, then smaller runs.
+    let mut run = short.len().div_ceil(2);
+    while run >= 1 && std::time::Instant::now() < deadline {
+        let mut start = 0;
+        while start < short.len() && std::time::Instant::now() < deadline {
+            let end = (start + run).min(short.len());
+            let without: Vec<Op> = short[..start]
+                .iter()
+                .chain(&short[end..])
+                .cloned()
+                .collect();
+            if fails(&without) {
+                short = without;
+            } else {
+                start = end;
+            }
+        }
+        run /= 2;
+    }
+    (short.len() <= 30).then_some(short)
 }
 
 /// An operation prepared for the search: values as small numbers (0 = absent).
