@@ -47,6 +47,12 @@ pub struct Cli {
     #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
     pub snapshot_every: u64,
 
+    /// Join an existing cluster instead of founding one: do not bootstrap, wait
+    /// for a member to run `add-replica ID HOST:PORT`. Needs --cluster-id (the
+    /// `cluster_id` that INFO shows at any member).
+    #[arg(long)]
+    pub join: bool,
+
     /// Where this replica listens for Raft traffic. Default: its own address
     /// in --peers. Set it when peers reach this replica through a proxy or NAT,
     /// so the address they dial differs from the one bound here.
@@ -82,6 +88,11 @@ impl Cli {
                 cli.replica_id,
                 cli.peers.ids_text()
             ));
+        }
+        if cli.join && cli.cluster_id.is_none() {
+            usage_error(
+                "error: --join needs --cluster-id NAME, the cluster_id that INFO shows at any member",
+            );
         }
         if cli.client_addr.is_none() && cli.default_client_port().is_none() {
             usage_error(&format!(

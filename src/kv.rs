@@ -29,6 +29,9 @@ use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
 use crate::types::{NodeId, Raft};
 
+/// How long adding a member may take: the new replica must catch up first.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often to look again for a leader while there is none.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -109,6 +112,8 @@ pub enum KvError {
     Storage(String),
     #[error("the request is too large to send to the leader")]
     TooLarge,
+    #[error("{0}")]
+    Membership(String),
 }
 
 /// A snapshot of what `status` shows.
@@ -343,6 +348,47 @@ impl Node {
             };
             if let Some(index) = index {
                 return Ok(index);
+            }
+            self.pause_before_retry(deadline).await?;
+        }
+    }
+
+    /// Adds or removes a member, at the leader (forwarded there from here if
+    /// need be). Adding waits for the new replica to catch up, so it gets a
+    /// longer deadline than a write.
+    pub async fn change_membership(
+        &self,
+        change: crate::membership::MembershipChange,
+    ) -> Result<Vec<NodeId>, KvError> {
+        let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.current_leader() {
+                Some(leader) if leader == self.id => {
+                    let changed = crate::membership::change_at_leader(
+                        &self.raft,
+                        &self.network,
+                        change.clone(),
+                    );
+                    return match tokio::time::timeout_at(deadline, changed).await {
+                        Ok(result) => result.map_err(KvError::Membership),
+                        Err(_) => Err(KvError::WriteOutcomeUnknown(timeout)),
+                    };
+                }
+                Some(leader) => {
+                    let request = PeerRequest::ChangeMembership(change.clone());
+                    match self.call_leader(leader, &request, deadline).await {
+                        Ok(PeerResponse::ChangeMembership(result)) => {
+                            return result.map_err(KvError::Membership)
+                        }
+                        Ok(_) => {
+                            return Err(KvError::ForwardInterrupted("unexpected answer".into()))
+                        }
+                        Err(CallError::Unreachable { .. }) => {}
+                        Err(e) => return Err(KvError::ForwardInterrupted(e.to_string())),
+                    }
+                }
+                None => {}
             }
             self.pause_before_retry(deadline).await?;
         }

@@ -20,6 +20,7 @@ mod faults;
 mod fuzz;
 mod kv;
 mod logging;
+mod membership;
 mod network;
 mod node;
 mod repl;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     runtime.spawn(exit_on_fatal(node.clone()));
+    runtime.spawn(exit_when_removed(node.clone()));
     runtime.spawn(client::serve(client_listener, node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
@@ -108,6 +110,30 @@ async fn exit_on_fatal(node: node::Node) {
                 std::process::exit(1);
             }
             return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A replica taken out of the members has nothing left to serve: say so and
+/// stop, rather than answer as if it still belonged. (A replica that has not
+/// been added yet, started with --join, has no membership at all and waits.)
+async fn exit_when_removed(node: node::Node) {
+    let mut metrics = node.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let (member, known) = {
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let member = membership.voter_ids().any(|id| id == node.id)
+                || membership.learner_ids().any(|id| id == node.id);
+            (member, m.membership_config.log_id().is_some())
+        };
+        was_member |= member;
+        if was_member && known && !member {
+            membership::stop_as_removed(node.id);
         }
         if metrics.changed().await.is_err() {
             return;

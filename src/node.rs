@@ -33,6 +33,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Node {
     pub id: NodeId,
+    pub cluster_id: String,
     pub raft: Raft,
     pub peers: Peers,
     pub network: Network,
@@ -113,12 +114,25 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
-    tokio::spawn(server::serve(listener, raft.clone(), cluster_id, id));
-    bootstrap(&raft, &cli.peers).await?;
+    tokio::spawn(server::serve(
+        listener,
+        raft.clone(),
+        network.clone(),
+        cluster_id.clone(),
+        id,
+    ));
+    if cli.join {
+        // A joining replica must never bootstrap: that would found a second
+        // cluster. It waits, empty, for the leader to add it.
+        tracing::info!("joining an existing cluster; waiting to be added by a member");
+    } else {
+        bootstrap(&raft, &cli.peers).await?;
+    }
 
     let (write_batcher, write_queue) = WriteBatcher::new();
     let node = Node {
         id,
+        cluster_id,
         raft,
         peers: cli.peers.clone(),
         network,

@@ -12,6 +12,7 @@ use tokio::runtime::Runtime;
 
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::kv::{self, Reply, Request, Status};
+use crate::membership::MembershipChange;
 use crate::node::Node;
 use crate::store::StateChecksum;
 
@@ -20,20 +21,25 @@ use crate::store::StateChecksum;
 pub enum PromptCommand {
     /// put, get and delete: the same requests the client port makes.
     Kv(Request),
+    /// add-replica and remove-replica.
+    Membership(MembershipChange),
     Status,
     Checksum,
     Help,
     Exit,
 }
 
-const COMMAND_LIST: &str = "put, get, delete, status, checksum, help or exit";
+const COMMAND_LIST: &str =
+    "put, get, delete, status, checksum, add-replica, remove-replica, help or exit";
 
-const HELP_LINES: [&str; 7] = [
+const HELP_LINES: [&str; 9] = [
     "put KEY VALUE   store VALUE (the rest of the line) under KEY; prints OK once committed",
     "get KEY         print the value under KEY, or (nil); linearizable from any replica",
     "delete KEY      remove KEY; prints OK",
     "status          this replica's role, leader, term, log indexes and members",
     "checksum        a digest of this replica's whole state and the applied index it is at",
+    "add-replica ID HOST:PORT   make replica ID (started with --join) a member; waits for it to catch up",
+    "remove-replica ID          take replica ID out of the members",
     "help            this list",
     "exit            leave (Ctrl-D too)",
 ];
@@ -87,6 +93,35 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                 Request::Delete(vec![key])
             })
         }
+        "add-replica" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let [id, addr] = words[..] else {
+                return Err(
+                    "add-replica needs an id and an address: add-replica ID HOST:PORT".into(),
+                );
+            };
+            let id = replica_id(id, "add-replica")?;
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(format!("'{addr}' is not HOST:PORT"));
+            }
+            PromptCommand::Membership(MembershipChange::Add {
+                id,
+                addr: addr.to_string(),
+            })
+        }
+        "remove-replica" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let [id] = words[..] else {
+                return Err("remove-replica needs one id: remove-replica ID".into());
+            };
+            PromptCommand::Membership(MembershipChange::Remove {
+                id: replica_id(id, "remove-replica")?,
+            })
+        }
         "status" | "checksum" | "help" | "exit" | "quit" => {
             if !rest.is_empty() {
                 return Err(format!("{name} takes no arguments"));
@@ -106,6 +141,11 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
         }
     };
     Ok(Some(command))
+}
+
+fn replica_id(word: &str, verb: &str) -> Result<u64, String> {
+    word.parse()
+        .map_err(|_| format!("{verb}: '{word}' is not a replica id (a whole number)"))
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -164,6 +204,10 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
             Reply::Value(None) => "(nil)".to_string(),
             // put and delete of one key answer OK, whether or not it existed.
             Reply::Done | Reply::Count(_) | Reply::Values(_) => "OK".to_string(),
+        }),
+        PromptCommand::Membership(change) => node.change_membership(change).await.map(|voters| {
+            let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
+            format!("OK members={}", ids.join(","))
         }),
         PromptCommand::Status => Ok(format_status(&node.status())),
         PromptCommand::Checksum => node
@@ -316,6 +360,14 @@ mod tests {
             ("delete a b", "exactly one key"),
             ("status now", "takes no arguments"),
             ("exit please", "takes no arguments"),
+            ("add-replica", "add-replica ID HOST:PORT"),
+            ("add-replica 4", "add-replica ID HOST:PORT"),
+            ("add-replica four 127.0.0.1:1", "not a replica id"),
+            ("add-replica 4 127.0.0.1", "not HOST:PORT"),
+            ("add-replica 4 127.0.0.1:99999", "not HOST:PORT"),
+            ("remove-replica", "remove-replica ID"),
+            ("remove-replica 1 2", "remove-replica ID"),
+            ("remove-replica -1", "not a replica id"),
         ] {
             let err = parse_line(line).unwrap_err();
             assert!(err.contains(says), "{line:?} gave {err:?}");

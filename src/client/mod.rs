@@ -214,6 +214,7 @@ fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&s
         ("redis_mode", "standalone".to_string()),
         ("process_id", std::process::id().to_string()),
         ("replica_id", node.id.to_string()),
+        ("cluster_id", node.cluster_id.clone()),
     ];
     let raft = [
         ("role", status.role.to_string()),

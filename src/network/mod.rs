@@ -54,6 +54,9 @@ pub enum PeerRequest {
     InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
+    ChangeMembership(crate::membership::MembershipChange),
+    /// From the leader to a replica it has just removed.
+    Removed,
 }
 
 pub type ProposeResult =
@@ -73,6 +76,7 @@ pub enum PeerResponse {
     ),
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
+    ChangeMembership(crate::membership::ChangeResult),
 }
 
 /// One piece of a snapshot on the wire. openraft's own request carries the

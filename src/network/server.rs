@@ -4,12 +4,18 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-use super::{frame_codec, PeerRequest, PeerResponse};
+use super::{frame_codec, Network, PeerRequest, PeerResponse};
 use crate::kv::leader_read_index;
 use crate::types::{NodeId, Raft};
 
 /// Serves peers on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft, cluster_id: String, my_id: NodeId) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    network: Network,
+    cluster_id: String,
+    my_id: NodeId,
+) {
     loop {
         let (stream, peer_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -21,9 +27,10 @@ pub async fn serve(listener: TcpListener, raft: Raft, cluster_id: String, my_id:
         };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
+        let network = network.clone();
         let cluster_id = cluster_id.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_connection(stream, raft, &cluster_id, my_id).await {
+            if let Err(why) = serve_connection(stream, raft, network, &cluster_id, my_id).await {
                 tracing::warn!("closed connection from {peer_addr}: {why}");
             }
         });
@@ -33,6 +40,7 @@ pub async fn serve(listener: TcpListener, raft: Raft, cluster_id: String, my_id:
 async fn serve_connection(
     stream: TcpStream,
     raft: Raft,
+    network: Network,
     cluster_id: &str,
     my_id: NodeId,
 ) -> Result<(), String> {
@@ -90,6 +98,13 @@ async fn serve_connection(
                 PeerResponse::Propose(raft.client_write(proposal).await)
             }
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(leader_read_index(&raft).await),
+            PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
+                crate::membership::change_at_leader(&raft, &network, change).await,
+            ),
+            PeerRequest::Removed => {
+                let _ = send(&mut frames, &PeerResponse::Welcome).await;
+                crate::membership::stop_as_removed(my_id);
+            }
             PeerRequest::Hello { .. } => PeerResponse::Refused("hello was already said".into()),
         };
         send(&mut frames, &response).await?;

@@ -738,6 +738,19 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no replica {id} in this cluster"))
     }
 
+    /// Starts one more replica (`id` must be the next number) with `args`,
+    /// which name this cluster's data folder; for growing the cluster.
+    pub fn spawn_extra(&mut self, id: u64, args: Vec<String>) -> &mut Replica {
+        assert_eq!(
+            id as usize,
+            self.replicas.len() + 1,
+            "extra replicas come in order"
+        );
+        let replica = Replica::spawn(id, self.data.path(), args);
+        self.replicas.push(replica);
+        self.replicas.last_mut().expect("just pushed")
+    }
+
     /// All replicas, running or not.
     pub fn replicas(&mut self) -> &mut [Replica] {
         &mut self.replicas

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Client-port throughput and latency of a fresh three-replica cluster, beside a
+# single fsync-always Redis server and the raw fsync rate of this disk.
+#
+#   scripts/bench.sh            the loads of issue 3 (-n 200000; 20000 for one client)
+#   scripts/bench.sh --quick    a smoke run with smaller -n
+#
+# Everything runs on this machine over loopback: the three replicas, the Redis
+# server and redis-benchmark share its cores and its one disk. Installs
+# redis-server and redis-tools from Debian's packages if they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=200000
+single_client_requests=20000
+load_limit=20 # seconds for one redis-benchmark run
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) requests=20000; single_client_requests=2000 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
+need_packages "redis-server redis-tools" redis-server redis-cli redis-benchmark
+read -r p1 p2 p3 c1 c2 c3 redis_port < <(free_ports 7)
+
+# One redis-benchmark run against port $1 (the rest are its options), in the
+# foreground so Ctrl-C reaches it, and bounded in time: it never returns if its
+# server goes away. Writes "TEST rps p50" lines for SET and GET to $work/load;
+# on an error reply or a time-out says what redis-benchmark said, and stops.
+load() {
+  local port="$1" status=0; shift
+  timeout --foreground "$load_limit" redis-benchmark -p "$port" -t set,get -r 100000 -d 100 \
+    --csv "$@" > "$work/load.csv" 2> "$work/load.err" || status=$?
+  # Columns by name: redis-benchmark 7 has p50_latency_ms, 6 has no latencies.
+  tr -d '"\r' < "$work/load.csv" | awk -F, '
+    NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    $1 == "SET" || $1 == "GET" { print $1, $col["rps"], (col["p50_latency_ms"] ? $col["p50_latency_ms"] : "n/a") }
+  ' > "$work/load"
+  if [ "$status" -ne 0 ] || [ "$(wc -l < "$work/load")" -ne 2 ]; then
+    [ "$status" -ne 124 ] || echo "redis-benchmark did not finish within $load_limit s" >> "$work/load.err"
+    echo "error: redis-benchmark -p $port $* failed (exit $status): $(tr '\r' '\n' < "$work/load.err" | grep -v '^[[:space:]]*$' | tail -n 3 | paste -sd '|')" >&2
+    for log in "$work"/err* "$work"/data/replica-*/replica.log; do
+      [ -s "$log" ] || continue
+      echo "--- ${log#"$work"/}, last warnings:" >&2
+      { grep -E ' (WARN|ERROR) |^error' "$log" || true; } | tail -n 3 | cut -c1-300 >&2
+    done
+    exit 1
+  fi
+}
+# Runs the issue's loads against a port; fills results[LABEL:case:TEST]=rps/p50.
+declare -A results
+run_loads() {
+  local label="$1" port="$2" test rps p50
+  load "$port" -c 1 -n "$single_client_requests"
+  while read -r test rps p50; do
+    results[$label:c1:$test]=$rps; results[$label:c1p50:$test]=$p50
+  done < "$work/load"
+  load "$port" -c 50 -n "$requests"
+  while read -r test rps p50; do results[$label:c50:$test]=$rps; done < "$work/load"
+  load "$port" -c 50 -P 16 -n "$requests"
+  while read -r test rps p50; do results[$label:p16:$test]=$rps; done < "$work/load"
+}
+
+echo "measuring the disk: 100-byte appends, each followed by fdatasync, for 3 s..."
+fsync_rate=$(python3 - "$work/fsync-probe" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+count, start = 0, time.monotonic()
+while time.monotonic() - start < 3:
+    os.write(fd, b"x" * 100)
+    os.fdatasync(fd)
+    count += 1
+print(round(count / (time.monotonic() - start)))
+EOF
+)
+
+echo "redis-server with appendonly yes, appendfsync always..."
+mkdir -p "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+  --save '' --dir "$work/redis" --daemonize no > "$work/redis/out.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+wait_for_port "$redis_port"
+run_loads redis "$redis_port"
+kill "$redis_pid"
+wait "$redis_pid" || true
+
+echo "example-ondisk, three replicas..."
+peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
+client_ports=("$c1" "$c2" "$c3")
+replica_pids=()
+for id in 1 2 3; do
+  "$bin" --replica-id "$id" --data-dir "$work/data" --peers "$peers" \
+    --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" --no-prompt 2> "$work/err$id" &
+  pids+=($!); replica_pids+=($!)
+done
+leader=""
+deadline=$((SECONDS + 30))
+until [ -n "$leader" ]; do
+  [ $SECONDS -lt $deadline ] || { echo "error: no leader within 30 s" >&2; cat "$work"/err*; exit 1; }
+  sleep 0.2
+  for id in 1 2 3; do
+    if redis-cli -p "${client_ports[$((id - 1))]}" INFO raft 2>/dev/null | grep -q '^role:leader'; then
+      leader=$id
+    fi
+  done
+done
+follower=$((leader % 3 + 1))
+leader_port=${client_ports[$((leader - 1))]}
+follower_port=${client_ports[$((follower - 1))]}
+run_loads ours "$leader_port"
+load "$follower_port" -c 50 -n "$requests"
+while read -r test rps p50; do results[follower:c50:$test]=$rps; done < "$work/load"
+
+rss=()
+for id in 1 2 3; do
+  hwm=$(sed -n 's/^VmHWM:\s*\([0-9]*\).*/\1/p' "/proc/${replica_pids[$((id - 1))]}/status" 2>/dev/null || true)
+  [ -n "$hwm" ] || { echo "error: replica $id exited during the run:" >&2; tail -n 5 "$work/err$id" >&2; exit 1; }
+  rss+=("$((hwm / 1024))")
+done
+leader_after=""
+for id in 1 2 3; do
+  if redis-cli -p "${client_ports[$((id - 1))]}" INFO raft 2>/dev/null | grep -q '^role:leader'; then
+    leader_after=$id
+  fi
+done
+
+row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4"; }
+# A rate as a whole number with thousands separators: 12345.67 -> 12,346.
+rate() { printf '%.0f/s' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
+echo
+echo "redis-benchmark -t set,get -r 100000 -d 100, -n $requests (-n $single_client_requests for one client)"
+echo "example-ondisk: the leader (replica $leader) of three replicas; redis: one server, appendfsync always"
+echo
+row "load" "target" "example-ondisk" "redis-server"
+row "---" "---" "---" "---"
+row "1 client, SET p50" "< 1.5 ms" "${results[ours:c1p50:SET]} ms" "${results[redis:c1p50:SET]} ms"
+row "1 client, SET" "" "$(rate "${results[ours:c1:SET]}")" "$(rate "${results[redis:c1:SET]}")"
+row "1 client, GET" "" "$(rate "${results[ours:c1:GET]}")" "$(rate "${results[redis:c1:GET]}")"
+row "1 client, GET p50" "" "${results[ours:c1p50:GET]} ms" "${results[redis:c1p50:GET]} ms"
+row "50 clients, SET" ">= 20,000/s" "$(rate "${results[ours:c50:SET]}")" "$(rate "${results[redis:c50:SET]}")"
+row "50 clients, GET" ">= 50,000/s" "$(rate "${results[ours:c50:GET]}")" "$(rate "${results[redis:c50:GET]}")"
+row "50 clients, pipeline 16, SET" ">= 60,000/s" "$(rate "${results[ours:p16:SET]}")" "$(rate "${results[redis:p16:SET]}")"
+row "50 clients, pipeline 16, GET" "" "$(rate "${results[ours:p16:GET]}")" "$(rate "${results[redis:p16:GET]}")"
+row "50 clients at a follower, SET" "" "$(rate "${results[follower:c50:SET]}")" ""
+row "50 clients at a follower, GET" "" "$(rate "${results[follower:c50:GET]}")" ""
+echo
+echo "disk: $fsync_rate fdatasyncs/s of 100-byte appends"
+echo "peak RSS (VmHWM), replicas 1 / 2 / 3: ${rss[0]} / ${rss[1]} / ${rss[2]} MiB (budget 200 MiB each)"
+[ "$leader_after" = "$leader" ] ||
+  echo "note: the leader changed during the run (replica $leader at the start, ${leader_after:-none} at the end)"
