@@ -47,11 +47,11 @@ pub struct Cli {
     #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
     pub snapshot_every: u64,
 
-    /// Join an existing cluster instead of founding one: do not bootstrap, wait
-    /// for a member to run `add-replica ID HOST:PORT`. Needs --cluster-id (the
-    /// `cluster_id` that INFO shows at any member).
-    #[arg(long)]
-    pub join: bool,
+    /// Join an existing cluster through the member whose Raft address is
+    /// HOST:PORT, instead of founding one: this replica asks to be added and
+    /// never bootstraps. Needs --cluster-id (the `cluster_id` INFO shows).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
 
     /// Where this replica listens for Raft traffic. Default: its own address
     /// in --peers. Set it when peers reach this replica through a proxy or NAT,
@@ -89,7 +89,7 @@ impl Cli {
                 cli.peers.ids_text()
             ));
         }
-        if cli.join && cli.cluster_id.is_none() {
+        if cli.join.is_some() && cli.cluster_id.is_none() {
             usage_error(
                 "error: --join needs --cluster-id NAME, the cluster_id that INFO shows at any member",
             );

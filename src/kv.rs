@@ -25,6 +25,7 @@ use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
 use crate::command::{Op, Proposal, ProposalOutcome};
+use crate::membership::ChangeError;
 use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
 use crate::types::{NodeId, Raft};
@@ -370,16 +371,23 @@ impl Node {
                         &self.network,
                         change.clone(),
                     );
-                    return match tokio::time::timeout_at(deadline, changed).await {
-                        Ok(result) => result.map_err(KvError::Membership),
-                        Err(_) => Err(KvError::WriteOutcomeUnknown(timeout)),
-                    };
+                    match tokio::time::timeout_at(deadline, changed).await {
+                        Ok(Ok(voters)) => return Ok(voters),
+                        // Leadership moved while it ran: ask again.
+                        Ok(Err(ChangeError::NotLeader { .. })) => {}
+                        Ok(Err(ChangeError::Refused(why))) => return Err(KvError::Membership(why)),
+                        Err(_) => return Err(KvError::WriteOutcomeUnknown(timeout)),
+                    }
                 }
                 Some(leader) => {
                     let request = PeerRequest::ChangeMembership(change.clone());
                     match self.call_leader(leader, &request, deadline).await {
-                        Ok(PeerResponse::ChangeMembership(result)) => {
-                            return result.map_err(KvError::Membership)
+                        Ok(PeerResponse::ChangeMembership(Ok(voters))) => return Ok(voters),
+                        Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader {
+                            ..
+                        }))) => {}
+                        Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
+                            return Err(KvError::Membership(why))
                         }
                         Ok(_) => {
                             return Err(KvError::ForwardInterrupted("unexpected answer".into()))

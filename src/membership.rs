@@ -15,10 +15,11 @@
 
 use std::collections::BTreeSet;
 
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
-use crate::network::{Network, PeerRequest};
+use crate::network::{Network, PeerRequest, PeerResponse};
 use crate::types::{NodeId, Raft};
 
 /// A change a person asked for at the prompt.
@@ -28,8 +29,33 @@ pub enum MembershipChange {
     Remove { id: NodeId },
 }
 
+/// Why a change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ChangeError {
+    /// Asked at a replica that does not lead: ask the leader, if one is known.
+    #[error("this replica is not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The answer: the voters after the change, or why it was not made.
-pub type ChangeResult = Result<Vec<NodeId>, String>;
+pub type ChangeResult = Result<Vec<NodeId>, ChangeError>;
+
+/// What an openraft write error means for a membership change.
+fn change_error(
+    what: &str,
+    error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ChangeError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ChangeError::NotLeader {
+            leader: forward
+                .leader_id
+                .zip(forward.leader_node.map(|node| node.addr)),
+        },
+        other => ChangeError::Refused(format!("{what} failed: {other}")),
+    }
+}
 
 /// At the leader: carries the change out and waits until it is committed.
 /// A removed replica is then told so (it may never receive the entry that
@@ -52,29 +78,33 @@ pub async fn change_at_leader(
     let wanted = match &change {
         MembershipChange::Add { id, addr } => {
             if voters.contains(id) {
-                return Err(format!("replica {id} is already a member"));
+                return Err(ChangeError::Refused(format!(
+                    "replica {id} is already a member"
+                )));
             }
             // Blocks until the leader believes the learner has caught up.
             raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
                 .await
-                .map_err(|e| format!("adding replica {id} as a learner failed: {e}"))?;
+                .map_err(|e| change_error(&format!("adding replica {id} as a learner"), e))?;
             voters.iter().copied().chain([*id]).collect::<BTreeSet<_>>()
         }
         MembershipChange::Remove { id } => {
             if !voters.contains(id) {
-                return Err(format!("replica {id} is not a member"));
+                return Err(ChangeError::Refused(format!(
+                    "replica {id} is not a member"
+                )));
             }
             if voters.len() == 1 {
-                return Err(format!(
+                return Err(ChangeError::Refused(format!(
                     "replica {id} is the last member; it cannot be removed"
-                ));
+                )));
             }
             voters.iter().copied().filter(|v| v != id).collect()
         }
     };
     raft.change_membership(wanted.clone(), false)
         .await
-        .map_err(|e| format!("the membership change failed: {e}"))?;
+        .map_err(|e| change_error("the membership change", e))?;
     if let MembershipChange::Remove { id } = change {
         if let Some((_, addr)) = addresses.iter().find(|(member, _)| *member == id) {
             // Best effort: a replica that is down learns it from its log, or
@@ -91,6 +121,51 @@ pub async fn change_at_leader(
 }
 
 const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// For `--join HOST:PORT`: asks the member there (or the leader it names) to
+/// add this replica, until one does or says it is a member already. The
+/// member's id is not known yet, so the first hello names replica 0, which
+/// means "whichever replica serves this address".
+pub async fn join_through(network: Network, my_id: NodeId, my_addr: String, member: String) {
+    let change = PeerRequest::ChangeMembership(MembershipChange::Add {
+        id: my_id,
+        addr: my_addr,
+    });
+    let (mut target, mut addr) = (0, member.clone());
+    let mut said = String::new();
+    loop {
+        let why = match network.call(target, &addr, &change, JOIN_TIMEOUT).await {
+            Ok(PeerResponse::ChangeMembership(Ok(voters))) => {
+                tracing::info!("joined the cluster; voters now {voters:?}");
+                return;
+            }
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader {
+                leader: Some((leader, leader_addr)),
+            }))) => {
+                (target, addr) = (leader, leader_addr);
+                continue;
+            }
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why))))
+                if why.contains("already a member") =>
+            {
+                return;
+            }
+            Ok(PeerResponse::ChangeMembership(Err(e))) => e.to_string(),
+            Ok(_) => "an unexpected answer".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if why != said {
+            eprintln!("joining through {member}: {why}; retrying");
+            said = why;
+        }
+        (target, addr) = (0, member.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// How long one request to be added may take (the leader waits for this
+/// replica to catch up before it answers).
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Stops this process as a replica that is no longer a member.
 pub fn stop_as_removed(my_id: NodeId) -> ! {

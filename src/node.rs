@@ -121,10 +121,21 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
         cluster_id.clone(),
         id,
     ));
-    if cli.join {
+    if let Some(member) = &cli.join {
         // A joining replica must never bootstrap: that would found a second
-        // cluster. It waits, empty, for the leader to add it.
-        tracing::info!("joining an existing cluster; waiting to be added by a member");
+        // cluster. It asks to be added, and waits, empty, until it is.
+        let my_addr = cli
+            .peers
+            .address_of(id)
+            .expect("the replica id was checked against --peers")
+            .to_string();
+        tracing::info!("joining an existing cluster through {member}");
+        tokio::spawn(crate::membership::join_through(
+            network.clone(),
+            id,
+            my_addr,
+            member.clone(),
+        ));
     } else {
         bootstrap(&raft, &cli.peers).await?;
     }

@@ -672,3 +672,34 @@ fn garbage_on_the_raft_port_is_refused_without_harm() {
         assert_eq!(cluster.replica(id).get("after"), "garbage", "replica {id}");
     }
 }
+
+#[test]
+fn join_without_a_cluster_id_is_refused() {
+    let peers = fresh_peers(1);
+    let error = assert_bad_flags(&[
+        "--replica-id",
+        "1",
+        "--peers",
+        &peers,
+        "--join",
+        "127.0.0.1:1",
+    ]);
+    assert!(error.contains("--cluster-id"), "{error}");
+}
+
+#[test]
+fn bad_membership_changes_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    for (line, says) in [
+        ("add-replica 2 127.0.0.1:1", "already a member"),
+        ("remove-replica 9", "not a member"),
+    ] {
+        let reply = cluster.replica(follower).send(line);
+        assert!(is_error(&reply) && reply.contains(says), "{line}: {reply}");
+    }
+    for id in 1..=3 {
+        assert_eq!(cluster.replica(id).status().get("members"), "1,2,3");
+    }
+}

@@ -77,26 +77,40 @@ fn grow_to_five_under_writes_lose_two_and_shrink_back_to_three() {
         }
     };
     wait_for_more_acks(50);
+    let follower_of = |leader: u64| if leader == 2 { 3 } else { 2 };
 
-    // Grow: replicas 4 and 5 start empty with --join, and are added from a follower's prompt.
-    let follower = cluster.other_than(&[leader, 1]);
-    for id in [4u64, 5] {
-        let port = free_port();
-        let peers = format!("{id}=127.0.0.1:{port}");
-        let data = cluster.data_dir().to_path_buf();
-        let args = replica_args(id, &data, &peers, &["--cluster-id", &cluster_id, "--join"]);
-        cluster.spawn_extra(id, args);
-        let reply = cluster
-            .replica(follower)
-            .send(&format!("add-replica {id} 127.0.0.1:{port}"));
-        let expected = if id == 4 {
-            "OK members=1,2,3,4"
-        } else {
-            "OK members=1,2,3,4,5"
-        };
-        assert_eq!(reply, expected);
-        wait_for_more_acks(20);
+    // Grow. Replica 4 joins by itself through replica 1's Raft address.
+    let member_addr = format!("127.0.0.1:{}", harness::port_of(&cluster.peers, 1));
+    let data = cluster.data_dir().to_path_buf();
+    let port4 = free_port();
+    let args = replica_args(
+        4,
+        &data,
+        &format!("4=127.0.0.1:{port4}"),
+        &["--cluster-id", &cluster_id, "--join", &member_addr],
+    );
+    cluster.spawn_extra(4, args);
+    for id in [1, 4] {
+        wait_for_members(&mut cluster, id, "1,2,3,4");
     }
+    wait_for_more_acks(20);
+    // Replica 5's --join names an address where nobody answers; a person adds
+    // it from a follower's prompt instead.
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let port5 = free_port();
+    let args = replica_args(
+        5,
+        &data,
+        &format!("5=127.0.0.1:{port5}"),
+        &["--cluster-id", &cluster_id, "--join", &nobody],
+    );
+    cluster.spawn_extra(5, args);
+    let reply = cluster
+        .replica(follower_of(leader))
+        .send(&format!("add-replica 5 127.0.0.1:{port5}"));
+    assert_eq!(reply, "OK members=1,2,3,4,5");
+    wait_for_more_acks(20);
+
     // The newcomers catch up (openraft counts a learner as caught up once it
     // lags by less than its replication threshold, so this can take a moment).
     for id in 1..=5 {

@@ -57,7 +57,9 @@ async fn serve_connection(
                 Some(format!(
                     "this is replica {my_id} of cluster '{cluster_id}', not of '{theirs}'"
                 ))
-            } else if to != my_id {
+            } else if to != my_id && to != 0 {
+                // 0 is no replica's id: a replica joining through an address
+                // does not know who serves it yet.
                 Some(format!(
                     "this address serves replica {my_id}, not replica {to}"
                 ))
