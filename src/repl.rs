@@ -447,4 +447,267 @@ mod tests {
             Some(put("ключ", "значение  x"))
         );
     }
+
+    /// Property tests (proptest): any line at all, and lines built to be
+    /// accepted.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::RngSeed;
+
+        use super::*;
+
+        /// `cases` cases from a fixed seed, so a failure repeats; set
+        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
+        /// regression files are written into the source tree.
+        fn config(cases: u32) -> ProptestConfig {
+            let default = ProptestConfig::default();
+            ProptestConfig {
+                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                    default.cases
+                } else {
+                    cases
+                },
+                failure_persistence: None,
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0003),
+                    chosen => chosen,
+                },
+                ..default
+            }
+        }
+
+        /// Characters that end a line on some screen or in some reader.
+        const LINE_BREAKS: &[char] = &[
+            '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
+        ];
+
+        /// Unicode whitespace of every kind, and look-alikes that are not.
+        const BLANKS: &[&str] = &[
+            " ", "  ", "\t", "\r", "\n", "\u{b}", "\u{c}", "\u{85}", "\u{a0}", "\u{1680}",
+            "\u{2003}", "\u{2028}", "\u{2029}", "\u{202f}", "\u{3000}",
+            // Not whitespace to Rust:
+            "\u{200b}", "\u{feff}", "\u{1c}",
+        ];
+
+        const FRAGMENTS: &[&str] = &[
+            "put",
+            "set",
+            "get",
+            "delete",
+            "del",
+            "status",
+            "checksum",
+            "help",
+            "exit",
+            "quit",
+            "add-replica",
+            "remove-replica",
+            "PUT",
+            "GeT",
+            "ｐｕｔ",
+            "k",
+            "value",
+            "ключ",
+            "🔑",
+            "ß",
+            "İ",
+            "e\u{301}",
+            "\0",
+            "\u{1b}[2J",
+            "\u{7f}",
+            "4",
+            "0",
+            "-1",
+            "18446744073709551616",
+            "127.0.0.1:1",
+            "h:65536",
+            ":",
+            "[::1]:80",
+        ];
+
+        /// Text of exactly `bytes` bytes made of `unit`, padded with `k`, so
+        /// a multi-byte character may straddle a limit.
+        fn sized(unit: &str, bytes: usize) -> String {
+            let mut text = unit.repeat(bytes / unit.len());
+            while text.len() < bytes {
+                text.push('k');
+            }
+            text
+        }
+
+        /// A key or value near its size limit (mostly a key: they are cheaper).
+        fn long_word() -> impl Strategy<Value = String> {
+            let unit = prop::sample::select(&["k", "é", "🔑"][..]);
+            let bytes = prop_oneof![
+                3 => MAX_KEY_LEN - 1..=MAX_KEY_LEN + 1,
+                1 => MAX_VALUE_LEN - 1..=MAX_VALUE_LEN + 1,
+            ];
+            (unit, bytes).prop_map(|(unit, bytes)| sized(unit, bytes))
+        }
+
+        /// Any line: pieces of commands, blanks of every kind, any characters
+        /// (controls included), now and then a very long word.
+        fn any_line() -> impl Strategy<Value = String> {
+            let part = prop_oneof![
+                3 => prop::sample::select(FRAGMENTS).prop_map(String::from),
+                3 => prop::sample::select(BLANKS).prop_map(String::from),
+                2 => prop::collection::vec(any::<char>(), 0..6).prop_map(String::from_iter),
+            ];
+            let parts = prop::collection::vec(part, 0..12).prop_map(|parts| parts.concat());
+            prop_oneof![
+                8 => parts.clone(),
+                3 => prop::collection::vec(any::<char>(), 0..200).prop_map(String::from_iter),
+                1 => (parts.clone(), long_word(), parts)
+                    .prop_map(|(before, long, after)| before + &long + &after),
+            ]
+        }
+
+        fn blank() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop::sample::select(BLANKS).prop_filter("whitespace", |b| b.trim().is_empty()),
+                1..3,
+            )
+            .prop_map(|blanks| blanks.concat())
+        }
+
+        /// A key as a person may type it: no whitespace, any characters, or
+        /// near the size limit.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => prop::collection::vec(
+                    any::<char>().prop_filter("not whitespace", |c| !c.is_whitespace()),
+                    1..16,
+                )
+                .prop_map(String::from_iter),
+                1 => (prop::sample::select(&["k", "é", "🔑"][..]), MAX_KEY_LEN - 1..=MAX_KEY_LEN + 1)
+                    .prop_map(|(unit, bytes)| sized(unit, bytes)),
+            ]
+        }
+
+        /// A value: any characters (inner whitespace too), or near the limit.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => prop::collection::vec(any::<char>(), 0..24).prop_map(String::from_iter),
+                1 => (prop::sample::select(&["v", "é", "🔑"][..]), MAX_VALUE_LEN - 1..=MAX_VALUE_LEN + 1)
+                    .prop_map(|(unit, bytes)| sized(unit, bytes)),
+            ]
+        }
+
+        /// A command name in any letter case.
+        fn spelled(names: &'static [&'static str]) -> impl Strategy<Value = String> {
+            (prop::sample::select(names), any::<u64>()).prop_map(|(name, case)| {
+                name.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if (case >> (i % 64)) & 1 == 1 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config(1000))]
+
+            /// Any line: never a panic; a blank line is nothing; an error is
+            /// one line; an accepted put, get or delete has one key that is not
+            /// empty, has no whitespace, was typed in the line, and is within
+            /// the limits, and a put's value was typed too and is within them.
+            #[test]
+            fn prop_any_line_is_a_command_or_a_one_line_error(line in any_line()) {
+                match parse_line(&line) {
+                    Ok(None) => prop_assert!(line.trim().is_empty()),
+                    Err(message) => {
+                        prop_assert!(!message.is_empty());
+                        prop_assert!(!message.contains(LINE_BREAKS), "{:?} -> {:?}", line, message);
+                    }
+                    Ok(Some(PromptCommand::Kv(request))) => {
+                        let (key, value) = match &request {
+                            Request::Put(key, value) => (key, Some(value)),
+                            Request::Get(key) => (key, None),
+                            Request::Delete(keys) if keys.len() == 1 => (&keys[0], None),
+                            other => return Err(TestCaseError::fail(format!("the prompt made {other:?}"))),
+                        };
+                        let key = std::str::from_utf8(key).expect("keys come from a str");
+                        prop_assert!(!key.is_empty() && key.len() <= MAX_KEY_LEN);
+                        prop_assert!(!key.contains(char::is_whitespace), "{:?}", key);
+                        prop_assert!(line.contains(key));
+                        if let Some(value) = value {
+                            let value = std::str::from_utf8(value).expect("values come from a str");
+                            prop_assert!(!value.is_empty() && value.len() <= MAX_VALUE_LEN);
+                            prop_assert_eq!(value, value.trim());
+                            prop_assert!(line.contains(value));
+                        }
+                    }
+                    Ok(Some(PromptCommand::Membership(MembershipChange::Add { addr, .. }))) => {
+                        prop_assert!(!addr.is_empty() && !addr.contains(char::is_whitespace));
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// `put KEY VALUE`, `get KEY` and `delete KEY`, spelled in any case
+            /// with any blanks around the words: accepted exactly when the key
+            /// and value are within the limits, as exactly those bytes (the
+            /// value without its surrounding blanks).
+            #[test]
+            fn prop_well_formed_lines_are_understood_exactly(
+                put in spelled(&["put", "set"]),
+                read in spelled(&["get", "delete", "del"]),
+                key in key(),
+                value in value(),
+                blanks in prop::collection::vec(prop::option::of(blank()), 4),
+            ) {
+                let [before, between, after, trailing] = [0, 1, 2, 3].map(|i| blanks[i].clone());
+                let between = between.unwrap_or_else(|| " ".into());
+                let line = format!(
+                    "{}{put}{between}{key}{}{value}{}",
+                    before.clone().unwrap_or_default(),
+                    after.clone().unwrap_or_else(|| " ".into()),
+                    trailing.clone().unwrap_or_default(),
+                );
+                let key_fits = key.len() <= MAX_KEY_LEN;
+                let trimmed = value.trim();
+                let parsed = parse_line(&line);
+                if trimmed.is_empty() {
+                    prop_assert!(parsed.unwrap_err().contains("needs a value"));
+                } else if key_fits && trimmed.len() <= MAX_VALUE_LEN {
+                    prop_assert_eq!(
+                        parsed,
+                        Ok(Some(PromptCommand::Kv(Request::Put(
+                            key.clone().into_bytes(),
+                            trimmed.as_bytes().to_vec()
+                        ))))
+                    );
+                } else {
+                    prop_assert!(parsed.unwrap_err().contains("at most"));
+                }
+
+                let line = format!(
+                    "{}{read}{between}{key}{}",
+                    before.unwrap_or_default(),
+                    trailing.unwrap_or_default()
+                );
+                let parsed = parse_line(&line);
+                if key_fits {
+                    let key = key.into_bytes();
+                    let expected = if read.eq_ignore_ascii_case("get") {
+                        Request::Get(key)
+                    } else {
+                        Request::Delete(vec![key])
+                    };
+                    prop_assert_eq!(parsed, Ok(Some(PromptCommand::Kv(expected))));
+                } else {
+                    prop_assert!(parsed.unwrap_err().contains("at most"));
+                }
+            }
+        }
+    }
 }

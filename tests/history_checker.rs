@@ -292,3 +292,100 @@ fn a_failure_deep_in_a_long_history_is_shrunk_to_a_few_operations() {
         other => panic!("expected a violation, got {other:?}"),
     }
 }
+
+/// The plainest possible decision for a handful of operations on one key: try
+/// every order that respects real time, with no memo and no pruning. Unknown
+/// operations may be placed or left out; the order is complete once every
+/// operation with a known outcome is placed.
+fn exhaustive_search(history: &[Op]) -> bool {
+    fn must_come_first(earlier: &Op, later: &Op) -> bool {
+        matches!(earlier.completed, Some(end) if end < later.invoked)
+    }
+    fn extend(history: &[Op], unplaced: &mut Vec<usize>, register: Option<String>) -> bool {
+        if unplaced
+            .iter()
+            .all(|&i| history[i].result == Outcome::Unknown)
+        {
+            return true;
+        }
+        for slot in 0..unplaced.len() {
+            let candidate = &history[unplaced[slot]];
+            if unplaced
+                .iter()
+                .any(|&other| must_come_first(&history[other], candidate))
+            {
+                continue;
+            }
+            let after = match (&candidate.kind, &candidate.result) {
+                (OpKind::Set(value), _) => Some(Some(value.clone())),
+                (OpKind::Get, Outcome::Value(seen)) => {
+                    (*seen == register).then(|| register.clone())
+                }
+                (OpKind::Get, _) => Some(register.clone()),
+                (OpKind::Del, Outcome::Deleted(count)) => {
+                    (*count == u64::from(register.is_some())).then_some(None)
+                }
+                (OpKind::Del, _) => Some(None),
+            };
+            if let Some(after) = after {
+                let placed = unplaced.remove(slot);
+                let found = extend(history, unplaced, after);
+                unplaced.insert(slot, placed);
+                if found {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    extend(history, &mut (0..history.len()).collect(), None)
+}
+
+#[test]
+fn agrees_with_an_exhaustive_search_on_small_random_histories() {
+    let mut rng = Rng(0x5eed_cafe);
+    let (mut passed, mut failed) = (0, 0);
+    for round in 0..3_000 {
+        let history: Vec<Op> = (0..1 + rng.below(7) as usize)
+            .map(|client| {
+                let from = rng.below(50);
+                let to = from + rng.below(30);
+                let value = ["a", "b", "c"][rng.below(3) as usize];
+                match rng.below(10) {
+                    0..=3 if rng.below(5) == 0 => set_unknown(client, value, from),
+                    0..=3 => set(client, value, from, to),
+                    4..=7 => get(client, (rng.below(4) != 0).then_some(value), from, to),
+                    _ => del(client, rng.below(2), from, to),
+                }
+            })
+            .collect();
+        let expected = exhaustive_search(&history);
+        match check(&history) {
+            Ok(()) => {
+                assert!(
+                    expected,
+                    "round {round}: accepted, but no order exists: {history:#?}"
+                );
+                passed += 1;
+            }
+            Err(CheckError::NotLinearizable { around, .. }) => {
+                assert!(
+                    !expected,
+                    "round {round}: rejected, but an order exists: {history:#?}"
+                );
+                // What the failure shows must itself have no order.
+                assert!(
+                    !exhaustive_search(&around),
+                    "round {round}: shrunk part passes: {around:#?}"
+                );
+                failed += 1;
+            }
+            Err(e) => panic!("round {round}: undecided: {e}"),
+        }
+    }
+    // Both answers are exercised, not just one.
+    assert!(
+        passed > 300 && failed > 300,
+        "passed {passed}, failed {failed}"
+    );
+}

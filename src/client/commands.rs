@@ -456,4 +456,221 @@ mod tests {
         let many_stars = "*a".repeat(5000) + "b";
         assert!(!glob_matches(many_stars.as_bytes(), b"appendonly"));
     }
+
+    /// Property tests (proptest): any request words, real command names or
+    /// not, of any arity and size.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::RngSeed;
+
+        use super::*;
+
+        /// `cases` cases from a fixed seed, so a failure repeats; set
+        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
+        /// regression files are written into the source tree.
+        fn config(cases: u32) -> ProptestConfig {
+            let default = ProptestConfig::default();
+            ProptestConfig {
+                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                    default.cases
+                } else {
+                    cases
+                },
+                failure_persistence: None,
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0002),
+                    chosen => chosen,
+                },
+                ..default
+            }
+        }
+
+        const NAMES: &[&str] = &[
+            "get", "mget", "exists", "del", "unlink", "set", "mset", "ping", "echo", "info",
+            "dbsize", "checksum", "quit", "select", "command", "client", "hello", "config",
+        ];
+
+        /// Words that mean something as an argument somewhere.
+        const WORDS: &[&str] = &[
+            "0", "1", "2", "3", "-1", "", "docs", "count", "info", "list", "get", "set", "setname",
+            "setinfo", "getname", "id", "reply", "*", "save", "append*", "EX", "NX", "\r\n",
+            "raft", "keyspace",
+        ];
+
+        /// A command name: a real one in any letter case, perhaps with a
+        /// byte too many, or anything at all.
+        fn name() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                4 => (prop::sample::select(NAMES), any::<u64>()).prop_map(|(name, case)| {
+                    name.bytes()
+                        .enumerate()
+                        .map(|(i, b)| if case >> (i % 64) & 1 == 1 { b.to_ascii_uppercase() } else { b })
+                        .collect()
+                }),
+                1 => (prop::sample::select(NAMES), any::<u8>())
+                    .prop_map(|(name, extra)| [name.as_bytes(), &[extra]].concat()),
+                1 => prop::collection::vec(any::<u8>(), 0..16),
+            ]
+        }
+
+        /// An argument: a meaningful word, any bytes, or a key or value at
+        /// (or one byte over) its size limit.
+        fn arg() -> impl Strategy<Value = Vec<u8>> {
+            let limits = prop_oneof![
+                Just(MAX_KEY_LEN),
+                Just(MAX_KEY_LEN + 1),
+                Just(MAX_VALUE_LEN),
+                Just(MAX_VALUE_LEN + 1),
+            ];
+            prop_oneof![
+                8 => prop::sample::select(WORDS).prop_map(|w| w.as_bytes().to_vec()),
+                8 => prop::collection::vec(any::<u8>(), 0..24),
+                1 => (limits, any::<u8>()).prop_map(|(len, byte)| vec![byte; len]),
+            ]
+        }
+
+        /// A key-value command of the right arity whose keys and values are
+        /// often at, or one byte over, a size limit.
+        fn sized_kv_request() -> impl Strategy<Value = Vec<Bytes>> {
+            let sizes = prop_oneof![
+                0usize..4,
+                Just(MAX_KEY_LEN),
+                Just(MAX_KEY_LEN + 1),
+                Just(MAX_VALUE_LEN),
+                Just(MAX_VALUE_LEN + 1),
+            ];
+            let names = prop::sample::select(
+                &["get", "mget", "exists", "del", "unlink", "set", "mset"][..],
+            );
+            (names, prop::collection::vec((sizes, any::<u8>()), 1..5)).prop_map(|(name, sizes)| {
+                let arity = match name {
+                    "get" => 1,
+                    "set" => 2,
+                    "mset" => (sizes.len() & !1).max(2),
+                    _ => sizes.len(),
+                };
+                let mut rest: Vec<Vec<u8>> =
+                    sizes.iter().map(|&(len, byte)| vec![byte; len]).collect();
+                rest.resize(arity, b"k".to_vec());
+                std::iter::once(name.as_bytes().to_vec())
+                    .chain(rest)
+                    .map(Bytes::from)
+                    .collect()
+            })
+        }
+
+        fn request() -> impl Strategy<Value = Vec<Bytes>> {
+            let any_words =
+                (name(), prop::collection::vec(arg(), 0..8)).prop_map(|(name, rest)| {
+                    std::iter::once(name).chain(rest).map(Bytes::from).collect()
+                });
+            prop_oneof![3 => any_words, 1 => sized_kv_request()]
+        }
+
+        type Words<'a> = Vec<&'a [u8]>;
+
+        /// The keys, the values, and both in the order they were sent.
+        fn contents(request: &Request) -> (Words<'_>, Words<'_>, Words<'_>) {
+            let mut keys = Vec::new();
+            let mut values = Vec::new();
+            let mut in_order = Vec::new();
+            match request {
+                Request::Get(key) => keys.push(&key[..]),
+                Request::Put(key, value) => {
+                    keys.push(&key[..]);
+                    values.push(&value[..]);
+                }
+                Request::GetMany(list) | Request::CountExisting(list) | Request::Delete(list) => {
+                    keys.extend(list.iter().map(|k| &k[..]))
+                }
+                Request::PutMany(pairs) => {
+                    for (key, value) in pairs {
+                        keys.push(&key[..]);
+                        values.push(&value[..]);
+                    }
+                }
+            }
+            match request {
+                Request::Put(key, value) => in_order.extend([&key[..], &value[..]]),
+                Request::PutMany(pairs) => {
+                    for (key, value) in pairs {
+                        in_order.extend([&key[..], &value[..]]);
+                    }
+                }
+                _ => in_order.extend(keys.iter().copied()),
+            }
+            (keys, values, in_order)
+        }
+
+        /// Whether a key-value command's words are well formed and within the
+        /// limits: what the parser must accept exactly.
+        fn kv_acceptable(name: &str, rest: &[Bytes]) -> Option<bool> {
+            let key_ok = |k: &Bytes| k.len() <= MAX_KEY_LEN;
+            let value_ok = |v: &Bytes| v.len() <= MAX_VALUE_LEN;
+            Some(match name {
+                "get" => rest.len() == 1 && key_ok(&rest[0]),
+                "mget" | "exists" | "del" | "unlink" => !rest.is_empty() && rest.iter().all(key_ok),
+                "set" => rest.len() == 2 && key_ok(&rest[0]) && value_ok(&rest[1]),
+                "mset" => {
+                    !rest.is_empty()
+                        && rest.len().is_multiple_of(2)
+                        && rest.chunks(2).all(|p| key_ok(&p[0]) && value_ok(&p[1]))
+                }
+                _ => return None,
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config(1000))]
+
+            /// Any words: never a panic; an error is one line that starts with
+            /// an upper-case kind; a key-value request is exactly the words
+            /// sent, within the size limits, of the kind the name says; and a
+            /// well-formed key-value command within the limits is never refused.
+            #[test]
+            fn prop_any_request_is_understood_or_refused_in_one_line(args in request()) {
+                let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+                let rest = &args[1..];
+                let parsed = parse(&args);
+                if let Some(acceptable) = kv_acceptable(&name, rest) {
+                    prop_assert_eq!(parsed.is_ok(), acceptable, "{:?}", parsed);
+                }
+                match parsed {
+                    Err(message) => {
+                        prop_assert!(
+                            !message.contains('\r') && !message.contains('\n'),
+                            "{:?}", message
+                        );
+                        let (kind, text) = message.split_once(' ').unwrap_or((&message, ""));
+                        prop_assert!(
+                            !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_uppercase()),
+                            "{:?}", message
+                        );
+                        prop_assert!(!text.trim().is_empty(), "{:?}", message);
+                    }
+                    Ok(ClientCommand::Kv(request)) => {
+                        let expected = match name.as_str() {
+                            "get" => matches!(request, Request::Get(_)),
+                            "mget" => matches!(request, Request::GetMany(_)),
+                            "exists" => matches!(request, Request::CountExisting(_)),
+                            "del" | "unlink" => matches!(request, Request::Delete(_)),
+                            "set" => matches!(request, Request::Put(..)),
+                            "mset" => matches!(request, Request::PutMany(_)),
+                            _ => false,
+                        };
+                        prop_assert!(expected, "{:?} made {:?}", name, request);
+                        let (keys, values, in_order) = contents(&request);
+                        prop_assert!(keys.iter().all(|k| k.len() <= MAX_KEY_LEN));
+                        prop_assert!(values.iter().all(|v| v.len() <= MAX_VALUE_LEN));
+                        let sent: Vec<&[u8]> = rest.iter().map(|a| &a[..]).collect();
+                        prop_assert!(in_order == sent, "the request is not the words sent");
+                    }
+                    Ok(_) => prop_assert!(
+                        kv_acceptable(&name, rest).is_none(),
+                        "{:?} is a key-value command", name
+                    ),
+                }
+            }
+        }
+    }
 }

@@ -529,4 +529,265 @@ mod tests {
             b"*5\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$-1\r\n$1\r\nv\r\n"
         );
     }
+
+    /// Property tests (proptest) of the reader: arbitrary bytes, real requests
+    /// in arbitrary pieces, pipelines of both request shapes.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use proptest::test_runner::RngSeed;
+
+        use super::*;
+
+        /// `cases` cases from a fixed seed, so a failure repeats; set
+        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
+        /// regression files are written into the source tree.
+        fn config(cases: u32) -> ProptestConfig {
+            let default = ProptestConfig::default();
+            ProptestConfig {
+                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                    default.cases
+                } else {
+                    cases
+                },
+                failure_persistence: None,
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0001),
+                    chosen => chosen,
+                },
+                ..default
+            }
+        }
+
+        /// A `*N` or `$N` header whose number sits near a limit, has leading
+        /// zeros, a sign or blanks, or is longer than any header may be.
+        fn edge_header() -> impl Strategy<Value = Vec<u8>> {
+            let numbers = prop_oneof![
+                Just(MAX_ARGS.to_string()),
+                Just((MAX_ARGS + 1).to_string()),
+                Just((MAX_REQUEST_BYTES - 2).to_string()),
+                Just((MAX_REQUEST_BYTES - 1).to_string()),
+                Just(MAX_REQUEST_BYTES.to_string()),
+                Just((MAX_REQUEST_BYTES + 1).to_string()),
+                Just(i64::MAX.to_string()),
+                Just(i64::MIN.to_string()),
+                Just(format!("{}0", u64::MAX)),
+                Just("-0".to_string()),
+                Just("+1".to_string()),
+                Just(" 1".to_string()),
+                Just("1 ".to_string()),
+                Just(String::new()),
+                (0usize..40).prop_map(|zeros| format!("{}1", "0".repeat(zeros))),
+                (-3i64..40).prop_map(|n| n.to_string()),
+            ];
+            (prop::sample::select(&b"*$"[..]), numbers, any::<bool>()).prop_map(
+                |(kind, number, crlf)| {
+                    let mut out = vec![kind];
+                    out.extend_from_slice(number.as_bytes());
+                    out.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                    out
+                },
+            )
+        }
+
+        /// One piece of RESP-like input.
+        fn fragment() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                6 => prop::sample::select(FRAGMENTS).prop_map(|f| f.to_vec()),
+                2 => edge_header(),
+                1 => any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+                1 => prop::collection::vec(any::<u8>(), 0..8),
+            ]
+        }
+
+        /// Bytes a client might send, by mistake or on purpose.
+        fn garbage() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                3 => prop::collection::vec(fragment(), 0..32).prop_map(|parts| parts.concat()),
+                1 => prop::collection::vec(any::<u8>(), 0..256),
+                // One request that is valid so far, then noise.
+                1 => (prop::collection::vec(arg(), 0..4), garbage_tail())
+                    .prop_map(|(args, tail)| [encode(&args), tail].concat()),
+            ]
+        }
+
+        fn garbage_tail() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(fragment(), 0..6).prop_map(|parts| parts.concat())
+        }
+
+        /// One argument: any bytes, often with RESP's own syntax inside.
+        fn arg() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..40),
+                prop::collection::vec(fragment(), 0..4).prop_map(|parts| parts.concat()),
+            ]
+        }
+
+        /// Where to cut an input of any length into pieces.
+        fn cuts() -> impl Strategy<Value = Vec<Index>> {
+            prop::collection::vec(any::<Index>(), 0..6)
+        }
+
+        fn pieces<'a>(input: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            at.push(0);
+            at.push(input.len());
+            at.sort_unstable();
+            at.windows(2).map(|w| &input[w[0]..w[1]]).collect()
+        }
+
+        /// What a connection made of the input: the requests read, and then
+        /// either the bytes left waiting or the error that closed it.
+        type Outcome = (Vec<Vec<Bytes>>, Result<usize, ProtocolError>);
+
+        /// Feeds the pieces to one reader in turn, reading after each until
+        /// it waits or refuses, and checks every call: a request takes bytes
+        /// off the front, waiting or refusing takes none, and what is left is
+        /// always exactly the unread rest of the input.
+        fn feed(
+            pieces: &[&[u8]],
+            mut read: impl FnMut(&mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError>,
+        ) -> Result<Outcome, TestCaseError> {
+            let input: Vec<u8> = pieces.concat();
+            let mut buf = BytesMut::new();
+            let (mut fed, mut consumed) = (0, 0);
+            let mut requests = Vec::new();
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+                fed += piece.len();
+                // Each request consumes at least one byte: a bound, not a guess.
+                let most_calls = buf.len() + 1;
+                let mut calls = 0;
+                loop {
+                    calls += 1;
+                    prop_assert!(calls <= most_calls, "no progress at {consumed}");
+                    let before = buf.len();
+                    match read(&mut buf) {
+                        Ok(Some(request)) => {
+                            prop_assert!(buf.len() < before, "a request took no bytes");
+                            consumed += before - buf.len();
+                            requests.push(request);
+                        }
+                        Ok(None) => {
+                            prop_assert_eq!(buf.len(), before, "consumed while waiting");
+                            break;
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(buf.len(), before, "consumed while refusing");
+                            prop_assert_eq!(&buf[..], &input[consumed..fed]);
+                            return Ok((requests, Err(e)));
+                        }
+                    }
+                    prop_assert!(consumed <= fed);
+                    prop_assert_eq!(&buf[..], &input[consumed..fed]);
+                }
+            }
+            Ok((requests, Ok(buf.len())))
+        }
+
+        /// An inline request line: words without ASCII whitespace, separated
+        /// and surrounded by runs of it, ended by `\n` or `\r\n`.
+        fn inline_line() -> impl Strategy<Value = (Vec<u8>, Vec<Vec<u8>>)> {
+            let word = prop::collection::vec(
+                any::<u8>().prop_filter("not blank", |b| !b.is_ascii_whitespace()),
+                1..12,
+            );
+            let blank = prop::collection::vec(prop::sample::select(&b" \t\r\x0c"[..]), 1..3);
+            (
+                prop::collection::vec((word, blank.clone()), 0..5),
+                prop::option::of(blank),
+                any::<bool>(),
+            )
+                .prop_map(|(words, leading, crlf)| {
+                    let mut line = leading.unwrap_or_default();
+                    for (word, blank) in &words {
+                        line.extend_from_slice(word);
+                        line.extend_from_slice(blank);
+                    }
+                    if line.first() == Some(&b'*') {
+                        // That would make it a multibulk request.
+                        line.insert(0, b' ');
+                    }
+                    line.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                    (line, words.into_iter().map(|(word, _)| word).collect())
+                })
+        }
+
+        proptest! {
+            #![proptest_config(config(512))]
+
+            /// Arbitrary bytes, whole or in pieces: never a panic, never a loop
+            /// in place, nothing taken while waiting or refusing; and the pieces
+            /// make no difference to what is read or refused.
+            #[test]
+            fn prop_garbage_is_read_or_refused_the_same_in_any_pieces(
+                input in garbage(),
+                cuts in cuts(),
+            ) {
+                let whole = feed(&[&input], read_request)?;
+                let mut reader = RequestReader::default();
+                let split = feed(&pieces(&input, &cuts), |buf| reader.read(buf))?;
+                prop_assert_eq!(&split, &whole);
+                // The same, one byte at a time.
+                let bytes: Vec<&[u8]> = input.chunks(1).collect();
+                let mut reader = RequestReader::default();
+                prop_assert_eq!(feed(&bytes, |buf| reader.read(buf))?, whole);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Any requests of any bytes, encoded as a client does and sent in
+            /// one pipeline, cut anywhere: read back exactly, in order.
+            #[test]
+            fn prop_multibulk_requests_round_trip_in_any_pieces(
+                requests in prop::collection::vec(prop::collection::vec(arg(), 0..6), 1..5),
+                cuts in cuts(),
+            ) {
+                let wire: Vec<u8> = requests.iter().flat_map(|r| encode(r)).collect();
+                let expected: Vec<Vec<Bytes>> = requests
+                    .iter()
+                    .map(|r| r.iter().map(|a| Bytes::copy_from_slice(a)).collect())
+                    .collect();
+                let mut reader = RequestReader::default();
+                let read = feed(&pieces(&wire, &cuts), |buf| reader.read(buf))?;
+                prop_assert_eq!(read, (expected.clone(), Ok(0)));
+                // Every proper prefix of the first request waits, takes nothing.
+                let first = encode(&requests[0]);
+                for end in 0..first.len() {
+                    let mut buf = BytesMut::from(&first[..end]);
+                    prop_assert_eq!(read_request(&mut buf), Ok(None));
+                    prop_assert_eq!(buf.len(), end);
+                }
+                // And a byte at a time into one reader.
+                let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+                let mut reader = RequestReader::default();
+                prop_assert_eq!(feed(&bytes, |buf| reader.read(buf))?, (expected, Ok(0)));
+            }
+
+            /// Inline lines and multibulk requests mixed in one pipeline, cut
+            /// anywhere: each comes back as its words, in order.
+            #[test]
+            fn prop_mixed_pipelines_read_back_in_order(
+                requests in prop::collection::vec(
+                    prop_oneof![
+                        inline_line(),
+                        prop::collection::vec(arg(), 0..4).prop_map(|args| (encode(&args), args)),
+                    ],
+                    1..6,
+                ),
+                cuts in cuts(),
+            ) {
+                let wire: Vec<u8> = requests.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+                let expected: Vec<Vec<Bytes>> = requests
+                    .iter()
+                    .map(|(_, words)| words.iter().map(|w| Bytes::copy_from_slice(w)).collect())
+                    .collect();
+                let mut reader = RequestReader::default();
+                let read = feed(&pieces(&wire, &cuts), |buf| reader.read(buf))?;
+                prop_assert_eq!(read, (expected, Ok(0)));
+            }
+        }
+    }
 }

@@ -173,4 +173,633 @@ mod tests {
         let mut buf = BytesMut::from(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes()[..]);
         assert!(codec.decode(&mut buf).is_err());
     }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        // A million open brackets fit in one frame; a recursive reader
+        // would overflow a 2 MiB thread stack and abort the process.
+        let depth = 1_000_000;
+        let nested =
+            |open: &str, close: &str| format!("{}{}", open.repeat(depth), close.repeat(depth));
+        for body in [
+            nested("[", "]"),
+            nested("{\"a\":", "}"),
+            format!(
+                "{{\"Propose\":{{\"format\":1,\"ops\":{}}}}}",
+                nested("[", "]")
+            ),
+            format!(
+                "{{\"Hello\":{{\"cluster_id\":{},\"from\":1,\"to\":2}}}}",
+                nested("[", "]")
+            ),
+            format!("{{\"ChangeMembership\":{}}}", nested("{\"Add\":", "}")),
+        ] {
+            let mut codec = frame_codec();
+            let mut buf = BytesMut::new();
+            tokio_util::codec::Encoder::encode(
+                &mut codec,
+                bytes::Bytes::from(body.clone()),
+                &mut buf,
+            )
+            .expect("under the frame limit");
+            let frame = codec
+                .decode(&mut buf)
+                .expect("a frame")
+                .expect("a whole frame");
+            let refused = match serde_json::from_slice::<PeerRequest>(&frame) {
+                Err(_) => true,
+                Ok(PeerRequest::Propose(proposal)) => proposal.decode().is_err(),
+                Ok(other) => panic!("accepted {other:?}"),
+            };
+            assert!(refused, "{}", &body[..40]);
+        }
+    }
+
+    /// Property tests (proptest) of what the Raft port reads: the frame codec
+    /// and the JSON of a [`PeerRequest`], fed anything.
+    mod properties {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use bytes::Bytes;
+        use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership};
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use proptest::strategy::LazyJust;
+        use proptest::test_runner::RngSeed;
+        use serde_json::{json, Value};
+        use tokio_util::codec::Encoder;
+
+        use super::*;
+        use crate::command::{Bytes as KvBytes, Op};
+        use crate::membership::MembershipChange;
+        use crate::types::Entry;
+
+        /// `cases` cases from a fixed seed, so a failure repeats; set
+        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
+        /// regression files are written into the source tree.
+        fn config(cases: u32) -> ProptestConfig {
+            let default = ProptestConfig::default();
+            ProptestConfig {
+                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                    default.cases
+                } else {
+                    cases
+                },
+                failure_persistence: None,
+                rng_seed: match default.rng_seed {
+                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0004),
+                    chosen => chosen,
+                },
+                ..default
+            }
+        }
+
+        const VARIANTS: &[&str] = &[
+            "Hello",
+            "AppendEntries",
+            "Vote",
+            "InstallSnapshot",
+            "Propose",
+            "ReadIndex",
+            "ChangeMembership",
+            "Removed",
+        ];
+        const UNIT_VARIANTS: &[&str] = &["ReadIndex", "Removed"];
+
+        /// Every name the JSON of a request uses, for keys and strings.
+        const NAMES: &[&str] = &[
+            "Hello",
+            "AppendEntries",
+            "Vote",
+            "InstallSnapshot",
+            "Propose",
+            "ReadIndex",
+            "ChangeMembership",
+            "Removed",
+            "cluster_id",
+            "from",
+            "to",
+            "vote",
+            "leader_id",
+            "term",
+            "node_id",
+            "committed",
+            "last_log_id",
+            "index",
+            "prev_log_id",
+            "entries",
+            "leader_commit",
+            "log_id",
+            "payload",
+            "Normal",
+            "Blank",
+            "Membership",
+            "configs",
+            "nodes",
+            "addr",
+            "format",
+            "ops",
+            "op",
+            "put",
+            "delete",
+            "key",
+            "value",
+            "hex",
+            "meta",
+            "offset",
+            "done",
+            "data_base64",
+            "snapshot_id",
+            "last_membership",
+            "membership",
+            "Add",
+            "Remove",
+            "id",
+            "1",
+        ];
+
+        /// Everything the port does with a request's bytes before acting on
+        /// it: the JSON, the base64 of a snapshot chunk, and (though a log
+        /// entry's operations are only decoded when applied) the proposals.
+        fn decode(body: &[u8]) -> Result<PeerRequest, String> {
+            let request: PeerRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            match &request {
+                PeerRequest::Propose(proposal) => {
+                    proposal.decode().map_err(|e| e.to_string())?;
+                }
+                PeerRequest::AppendEntries(rpc) => {
+                    for entry in &rpc.entries {
+                        if let EntryPayload::Normal(proposal) = &entry.payload {
+                            proposal.decode().map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                PeerRequest::InstallSnapshot(_) => {
+                    let Ok(PeerRequest::InstallSnapshot(chunk)) = serde_json::from_slice(body)
+                    else {
+                        unreachable!("it decoded once")
+                    };
+                    openraft::raft::InstallSnapshotRequest::<TypeConfig>::try_from(chunk)?;
+                }
+                _ => {}
+            }
+            Ok(request)
+        }
+
+        fn to_json(request: &PeerRequest) -> Value {
+            serde_json::to_value(request).expect("requests serialise")
+        }
+
+        fn framed(bodies: &[Vec<u8>]) -> Vec<u8> {
+            let mut codec = frame_codec();
+            let mut wire = BytesMut::new();
+            for body in bodies {
+                codec
+                    .encode(Bytes::from(body.clone()), &mut wire)
+                    .expect("a small frame");
+            }
+            wire.to_vec()
+        }
+
+        fn pieces<'a>(input: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            at.push(0);
+            at.push(input.len());
+            at.sort_unstable();
+            at.windows(2).map(|w| &input[w[0]..w[1]]).collect()
+        }
+
+        /// The frames one connection reads from the pieces, and whether the
+        /// codec then refused the stream. Checks that no frame is over the
+        /// limit and that the codec never loops in place.
+        fn read_frames(pieces: &[&[u8]]) -> Result<(Vec<Bytes>, bool), TestCaseError> {
+            let mut codec = frame_codec();
+            let mut buf = BytesMut::new();
+            let mut frames = Vec::new();
+            let (mut fed, mut framed_bytes) = (0, 0);
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+                fed += piece.len();
+                let most_calls = buf.len() / 4 + 2;
+                let mut calls = 0;
+                loop {
+                    calls += 1;
+                    prop_assert!(calls <= most_calls, "the codec made no progress");
+                    match codec.decode(&mut buf) {
+                        Ok(Some(frame)) => {
+                            prop_assert!(frame.len() <= MAX_FRAME_LEN);
+                            framed_bytes += 4 + frame.len();
+                            prop_assert!(framed_bytes <= fed);
+                            frames.push(frame.freeze());
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Ok((frames, true)),
+                    }
+                }
+            }
+            Ok((frames, false))
+        }
+
+        /// Bytes of a Raft port's stream: length prefixes (some at or past
+        /// the limit), pieces of request JSON, noise.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            let length = prop_oneof![
+                0u32..64,
+                Just(MAX_FRAME_LEN as u32),
+                Just(MAX_FRAME_LEN as u32 + 1),
+                Just(u32::MAX),
+                any::<u32>(),
+            ]
+            .prop_map(|n| n.to_be_bytes().to_vec());
+            let part = prop_oneof![
+                2 => length,
+                3 => prop::sample::select(FRAGMENTS).prop_map(|f| f.to_vec()),
+                1 => prop::collection::vec(any::<u8>(), 0..12),
+            ];
+            prop_oneof![
+                3 => prop::collection::vec(part, 0..16).prop_map(|parts| parts.concat()),
+                1 => prop::collection::vec(any::<u8>(), 0..256),
+                // A well-framed body of noise, and maybe more after it.
+                2 => (prop::collection::vec(prop::sample::select(FRAGMENTS), 0..6), prop::collection::vec(any::<u8>(), 0..8))
+                    .prop_map(|(parts, tail)| [framed(&[parts.concat()]), tail].concat()),
+            ]
+        }
+
+        fn log_id() -> impl Strategy<Value = LogId<NodeId>> {
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(term, node, index)| {
+                LogId::new(CommittedLeaderId::new(term, node), index)
+            })
+        }
+
+        fn vote() -> impl Strategy<Value = Vote> {
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(term, node, committed)| {
+                if committed {
+                    Vote::new_committed(term, node)
+                } else {
+                    Vote::new(term, node)
+                }
+            })
+        }
+
+        /// Keys and values: text, or bytes that are not UTF-8 (sent as hex).
+        fn kv_bytes() -> impl Strategy<Value = KvBytes> {
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(KvBytes)
+        }
+
+        fn proposal() -> impl Strategy<Value = Proposal> {
+            prop::collection::vec(
+                prop_oneof![
+                    (kv_bytes(), kv_bytes()).prop_map(|(key, value)| Op::Put { key, value }),
+                    kv_bytes().prop_map(|key| Op::Delete { key }),
+                ],
+                0..4,
+            )
+            .prop_map(|ops| Proposal::new(&ops))
+        }
+
+        fn membership() -> impl Strategy<Value = Membership<NodeId, BasicNode>> {
+            prop::collection::btree_map(0u64..8, ".{0,12}", 1..4).prop_map(|nodes| {
+                let voters: BTreeSet<NodeId> = nodes.keys().copied().collect();
+                let nodes: BTreeMap<NodeId, BasicNode> = nodes
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode { addr }))
+                    .collect();
+                Membership::new(vec![voters], nodes)
+            })
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            let payload = prop_oneof![
+                Just(EntryPayload::Blank),
+                proposal().prop_map(EntryPayload::Normal),
+                membership().prop_map(EntryPayload::Membership),
+            ];
+            (log_id(), payload).prop_map(|(log_id, payload)| Entry { log_id, payload })
+        }
+
+        /// A request a replica could really send.
+        fn valid_request() -> impl Strategy<Value = PeerRequest> {
+            prop_oneof![
+                (".{0,12}", any::<u64>(), any::<u64>()).prop_map(|(cluster_id, from, to)| {
+                    PeerRequest::Hello {
+                        cluster_id,
+                        from,
+                        to,
+                    }
+                }),
+                (
+                    vote(),
+                    prop::option::of(log_id()),
+                    prop::collection::vec(entry(), 0..3),
+                    prop::option::of(log_id())
+                )
+                    .prop_map(|(vote, prev_log_id, entries, leader_commit)| {
+                        PeerRequest::AppendEntries(AppendEntriesRequest {
+                            vote,
+                            prev_log_id,
+                            entries,
+                            leader_commit,
+                        })
+                    }),
+                (vote(), prop::option::of(log_id()))
+                    .prop_map(|(vote, last)| PeerRequest::Vote(VoteRequest::new(vote, last))),
+                (
+                    vote(),
+                    prop::option::of(log_id()),
+                    prop::option::of(log_id()),
+                    membership(),
+                    ".{0,8}",
+                    any::<u64>(),
+                    any::<bool>(),
+                    prop::collection::vec(any::<u8>(), 0..32)
+                )
+                    .prop_map(
+                        |(
+                            vote,
+                            last_log_id,
+                            membership_log_id,
+                            membership,
+                            snapshot_id,
+                            offset,
+                            done,
+                            data,
+                        )| {
+                            PeerRequest::InstallSnapshot(SnapshotChunk::from(
+                                InstallSnapshotRequest::<TypeConfig> {
+                                    vote,
+                                    meta: SnapshotMeta {
+                                        last_log_id,
+                                        last_membership: StoredMembership::new(
+                                            membership_log_id,
+                                            membership,
+                                        ),
+                                        snapshot_id,
+                                    },
+                                    offset,
+                                    data,
+                                    done,
+                                },
+                            ))
+                        }
+                    ),
+                proposal().prop_map(PeerRequest::Propose),
+                LazyJust::new(|| PeerRequest::ReadIndex),
+                prop_oneof![
+                    (any::<u64>(), ".{0,12}")
+                        .prop_map(|(id, addr)| MembershipChange::Add { id, addr }),
+                    any::<u64>().prop_map(|id| MembershipChange::Remove { id }),
+                ]
+                .prop_map(PeerRequest::ChangeMembership),
+                LazyJust::new(|| PeerRequest::Removed),
+            ]
+        }
+
+        /// Any JSON, its keys and strings mostly the names requests use.
+        fn random_json() -> impl Strategy<Value = Value> {
+            let text = prop_oneof![
+                3 => prop::sample::select(NAMES).prop_map(String::from),
+                1 => ".{0,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (0u64..4).prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text.clone().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((text.clone(), inner), 0..6)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Random JSON, or a real request with one part (any part, the whole
+        /// included) swapped for random JSON: sometimes still a request.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let near_request = (valid_request(), any::<Index>(), random_json()).prop_map(
+                |(request, at, replacement)| {
+                    let mut value = to_json(&request);
+                    let mut paths: Vec<String> = Vec::new();
+                    parts(&value, String::new(), true, &mut paths);
+                    let path: &String = at.get(&paths);
+                    *value.pointer_mut(path).expect("a part found above") = replacement;
+                    value
+                },
+            );
+            // Or a string, number or boolean swapped for another of its kind:
+            // mostly still a request.
+            let same_kind = (
+                valid_request(),
+                any::<Index>(),
+                ".{0,8}",
+                any::<u64>(),
+                any::<bool>(),
+            )
+                .prop_map(|(request, at, text, number, flag)| {
+                    let mut value = to_json(&request);
+                    let mut paths: Vec<String> = Vec::new();
+                    parts(&value, String::new(), false, &mut paths);
+                    let path: &String = at.get(&paths);
+                    let spot = value.pointer_mut(path).expect("a leaf found above");
+                    *spot = match spot {
+                        Value::String(_) => Value::from(text),
+                        Value::Bool(_) => Value::from(flag),
+                        _ => Value::from(number),
+                    };
+                    value
+                });
+            prop_oneof![2 => random_json(), 2 => near_request, 1 => same_kind]
+        }
+
+        /// The paths (JSON pointers) of every part of `value`, or with
+        /// `all` false, of every string, number and boolean.
+        fn parts(value: &Value, path: String, all: bool, out: &mut Vec<String>) {
+            let inner = matches!(value, Value::Array(_) | Value::Object(_) | Value::Null);
+            if all || !inner {
+                out.push(path.clone());
+            }
+            match value {
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        parts(item, format!("{path}/{i}"), all, out);
+                    }
+                }
+                Value::Object(fields) => {
+                    for (key, item) in fields {
+                        let key = key.replace('~', "~0").replace('/', "~1");
+                        parts(item, format!("{path}/{key}"), all, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        /// A value of another kind that no field of this kind accepts.
+        /// (Null is never used: an optional field takes it.)
+        fn wrong_kind(leaf: &Value, pick: &Index) -> Value {
+            let choices = match leaf {
+                Value::String(_) => vec![json!(7), json!(true), json!([]), json!({ "x": 1 })],
+                Value::Bool(_) => vec![json!(0), json!("true"), json!([]), json!({})],
+                // Every number in a request is an unsigned integer.
+                _ => vec![
+                    json!(-1),
+                    json!(0.5),
+                    json!(1e300),
+                    json!(18_446_744_073_709_551_616.0),
+                    json!("1"),
+                    json!(false),
+                    json!([1]),
+                    json!({}),
+                ],
+            };
+            pick.get(&choices).clone()
+        }
+
+        proptest! {
+            #![proptest_config(config(1000))]
+
+            /// Any bytes on the port, whole or in pieces: never a panic in the
+            /// codec or in decoding what it frames, no frame over the limit,
+            /// and the pieces make no difference.
+            #[test]
+            fn prop_any_stream_is_framed_and_decoded_without_panic(
+                input in stream(),
+                cuts in prop::collection::vec(any::<Index>(), 0..6),
+            ) {
+                let whole = read_frames(&[&input])?;
+                let split = read_frames(&pieces(&input, &cuts))?;
+                prop_assert_eq!(&split, &whole);
+                for frame in &whole.0 {
+                    let _ = decode(frame);
+                }
+                let _ = decode(&input);
+            }
+
+            /// Any JSON value: never a panic; anything but a known unit variant's
+            /// name or a one-key object naming a variant is refused; and what is
+            /// accepted is the variant the input named, and (once its proposals
+            /// decode too) reads back the same after being written again.
+            #[test]
+            fn prop_json_that_is_not_a_request_is_refused(value in any_json()) {
+                let body = serde_json::to_vec(&value).expect("values serialise");
+                let tag = match &value {
+                    Value::String(name) if UNIT_VARIANTS.contains(&name.as_str()) => Some(name.clone()),
+                    Value::Object(fields) if fields.len() == 1 => fields
+                        .keys()
+                        .next()
+                        .filter(|name| VARIANTS.contains(&name.as_str()))
+                        .cloned(),
+                    _ => None,
+                };
+                if let Ok(request) = serde_json::from_slice::<PeerRequest>(&body) {
+                    prop_assert!(tag.is_some(), "accepted {}", value);
+                    let written_tag = match to_json(&request) {
+                        Value::String(name) => Some(name),
+                        Value::Object(fields) => fields.keys().next().cloned(),
+                        _ => None,
+                    };
+                    prop_assert_eq!(written_tag, tag);
+                }
+                // (A proposal's operations stay raw JSON until decoded, and
+                // serde_json does not promise that a float read and written
+                // again keeps its last digit: compare only what fully decodes.)
+                if let Ok(request) = decode(&body) {
+                    let written = serde_json::to_vec(&request).expect("requests serialise");
+                    let again = decode(&written)
+                        .map_err(|e| TestCaseError::fail(format!("{value}: written again, {e}")))?;
+                    prop_assert_eq!(to_json(&again), to_json(&request));
+                }
+            }
+
+            /// A real request spoiled: a string, number or boolean anywhere in
+            /// it replaced by a value of the wrong kind, its base64 or hex text
+            /// made invalid, its variant renamed, its JSON cut short or
+            /// followed by more: always refused.
+            #[test]
+            fn prop_spoiled_requests_are_refused(
+                request in valid_request(),
+                leaf in any::<Index>(),
+                pick in any::<Index>(),
+                how in 0..5u8,
+                renamed in "[A-Za-z]{0,12}",
+                cut in any::<Index>(),
+                tail in prop::collection::vec(any::<u8>().prop_filter("not blank", |b| !b.is_ascii_whitespace()), 1..4),
+            ) {
+                let mut value = to_json(&request);
+                let mut leaves: Vec<String> = Vec::new();
+                parts(&value, String::new(), false, &mut leaves);
+                let encoded: Vec<String> = leaves
+                    .iter()
+                    .filter(|path| path.ends_with("/data_base64") || path.ends_with("/hex"))
+                    .cloned()
+                    .collect();
+                let body = match how {
+                    // (A request with no base64 or hex in it gets a wrong kind.)
+                    4 if !encoded.is_empty() => {
+                        let path: &String = leaf.get(&encoded);
+                        let spot = value.pointer_mut(path).expect("a leaf found above");
+                        *spot = Value::from(format!("{}!", spot.as_str().unwrap_or_default()));
+                        serde_json::to_vec(&value).expect("values serialise")
+                    }
+                    0 | 4 => {
+                        let path: &String = leaf.get(&leaves);
+                        let spot = value.pointer_mut(path).expect("a leaf found above");
+                        *spot = wrong_kind(spot, &pick);
+                        serde_json::to_vec(&value).expect("values serialise")
+                    }
+                    1 => {
+                        prop_assume!(!VARIANTS.contains(&renamed.as_str()));
+                        let value = match value {
+                            Value::String(_) => Value::String(renamed),
+                            Value::Object(fields) => Value::Object(
+                                fields.into_iter().map(|(_, inner)| (renamed.clone(), inner)).collect(),
+                            ),
+                            other => other,
+                        };
+                        serde_json::to_vec(&value).expect("values serialise")
+                    }
+                    2 => {
+                        let body = serde_json::to_vec(&value).expect("values serialise");
+                        body[..cut.index(body.len())].to_vec()
+                    }
+                    _ => [serde_json::to_vec(&value).expect("values serialise"), tail].concat(),
+                };
+                let (frames, refused) = read_frames(&[&framed(std::slice::from_ref(&body))])?;
+                prop_assert!(!refused);
+                prop_assert_eq!(&frames[..], &[Bytes::from(body.clone())][..]);
+                prop_assert!(decode(&frames[0]).is_err(), "accepted {}", String::from_utf8_lossy(&body));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(256))]
+
+            /// Real requests, several in one stream cut anywhere: each frame
+            /// comes out whole and decodes to the request sent.
+            #[test]
+            fn prop_real_requests_round_trip_in_any_pieces(
+                requests in prop::collection::vec(valid_request(), 1..4),
+                cuts in prop::collection::vec(any::<Index>(), 0..6),
+            ) {
+                let bodies: Vec<Vec<u8>> = requests
+                    .iter()
+                    .map(|r| serde_json::to_vec(r).expect("requests serialise"))
+                    .collect();
+                let wire = framed(&bodies);
+                let (frames, refused) = read_frames(&pieces(&wire, &cuts))?;
+                prop_assert!(!refused);
+                prop_assert_eq!(frames.len(), requests.len());
+                for ((frame, body), request) in frames.iter().zip(&bodies).zip(&requests) {
+                    prop_assert_eq!(&frame[..], &body[..]);
+                    let decoded = decode(frame).map_err(TestCaseError::fail)?;
+                    prop_assert_eq!(to_json(&decoded), to_json(request));
+                }
+            }
+        }
+    }
 }
