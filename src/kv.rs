@@ -136,6 +136,21 @@ pub struct Status {
     pub snapshots_installed: u64,
     /// The first index still held in the log (earlier ones were purged).
     pub first_log_index: u64,
+    /// Every member, voters first, with its address and, at the leader, how
+    /// far its log is known to match the leader's.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member as this replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub voter: bool,
+    pub addr: String,
+    /// Raft's match index: the last log index this member is known to hold.
+    /// Only the leader tracks it (`None` elsewhere, and for a member that has
+    /// not answered yet); the leader counts itself at its last log index.
+    pub matched: Option<u64>,
 }
 
 /// At the leader: confirms leadership with a quorum, then returns the log index
@@ -416,14 +431,33 @@ impl Node {
         };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         let committed = self.committed_index.load(Relaxed).max(applied);
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let matched = |id: NodeId| -> Option<u64> {
+            let progress = metrics.replication.as_ref()?;
+            if id == self.id {
+                return Some(last_log_index);
+            }
+            progress.get(&id)?.map(|log_id| log_id.index)
+        };
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let mut members: Vec<MemberStatus> = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                id: *id,
+                voter: voters.contains(id),
+                addr: node.addr.clone(),
+                matched: matched(*id),
+            })
+            .collect();
+        members.sort_by_key(|member| (!member.voter, member.id));
         Status {
             role,
             leader: metrics.current_leader,
             term: metrics.current_term,
-            last_log_index: metrics.last_log_index.unwrap_or(0),
+            last_log_index,
             committed,
             applied,
-            voters: membership.voter_ids().collect(),
+            voters,
             learners: membership.learner_ids().collect(),
             recovered_at: self.reader.stats.recovered_at.load(Relaxed),
             replayed: self.reader.stats.replayed.load(Relaxed),
@@ -431,6 +465,7 @@ impl Node {
             snapshot_bytes: self.reader.stats.snapshot_bytes.load(Relaxed),
             snapshots_installed: self.reader.stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
+            members,
         }
     }
 

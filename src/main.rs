@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     runtime.spawn(exit_on_fatal(node.clone()));
-    runtime.spawn(exit_when_removed(node.clone()));
+    runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
     runtime.spawn(client::serve(client_listener, node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
@@ -118,11 +118,15 @@ async fn exit_on_fatal(node: node::Node) {
 }
 
 /// A replica taken out of the members has nothing left to serve: say so and
-/// stop, rather than answer as if it still belonged. (A replica that has not
-/// been added yet, started with --join, has no membership at all and waits.)
-async fn exit_when_removed(node: node::Node) {
+/// stop, rather than answer as if it still belonged; also at a restart, if
+/// its log already says it was removed.
+///
+/// A replica started with --join is the exception until it is added: it may
+/// first receive a snapshot whose membership predates it, so it counts as
+/// removed only once it has been a member.
+async fn exit_when_removed(node: node::Node, joining: bool) {
     let mut metrics = node.raft.metrics();
-    let mut was_member = false;
+    let mut was_member = !joining;
     loop {
         let (member, known) = {
             let m = metrics.borrow();

@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::VoteRequest;
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,49 @@ use crate::types::{NodeId, Raft};
 pub enum MembershipChange {
     Add { id: NodeId, addr: String },
     Remove { id: NodeId },
+}
+
+impl MembershipChange {
+    /// `ID HOST:PORT`, as typed at the prompt (`add-replica`) or sent to the
+    /// client port (`CLUSTER ADD-REPLICA`).
+    pub fn parse_add(id: &str, addr: &str) -> Result<Self, String> {
+        let id = parse_id(id)?;
+        let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+        if !matches!(port, Some(Ok(port)) if port != 0) {
+            return Err(format!("'{}' is not HOST:PORT", shorten(addr)));
+        }
+        Ok(MembershipChange::Add {
+            id,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// `ID`, for `remove-replica` and `CLUSTER REMOVE-REPLICA`.
+    pub fn parse_remove(id: &str) -> Result<Self, String> {
+        Ok(MembershipChange::Remove { id: parse_id(id)? })
+    }
+}
+
+fn parse_id(word: &str) -> Result<NodeId, String> {
+    match word.parse::<NodeId>() {
+        // 0 means "any replica" in a hello (see `join_through`).
+        Ok(0) => Err("0 is not a replica id; ids start at 1".into()),
+        Ok(id) => Ok(id),
+        Err(_) => Err(format!(
+            "'{}' is not a replica id (a whole number)",
+            shorten(word)
+        )),
+    }
+}
+
+/// Input echoed in an error stays short: the line is for a person.
+fn shorten(word: &str) -> String {
+    const SHOWN: usize = 40;
+    if word.chars().count() <= SHOWN {
+        return word.to_string();
+    }
+    let head: String = word.chars().take(SHOWN).collect();
+    format!("{head}...")
 }
 
 /// Why a change was not made.
@@ -78,14 +122,24 @@ pub async fn change_at_leader(
     let wanted = match &change {
         MembershipChange::Add { id, addr } => {
             if voters.contains(id) {
-                return Err(ChangeError::Refused(format!(
-                    "replica {id} is already a member"
-                )));
+                let known = addresses.iter().find(|(member, _)| member == id);
+                return match known {
+                    // Asked again (a retry after the leader changed, say):
+                    // it is done, so say so.
+                    Some((_, known)) if known == addr => Ok(voters.into_iter().collect()),
+                    Some((_, known)) => Err(ChangeError::Refused(format!(
+                        "replica {id} is already a member, at {known}; \
+                         to move it, remove it and add it again"
+                    ))),
+                    None => Err(ChangeError::Refused(format!(
+                        "replica {id} is already a member"
+                    ))),
+                };
             }
-            // Blocks until the leader believes the learner has caught up.
-            raft.add_learner(*id, BasicNode { addr: addr.clone() }, true)
+            raft.add_learner(*id, BasicNode { addr: addr.clone() }, false)
                 .await
                 .map_err(|e| change_error(&format!("adding replica {id} as a learner"), e))?;
+            wait_until_caught_up(raft, *id, addr).await?;
             voters.iter().copied().chain([*id]).collect::<BTreeSet<_>>()
         }
         MembershipChange::Remove { id } => {
@@ -121,6 +175,53 @@ pub async fn change_at_leader(
 }
 
 const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a new learner has to catch up before the change gives up (it
+/// stays a learner; asking again resumes). A million keys take a few seconds.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Waits until learner `id` holds every entry the leader had when it was
+/// added. Only then may it become a voter: a voter that holds nothing counts
+/// toward the quorum yet cannot help form one, so with one other replica down
+/// the cluster would stall until it caught up.
+///
+/// openraft's own blocking `add_learner` is not enough here: it counts a
+/// learner as caught up once it lags by less than `replication_lag_threshold`
+/// entries, even if it never answered at all.
+async fn wait_until_caught_up(raft: &Raft, id: NodeId, addr: &str) -> Result<(), ChangeError> {
+    let mut metrics = raft.metrics();
+    let target = metrics.borrow().last_log_index.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    let mut matched: Option<u64>;
+    loop {
+        {
+            let now = metrics.borrow();
+            let Some(progress) = &now.replication else {
+                return Err(ChangeError::NotLeader { leader: None });
+            };
+            matched = progress
+                .get(&id)
+                .copied()
+                .flatten()
+                .map(|log_id| log_id.index);
+            if matched.is_some_and(|index| index >= target) {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ChangeError::Refused("this replica is stopping".into())),
+            Err(_) => break,
+        }
+    }
+    let held = matched.map_or("nothing yet".to_string(), |i| format!("up to index {i}"));
+    Err(ChangeError::Refused(format!(
+        "replica {id} was added as a learner but has not caught up within {}s \
+         (it holds {held} of {target}; is it running and reachable at {addr}?); \
+         it stays a learner until asked again",
+        CATCH_UP_TIMEOUT.as_secs()
+    )))
+}
 
 /// For `--join HOST:PORT`: asks the member there (or the leader it names) to
 /// add this replica, until one does or says it is a member already. The
@@ -166,6 +267,37 @@ pub async fn join_through(network: Network, my_id: NodeId, my_addr: String, memb
 /// How long one request to be added may take (the leader waits for this
 /// replica to catch up before it answers).
 const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Is the candidate asking for this vote a replica that was removed while it
+/// was down or cut off? It never got the entry that removed it, so it still
+/// believes it is a voter and would campaign forever. (It cannot disturb the
+/// others, whose logs are longer, so they refuse it anyway; this tells it.)
+///
+/// Said only when it is certain: this replica has *applied* a membership
+/// without the candidate, so that membership is committed, and the
+/// candidate's log ends before it, so the candidate cannot hold any later
+/// membership that added it back.
+pub fn removed_while_away(raft: &Raft, request: &VoteRequest<NodeId>) -> Option<String> {
+    let metrics = raft.metrics().borrow().clone();
+    let stored = &metrics.membership_config;
+    let at = stored.log_id().as_ref()?.index;
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let candidate = request.vote.leader_id().node_id;
+    let candidate_last = request.last_log_id.map_or(0, |id| id.index);
+    let is_member = stored.membership().get_node(&candidate).is_some();
+    if applied < at || is_member || candidate_last >= at {
+        return None;
+    }
+    Some(format!(
+        "replica {candidate} is not a member since log index {at} (members now: {})",
+        stored
+            .membership()
+            .nodes()
+            .map(|(id, _)| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
+}
 
 /// Stops this process as a replica that is no longer a member.
 pub fn stop_as_removed(my_id: NodeId) -> ! {

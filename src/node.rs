@@ -139,6 +139,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     } else {
         bootstrap(&raft, &cli.peers).await?;
     }
+    note_peers_that_differ(&raft, &cli.peers, cli.join.is_some());
 
     let (write_batcher, write_queue) = WriteBatcher::new();
     let node = Node {
@@ -155,6 +156,34 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     };
     tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
     Ok(node)
+}
+
+/// `--peers` only founds a cluster. Once the log holds a membership, that is
+/// who the members are (changed by add-replica and remove-replica, kept across
+/// restarts), and the flag is not consulted again. Say so when the two differ,
+/// so nobody believes an edited `--peers` took effect.
+fn note_peers_that_differ(raft: &Raft, peers: &Peers, joining: bool) {
+    let stored = raft.metrics().borrow().membership_config.clone();
+    if stored.log_id().is_none() {
+        return; // a replica still waiting to be added: nothing is stored yet
+    }
+    let members: BTreeMap<NodeId, String> = stored
+        .membership()
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    if members == peers.0 || joining {
+        return;
+    }
+    let members = Peers(members);
+    eprintln!(
+        "note: the cluster's members are {members} (from this replica's log); \
+         --peers {peers} is not used: it only founds a new cluster \
+         (change members with add-replica and remove-replica)"
+    );
+    tracing::warn!(
+        "--peers {peers} differs from the stored membership {members}; using the stored one"
+    );
 }
 
 /// Makes a fresh replica a member of the configured cluster.

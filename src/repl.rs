@@ -60,7 +60,10 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
             };
             let value = rest[key.len()..].trim();
             if value.is_empty() {
-                return Err(format!("put needs a value after the key: put {key} VALUE"));
+                let shown: String = key.chars().take(40).collect();
+                return Err(format!(
+                    "put needs a value after the key: put {shown} VALUE"
+                ));
             }
             check_key(key)?;
             if value.len() > MAX_VALUE_LEN {
@@ -100,27 +103,18 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                     "add-replica needs an id and an address: add-replica ID HOST:PORT".into(),
                 );
             };
-            let id = replica_id(id, "add-replica")?;
-            if addr
-                .rsplit_once(':')
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(format!("'{addr}' is not HOST:PORT"));
-            }
-            PromptCommand::Membership(MembershipChange::Add {
-                id,
-                addr: addr.to_string(),
-            })
+            PromptCommand::Membership(
+                MembershipChange::parse_add(id, addr).map_err(|e| format!("add-replica: {e}"))?,
+            )
         }
         "remove-replica" => {
             let words: Vec<&str> = rest.split_whitespace().collect();
             let [id] = words[..] else {
                 return Err("remove-replica needs one id: remove-replica ID".into());
             };
-            PromptCommand::Membership(MembershipChange::Remove {
-                id: replica_id(id, "remove-replica")?,
-            })
+            PromptCommand::Membership(
+                MembershipChange::parse_remove(id).map_err(|e| format!("remove-replica: {e}"))?,
+            )
         }
         "status" | "checksum" | "help" | "exit" | "quit" => {
             if !rest.is_empty() {
@@ -141,11 +135,6 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
         }
     };
     Ok(Some(command))
-}
-
-fn replica_id(word: &str, verb: &str) -> Result<u64, String> {
-    word.parse()
-        .map_err(|_| format!("{verb}: '{word}' is not a replica id (a whole number)"))
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -170,7 +159,7 @@ pub fn format_status(status: &Status) -> String {
     format!(
         "role={} leader={} term={} last_log_index={} committed={} applied={} members={} learners={} \
          recovered_at={} replayed={} first_log_index={} snapshot_index={} snapshot_bytes={} \
-         snapshots_installed={}",
+         snapshots_installed={} replication={}",
         status.role,
         status.leader.map_or("none".to_string(), |id| id.to_string()),
         status.term,
@@ -185,7 +174,26 @@ pub fn format_status(status: &Status) -> String {
         status.snapshot_index.map_or("none".to_string(), |i| i.to_string()),
         status.snapshot_bytes,
         status.snapshots_installed,
+        replication(status),
     )
+}
+
+/// At the leader, `ID:INDEX` for each member: the last log index it is known
+/// to hold (`none` until it answers), so a lagging or new replica shows. Only
+/// the leader tracks this; elsewhere the field says `none`.
+fn replication(status: &Status) -> String {
+    if status.role != "leader" {
+        return "none".into();
+    }
+    let progress: Vec<String> = status
+        .members
+        .iter()
+        .map(|member| {
+            let matched = member.matched.map_or("none".into(), |i| i.to_string());
+            format!("{}:{matched}", member.id)
+        })
+        .collect();
+    progress.join(",")
 }
 
 /// The one line `checksum` prints (at the prompt and on the client port).
@@ -266,9 +274,16 @@ pub fn run(runtime: &Runtime, node: &Node, replica_dir: &Path) {
         run_interactive(runtime, node, replica_dir);
     } else {
         let stdout = std::io::stdout();
-        for line in std::io::stdin().lock().lines() {
+        // Lines as bytes: one line that is not UTF-8 is refused on its own
+        // rather than ending the input (`lines()` would stop there).
+        for line in std::io::stdin().lock().split(b'\n') {
             let Ok(line) = line else { break };
-            if !handle_line(runtime, node, &line, false, &mut stdout.lock()) {
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            let Ok(line) = std::str::from_utf8(line) else {
+                let _ = writeln!(stdout.lock(), "(error) the line is not UTF-8 text; ignored");
+                continue;
+            };
+            if !handle_line(runtime, node, line, false, &mut stdout.lock()) {
                 break;
             }
         }
@@ -368,9 +383,25 @@ mod tests {
             ("remove-replica", "remove-replica ID"),
             ("remove-replica 1 2", "remove-replica ID"),
             ("remove-replica -1", "not a replica id"),
+            ("remove-replica 0", "ids start at 1"),
         ] {
             let err = parse_line(line).unwrap_err();
             assert!(err.contains(says), "{line:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn errors_quote_at_most_a_little_of_the_input() {
+        let huge = "x".repeat(1 << 20);
+        for line in [
+            format!("put {huge}"),
+            format!("add-replica {huge} h:1"),
+            format!("add-replica 4 {huge}"),
+            format!("remove-replica {huge}"),
+            format!("{huge} a b"),
+        ] {
+            let err = parse_line(&line).unwrap_err();
+            assert!(err.len() < 300, "an error of {} bytes", err.len());
         }
     }
 

@@ -121,6 +121,21 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
         // An election appends an entry of its own; the gets below still hold.
         eprintln!("the term moved during the test ({before} -> {after}); log check skipped");
     }
+    // A line that is not UTF-8 is refused on its own; the next line works.
+    cluster
+        .replica(follower)
+        .write_bytes(b"put bytes \xff\xfe\n")
+        .expect("write to the prompt");
+    let reply = cluster
+        .replica(follower)
+        .next_line_within(Duration::from_secs(10))
+        .expect("an answer to a line that is not UTF-8");
+    assert!(
+        is_error(&reply) && reply.contains("UTF-8"),
+        "a line that is not UTF-8: {reply}"
+    );
+    assert_eq!(cluster.replica(follower).get("bytes"), "(nil)");
+
     for id in 1..=3 {
         for key in ["onlykey", "blankvalue", "a", "bigvalue", "x"] {
             assert_eq!(

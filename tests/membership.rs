@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{free_port, replica_args, Cluster, ELECTION_TIMEOUT};
+use harness::{free_port, replica_args, wait_listening, Cluster, ELECTION_TIMEOUT};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -166,4 +166,239 @@ fn grow_to_five_under_writes_lose_two_and_shrink_back_to_three() {
         "{} acknowledged writes through the whole change",
         acknowledged.len()
     );
+}
+
+/// `checksum` at every replica in `ids` once they have all applied the same
+/// index: `applied=N keys=K digest=D`, one line for all of them.
+fn agreed_checksum(cluster: &mut Cluster, ids: &[u64]) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let sums: Vec<String> = ids
+            .iter()
+            .map(|&id| cluster.replica(id).send("checksum"))
+            .collect();
+        if sums.iter().all(|sum| sum == &sums[0]) {
+            return sums[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas {ids:?} never agreed: {sums:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The operator's path when a disk dies: take the lost replica out, start a
+/// new one on an empty disk with --join. The newcomer catches up by snapshot
+/// (the log behind has been purged) and is then a full voter.
+#[test]
+fn a_replica_whose_disk_was_wiped_is_replaced_by_a_new_one() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-every", "20"]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let lost = cluster.other_than(&[leader]);
+    let survivor = cluster.other_than(&[leader, lost]);
+    for i in 0..60 {
+        cluster.replica(leader).put(&format!("before-{i}"), "v");
+    }
+
+    cluster.replica(lost).kill();
+    std::fs::remove_dir_all(&cluster.replica(lost).dir).expect("wipe the lost replica's folder");
+    // Taken out through the client port, as an operator's script would.
+    let leader_port = cluster.replica(leader).client_port();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{leader_port}/")).unwrap();
+    let mut c = client.get_connection().expect("connect");
+    let reply: String = redis::cmd("CLUSTER")
+        .arg("REMOVE-REPLICA")
+        .arg(lost)
+        .query(&mut c)
+        .expect("CLUSTER REMOVE-REPLICA");
+    let mut two = [leader, survivor];
+    two.sort();
+    assert_eq!(reply, format!("OK members={},{}", two[0], two[1]));
+    for i in 0..60 {
+        cluster.replica(leader).put(&format!("between-{i}"), "v");
+    }
+
+    let cluster_id = info_field(leader_port, "cluster_id");
+    let leader_addr = format!("127.0.0.1:{}", harness::port_of(&cluster.peers, leader));
+    let port4 = free_port();
+    let data = cluster.data_dir().to_path_buf();
+    let args = replica_args(
+        4,
+        &data,
+        &format!("4=127.0.0.1:{port4}"),
+        &["--cluster-id", &cluster_id, "--join", &leader_addr],
+    );
+    cluster.spawn_extra(4, args);
+    let members = format!("{},{},4", two[0], two[1]);
+    for id in [leader, survivor, 4] {
+        wait_for_members(&mut cluster, id, &members);
+    }
+    let newcomer = cluster.replica(4).status();
+    assert!(
+        newcomer.number("snapshots_installed") >= 1,
+        "replica 4 should have caught up by snapshot: {newcomer}"
+    );
+    // The leader shows how far each member's log matches its own.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let status = cluster.replica(leader).status();
+        let progress = status.get("replication").to_string();
+        if progress
+            .split(',')
+            .any(|p| p.starts_with("4:") && p != "4:none")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress for replica 4: {status}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(info_field(leader_port, "member_4").starts_with("role=voter,addr="));
+
+    // A full voter: with one of the old replicas down, 4 makes the quorum.
+    cluster.replica(survivor).kill();
+    cluster
+        .replica(leader)
+        .send_until_ok("put after-replacement yes", SETTLE);
+    assert_eq!(cluster.replica(4).get("after-replacement"), "yes");
+    cluster.replica(survivor).restart();
+    let sum = agreed_checksum(&mut cluster, &[leader, survivor, 4]);
+    assert!(sum.contains("keys=121"), "{sum}");
+
+    // The original replicas keep their first --peers, which now differ from
+    // the members: a restart says so, and keeps the members it has.
+    let stderr = cluster.replica(survivor).stderr();
+    assert!(
+        stderr.contains("note: the cluster's members are"),
+        "no note about --peers: {stderr}"
+    );
+    wait_for_members(&mut cluster, survivor, &members);
+}
+
+/// A replica that was removed, then started again with its old folder, must
+/// not disturb the others (no election, no new term) and must say it is out.
+/// Both ways it can have been removed: while it was down (it never saw the
+/// change and still believes it is a voter), and while it ran.
+#[test]
+fn a_removed_replica_that_restarts_stops_without_disturbing_the_cluster() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let down = cluster.other_than(&[leader]);
+    let running = cluster.other_than(&[leader, down]);
+
+    cluster.replica(down).kill();
+    let (low, high) = (leader.min(running), leader.max(running));
+    assert_eq!(
+        cluster
+            .replica(leader)
+            .send(&format!("remove-replica {down}")),
+        format!("OK members={low},{high}")
+    );
+    assert_eq!(
+        cluster
+            .replica(leader)
+            .send(&format!("remove-replica {running}")),
+        format!("OK members={leader}")
+    );
+    let exit = cluster.replica(running).wait_own_exit(SETTLE);
+    assert_eq!(exit.code(), Some(0));
+    cluster.replica(leader).put("alone", "still-serving");
+    let before = cluster.replica(leader).status();
+
+    for id in [running, down] {
+        cluster.replica(id).restart();
+        let exit = cluster.replica(id).wait_own_exit(SETTLE);
+        assert_eq!(exit.code(), Some(0), "replica {id}");
+        let stderr = cluster.replica(id).stderr();
+        let last_run = stderr.rsplit("--- run").next().unwrap_or_default();
+        assert!(
+            last_run.contains("was removed from the cluster"),
+            "replica {id} should say it was removed: {last_run}"
+        );
+    }
+
+    let after = cluster.replica(leader).status();
+    assert_eq!(after.role(), "leader", "{after}");
+    assert_eq!(
+        after.term(),
+        before.term(),
+        "the removed replicas moved the term: {after}"
+    );
+    cluster.replica(leader).put("after", "ok");
+    assert_eq!(cluster.replica(leader).get("alone"), "still-serving");
+}
+
+/// Kill the leader in the middle of adding a replica. Whatever step the
+/// change had reached, the survivors elect a leader and take writes, the
+/// change can be asked again, and it ends with four voters.
+#[test]
+fn killing_the_leader_during_a_membership_change_leaves_a_quorum() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let asked_at = cluster.other_than(&[leader]);
+    for i in 0..30 {
+        cluster.replica(leader).put(&format!("k{i}"), "v");
+    }
+    let cluster_id = info_field(cluster.replica(leader).client_port(), "cluster_id");
+    // Replica 4 waits to be added (its --join address has nobody behind it).
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let port4 = free_port();
+    let data = cluster.data_dir().to_path_buf();
+    let args = replica_args(
+        4,
+        &data,
+        &format!("4=127.0.0.1:{port4}"),
+        &["--cluster-id", &cluster_id, "--join", &nobody],
+    );
+    cluster.spawn_extra(4, args);
+
+    // Frozen, replica 4 cannot catch up, so the change stops half-way: 4 is a
+    // learner, and the leader waits for it before making it a voter.
+    wait_listening(port4, SETTLE);
+    cluster.replica(4).stop();
+    let add = format!("add-replica 4 127.0.0.1:{port4}");
+    cluster
+        .replica(asked_at)
+        .write_raw(&format!("{add}\n"))
+        .expect("send add-replica");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let status = cluster.replica(leader).status();
+        if status.get("learners") == "4" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "4 never became a learner: {status}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    cluster.replica(leader).kill();
+
+    // The survivors keep a quorum: a write goes through (at the replica not
+    // busy with the change: a prompt runs one command at a time).
+    let writer = cluster.other_than(&[leader, asked_at, 4]);
+    cluster
+        .replica(writer)
+        .send_until_ok("put during-change yes", SETTLE);
+    cluster.replica(4).cont();
+    // The interrupted add-replica answers (done, or why not); asking again
+    // finishes the change, or says it is done.
+    let first = cluster
+        .replica(asked_at)
+        .next_line_within(Duration::from_secs(90))
+        .expect("add-replica answers");
+    eprintln!("the add-replica interrupted by the leader's death answered: {first}");
+    let reply = cluster.replica(asked_at).send_until_ok(&add, SETTLE);
+    assert_eq!(reply, "OK members=1,2,3,4");
+
+    cluster.replica(leader).restart();
+    for id in 1..=4 {
+        wait_for_members(&mut cluster, id, "1,2,3,4");
+    }
+    assert_eq!(cluster.replica(4).get("during-change"), "yes");
+    agreed_checksum(&mut cluster, &[1, 2, 3, 4]);
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::resp::Frame;
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::kv::Request;
+use crate::membership::MembershipChange;
 
 /// A request from a client, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub enum ClientCommand {
     DbSize,
     /// CHECKSUM: as at the prompt, the digest of the whole state and its index.
     Checksum,
+    /// CLUSTER ADD-REPLICA / REMOVE-REPLICA: as at the prompt.
+    Membership(MembershipChange),
     /// QUIT: answer OK, then close.
     Quit,
     /// A command whose answer does not depend on the store.
@@ -102,6 +105,7 @@ pub fn parse(args: &[Bytes]) -> Result<ClientCommand, String> {
         "client" => client_command(rest)?,
         "hello" => hello_command(rest)?,
         "config" => config_command(rest)?,
+        "cluster" => cluster_command(rest)?,
         "dbsize" | "checksum" => return Err(wrong_arity()),
         _ => {
             let mut message = format!(
@@ -143,6 +147,38 @@ fn shown(arg: &Bytes) -> String {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
+}
+
+/// `CLUSTER ADD-REPLICA ID HOST:PORT` and `CLUSTER REMOVE-REPLICA ID`: the
+/// prompt's membership commands. This is not a Redis Cluster, so the Redis
+/// Cluster subcommands (`CLUSTER SLOTS`, `CLUSTER NODES`...) are refused, the
+/// way a Redis server without cluster support refuses them.
+fn cluster_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
+    let Some(sub) = rest.first() else {
+        return Err("ERR wrong number of arguments for 'cluster' command".into());
+    };
+    let words: Vec<String> = rest[1..]
+        .iter()
+        .map(|word| String::from_utf8_lossy(word).into_owned())
+        .collect();
+    let change = match (sub.to_ascii_lowercase().as_slice(), &words[..]) {
+        (b"add-replica", [id, addr]) => MembershipChange::parse_add(id, addr),
+        (b"remove-replica", [id]) => MembershipChange::parse_remove(id),
+        (b"add-replica", _) => {
+            return Err("ERR usage: CLUSTER ADD-REPLICA ID HOST:PORT".into());
+        }
+        (b"remove-replica", _) => return Err("ERR usage: CLUSTER REMOVE-REPLICA ID".into()),
+        _ => {
+            return Err(format!(
+                "ERR this is not a Redis Cluster: CLUSTER '{}' is not supported; \
+                 CLUSTER ADD-REPLICA ID HOST:PORT and CLUSTER REMOVE-REPLICA ID are",
+                shown(sub)
+            ))
+        }
+    };
+    change
+        .map(ClientCommand::Membership)
+        .map_err(|e| format!("ERR {e}"))
 }
 
 /// `COMMAND`, `COMMAND DOCS`, `COMMAND COUNT`: redis-cli asks at start for
@@ -265,6 +301,54 @@ mod tests {
 
     fn parsed(words: &[&str]) -> Result<ClientCommand, String> {
         parse(&args(words))
+    }
+
+    #[test]
+    fn cluster_changes_membership_like_the_prompt() {
+        assert_eq!(
+            parsed(&["CLUSTER", "add-replica", "4", "10.0.0.4:63001"]),
+            Ok(ClientCommand::Membership(MembershipChange::Add {
+                id: 4,
+                addr: "10.0.0.4:63001".into()
+            }))
+        );
+        assert_eq!(
+            parsed(&["cluster", "REMOVE-REPLICA", "2"]),
+            Ok(ClientCommand::Membership(MembershipChange::Remove {
+                id: 2
+            }))
+        );
+        let long = "x".repeat(100_000);
+        for (words, expected) in [
+            (vec!["cluster"], "wrong number of arguments"),
+            (
+                vec!["cluster", "add-replica", "4"],
+                "CLUSTER ADD-REPLICA ID HOST:PORT",
+            ),
+            (
+                vec!["cluster", "remove-replica"],
+                "CLUSTER REMOVE-REPLICA ID",
+            ),
+            (vec!["cluster", "add-replica", "0", "h:1"], "ids start at 1"),
+            (
+                vec!["cluster", "add-replica", "four", "h:1"],
+                "not a replica id",
+            ),
+            (vec!["cluster", "add-replica", "4", "h:0"], "not HOST:PORT"),
+            (vec!["cluster", "add-replica", "4", &long], "not HOST:PORT"),
+            (vec!["cluster", "remove-replica", &long], "not a replica id"),
+            (vec!["cluster", "slots"], "not a Redis Cluster"),
+            (vec!["cluster", "nodes"], "not a Redis Cluster"),
+        ] {
+            let error = parsed(&words).unwrap_err();
+            assert!(error.starts_with("ERR "), "{words:?}: {error}");
+            assert!(error.contains(expected), "{words:?}: {error}");
+            assert!(
+                error.len() < 200,
+                "{words:?}: an error of {} bytes",
+                error.len()
+            );
+        }
     }
 
     #[test]

@@ -144,6 +144,13 @@ async fn answer(node: &Node, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> b
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
+            Ok(ClientCommand::Membership(change)) => match node.change_membership(change).await {
+                Ok(voters) => {
+                    let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
+                    Frame::bulk(format!("OK members={}", ids.join(",")))
+                }
+                Err(e) => Frame::error(format!("ERR {e}")),
+            },
             Ok(ClientCommand::Quit) => {
                 Frame::ok().write_to(out);
                 return true;
@@ -216,7 +223,7 @@ fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&s
         ("replica_id", node.id.to_string()),
         ("cluster_id", node.cluster_id.clone()),
     ];
-    let raft = [
+    let mut raft = named(&[
         ("role", status.role.to_string()),
         (
             "leader",
@@ -242,15 +249,34 @@ fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&s
         ("learners", ids(&status.learners)),
         ("recovered_at", status.recovered_at.to_string()),
         ("replayed", status.replayed.to_string()),
-    ];
+    ]);
+    // One line per member, as Redis lists its replicas (`slave0:ip=...`);
+    // at the leader with how far each member's log matches, and its lag.
+    for member in &status.members {
+        let mut line = format!(
+            "role={},addr={}",
+            if member.voter { "voter" } else { "learner" },
+            member.addr
+        );
+        if status.role == "leader" {
+            match member.matched {
+                Some(matched) => line.push_str(&format!(
+                    ",match_index={matched},lag={}",
+                    status.last_log_index.saturating_sub(matched)
+                )),
+                None => line.push_str(",match_index=none"),
+            }
+        }
+        raft.push((format!("member_{}", member.id), line));
+    }
     let keyspace = [(
         "db0",
         format!("keys={},expires=0,avg_ttl=0", keys.unwrap_or(0)),
     )];
-    let sections: [(&str, &[(&str, String)]); 3] = [
-        ("Server", &server),
-        ("Raft", &raft),
-        ("Keyspace", &keyspace),
+    let sections = [
+        ("Server", named(&server)),
+        ("Raft", raft),
+        ("Keyspace", named(&keyspace)),
     ];
     let mut text = String::new();
     for (name, fields) in sections {
@@ -261,9 +287,16 @@ fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&s
             text.push_str("\r\n");
         }
         text.push_str(&format!("# {name}\r\n"));
-        for (field, value) in fields {
+        for (field, value) in &fields {
             text.push_str(&format!("{field}:{value}\r\n"));
         }
     }
     text
+}
+
+fn named(fields: &[(&str, String)]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|(field, value)| (field.to_string(), value.clone()))
+        .collect()
 }

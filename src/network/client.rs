@@ -266,6 +266,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         match self.rpc(PeerRequest::Vote(rpc), &option).await {
             Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
             Ok(PeerResponse::Vote(Err(e))) => Err(self.remote(e)),
+            Ok(PeerResponse::NotAMember(why)) => {
+                eprintln!("replica {}: {why}", self.target);
+                crate::membership::stop_as_removed(self.network.my_id)
+            }
             Ok(_) => Err(unexpected("vote")),
             Err(e) => Err(transport_error(e, 1)),
         }

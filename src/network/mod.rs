@@ -77,6 +77,9 @@ pub enum PeerResponse {
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
     ChangeMembership(crate::membership::ChangeResult),
+    /// To a candidate that was removed from the cluster while it was away,
+    /// instead of a vote: why it is no longer a member (it then stops).
+    NotAMember(String),
 }
 
 /// One piece of a snapshot on the wire. openraft's own request carries the

@@ -88,7 +88,10 @@ async fn serve_connection(
             PeerRequest::AppendEntries(rpc) => {
                 PeerResponse::AppendEntries(raft.append_entries(rpc).await)
             }
-            PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
+            PeerRequest::Vote(rpc) => match crate::membership::removed_while_away(&raft, &rpc) {
+                Some(why) => PeerResponse::NotAMember(why),
+                None => PeerResponse::Vote(raft.vote(rpc).await),
+            },
             PeerRequest::InstallSnapshot(chunk) => match chunk.try_into() {
                 Ok(rpc) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),
                 Err(why) => {

@@ -431,6 +431,27 @@ impl Replica {
             .map_err(SendError::Write)
     }
 
+    /// Waits up to `timeout` for the next line of output (the answer to a
+    /// line sent with [`Replica::write_raw`]).
+    pub fn next_line_within(&mut self, timeout: Duration) -> Result<String, SendError> {
+        let running = self.running.as_mut().ok_or(SendError::NotRunning)?;
+        match running.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => Err(SendError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(SendError::Closed),
+        }
+    }
+
+    /// Writes raw bytes to the prompt, which need not be UTF-8.
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        let running = self.running.as_mut().ok_or(SendError::NotRunning)?;
+        let stdin = running.stdin.as_mut().ok_or(SendError::NotRunning)?;
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .map_err(SendError::Write)
+    }
+
     /// Like [`Replica::send`], but reports a dead process instead of panicking.
     pub fn try_send(&mut self, line: &str) -> Result<String, SendError> {
         self.try_send_within(line, REPLY_TIMEOUT)
