@@ -4,9 +4,12 @@
 #   scripts/chaos.sh --minutes 30      (default 5)
 #   scripts/chaos.sh --seed N          replay one schedule of faults
 #
-# Six clients do SET/GET/DEL over five keys through the client ports while
-# replicas are killed, frozen (SIGSTOP) and restarted; at the end the history
-# is checked for linearizability and the replicas' checksums must agree.
+# Six clients do SET/GET/DEL through the client ports, on five keys that
+# change every 10 s (so each key's history stays short enough to check),
+# while a nemesis kills followers, the leader and all three (SIGKILL), freezes
+# one (SIGSTOP) and cuts the leader or a follower off the network. At the end
+# the history is checked for linearizability and the replicas' checksums
+# must agree; on failure the data folder and logs are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=5
@@ -15,7 +18,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes="${2:?--minutes needs a number}"; shift ;;
     --seed) seed="${2:?--seed needs a number}"; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
