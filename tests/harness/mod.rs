@@ -291,6 +291,8 @@ impl Running {
 /// One `example-ondisk` process, restartable with the same arguments.
 pub struct Replica {
     pub id: u64,
+    /// What is started: the binary, or a script that `exec`s it.
+    program: PathBuf,
     args: Vec<String>,
     /// `DIR/replica-N`, where its database and `replica.log` live.
     pub dir: PathBuf,
@@ -306,8 +308,15 @@ impl Replica {
     /// Starts replica `id` with exactly `args` (which must name `--data-dir`
     /// `data_dir`, used to find its folder for diagnostics).
     pub fn spawn(id: u64, data_dir: &Path, args: Vec<String>) -> Replica {
+        Replica::spawn_program(Path::new(BIN), id, data_dir, args)
+    }
+
+    /// [`Replica::spawn`] through another program, such as a script in `scripts/`
+    /// that ends by `exec`ing the binary (so signals still reach the replica).
+    pub fn spawn_program(program: &Path, id: u64, data_dir: &Path, args: Vec<String>) -> Replica {
         let mut replica = Replica {
             id,
+            program: program.to_path_buf(),
             args,
             dir: data_dir.join(format!("replica-{id}")),
             running: None,
@@ -326,14 +335,14 @@ impl Replica {
             self.id
         );
         self.runs += 1;
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
 
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
