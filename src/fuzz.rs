@@ -33,3 +33,24 @@ impl Rng {
         out
     }
 }
+
+/// The settings of every property test: `cases` cases from a fixed `seed`, so a
+/// failure repeats; set `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore
+/// further. No regression files are written into the source tree.
+pub fn proptest_config(cases: u32, seed: u64) -> proptest::prelude::ProptestConfig {
+    use proptest::test_runner::RngSeed;
+    let default = proptest::prelude::ProptestConfig::default();
+    proptest::prelude::ProptestConfig {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+            default.cases
+        } else {
+            cases
+        },
+        failure_persistence: None,
+        rng_seed: match default.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(seed),
+            chosen => chosen,
+        },
+        ..default
+    }
+}

@@ -483,28 +483,11 @@ mod tests {
     /// accepted.
     mod properties {
         use proptest::prelude::*;
-        use proptest::test_runner::RngSeed;
 
         use super::*;
 
-        /// `cases` cases from a fixed seed, so a failure repeats; set
-        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
-        /// regression files are written into the source tree.
         fn config(cases: u32) -> ProptestConfig {
-            let default = ProptestConfig::default();
-            ProptestConfig {
-                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-                    default.cases
-                } else {
-                    cases
-                },
-                failure_persistence: None,
-                rng_seed: match default.rng_seed {
-                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0003),
-                    chosen => chosen,
-                },
-                ..default
-            }
+            crate::fuzz::proptest_config(cases, 0x5e5b_0003)
         }
 
         /// Characters that end a line on some screen or in some reader.

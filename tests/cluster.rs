@@ -116,18 +116,6 @@ fn put_keys(cluster: &mut Cluster, at: u64, prefix: &str, count: usize) -> Vec<(
         .collect()
 }
 
-/// Every `(key, value)` reads back at replica `id`. The first read may have to
-/// wait for the replica to find the leader after a restart or an election.
-fn assert_all_readable(cluster: &mut Cluster, id: u64, pairs: &[(String, String)]) {
-    let replica = cluster.replica(id);
-    if let Some((key, _)) = pairs.first() {
-        replica.send_until_ok(&format!("get {key}"), SETTLE);
-    }
-    for (key, value) in pairs {
-        assert_eq!(&replica.get(key), value, "get {key} at replica {id}");
-    }
-}
-
 #[test]
 fn a_cleanly_restarted_replica_keeps_its_data_and_replays_nothing() {
     let mut cluster = Cluster::start(3);
@@ -148,7 +136,7 @@ fn a_cleanly_restarted_replica_keeps_its_data_and_replays_nothing() {
         "replica 3 applied {applied_before} before a clean exit but recovered at: {status}"
     );
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_all_readable(&mut cluster, 3, &pairs);
+    cluster.assert_all_readable(3, &pairs);
     let status = cluster.replica(3).status();
     assert_eq!(status.replayed(), 0, "after catching up: {status}");
 }
@@ -174,7 +162,7 @@ fn a_killed_replica_keeps_its_data_and_replays_nothing() {
         "replica 3 recovered nothing: {status}"
     );
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_all_readable(&mut cluster, 3, &pairs);
+    cluster.assert_all_readable(3, &pairs);
     let status = cluster.replica(3).wait_applied(leader_applied, SETTLE);
     assert_eq!(status.replayed(), 0, "after catching up: {status}");
 }
@@ -193,7 +181,7 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     assert_ne!(new_leader, old_leader);
 
     for &id in &survivors {
-        assert_all_readable(&mut cluster, id, &pairs);
+        cluster.assert_all_readable(id, &pairs);
     }
     let after = cluster
         .replica(new_leader)
@@ -202,7 +190,7 @@ fn killing_the_leader_elects_another_and_loses_no_acknowledged_write() {
     pairs.push(("after".to_string(), "the-new-leader".to_string()));
 
     cluster.replica(old_leader).restart();
-    assert_all_readable(&mut cluster, old_leader, &pairs);
+    cluster.assert_all_readable(old_leader, &pairs);
     assert_eq!(cluster.replica(old_leader).status().replayed(), 0);
 }
 
@@ -268,7 +256,7 @@ fn killing_every_replica_mid_writes_loses_no_acknowledged_write() {
     let mut acked = acknowledged_writes_then_kill_all(&mut cluster, follower, "round1");
     cluster.restart_all();
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    assert_all_readable(&mut cluster, leader, &acked);
+    cluster.assert_all_readable(leader, &acked);
     acked.extend(acknowledged_writes_then_kill_all(
         &mut cluster,
         leader,
@@ -278,7 +266,7 @@ fn killing_every_replica_mid_writes_loses_no_acknowledged_write() {
     cluster.wait_for_leader(ELECTION_TIMEOUT);
 
     for id in 1..=3 {
-        assert_all_readable(&mut cluster, id, &acked);
+        cluster.assert_all_readable(id, &acked);
         let status = cluster.replica(id).status();
         assert_eq!(status.replayed(), 0, "replica {id}: {status}");
     }
@@ -390,7 +378,7 @@ fn a_replica_that_missed_many_writes_catches_up_and_keeps_them_across_a_crash() 
     eprintln!("replica {lagging} caught up: {status}");
     assert_eq!(status.replayed(), 0, "{status}");
     let sample: Vec<(String, String)> = pairs.iter().skip(1).step_by(97).cloned().collect();
-    assert_all_readable(&mut cluster, lagging, &sample);
+    cluster.assert_all_readable(lagging, &sample);
     assert_eq!(cluster.replica(lagging).get("missed-0"), "(nil)");
 
     // What it caught up with must be on its disk, not only in memory.
@@ -399,7 +387,7 @@ fn a_replica_that_missed_many_writes_catches_up_and_keeps_them_across_a_crash() 
     let status = cluster.replica(lagging).status();
     assert!(status.recovered_at() > 0, "{status}");
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_all_readable(&mut cluster, lagging, &sample);
+    cluster.assert_all_readable(lagging, &sample);
     assert_eq!(cluster.replica(lagging).get("missed-0"), "(nil)");
 }
 

@@ -177,18 +177,6 @@ fn put_keys(replica: &mut Replica, prefix: &str, count: u64) -> Pairs {
         .collect()
 }
 
-/// Every `(key, value)` reads back at replica `id` (a linearizable get). The
-/// first read may have to wait for the replica to find the leader.
-fn assert_all_readable(cluster: &mut Cluster, id: u64, pairs: &[(String, String)]) {
-    let replica = cluster.replica(id);
-    if let Some((key, _)) = pairs.first() {
-        replica.send_until_ok(&format!("get {key}"), SETTLE);
-    }
-    for (key, value) in pairs {
-        assert_eq!(&replica.get(key), value, "get {key} at replica {id}");
-    }
-}
-
 /// True if the replica has applied enough entries for a snapshot it has not
 /// built (or reported) yet: the policy builds one after every `every` applied
 /// entries, counting from index 0 (the first at `every - 1`), then at S + `every`
@@ -406,7 +394,7 @@ fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_no
     );
     assert!(latest >= 5 * EVERY, "{status}");
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    cluster.assert_all_readable(VICTIM, &pairs);
 
     // A clean restart after the install resumes from disk and replays nothing.
     let before_exit = cluster.replica(VICTIM).status();
@@ -427,7 +415,7 @@ fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_no
         sum.same_data(&agreed) && sum.applied >= status.recovered_at(),
         "after the restart: {sum}, before: {agreed}"
     );
-    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    cluster.assert_all_readable(VICTIM, &pairs);
     let status = cluster.replica(VICTIM).status();
     assert_eq!(status.replayed(), 0, "after reading everything: {status}");
 }
@@ -467,7 +455,7 @@ fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
     assert!(snapshots_installed(&status) >= 1, "{status}");
     assert_eq!(status.get("members"), "1,2,3", "{status}");
     assert_eq!(status.replayed(), 0, "{status}");
-    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    cluster.assert_all_readable(VICTIM, &pairs);
 
     // A full member again: a write through it reaches the others.
     cluster
@@ -629,7 +617,7 @@ fn crash_during_install(point: &str, expect_new: bool) {
     }
     let agreed = wait_checksums_agree(&mut cluster, &ALL);
     assert!(agreed.same_data(&new), "converged on {agreed}, new: {new}");
-    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    cluster.assert_all_readable(VICTIM, &pairs);
     let status = cluster.replica(VICTIM).status();
     assert_eq!(status.replayed(), 0, "{status}");
     if !expect_new {
@@ -754,7 +742,7 @@ fn snapshots_at_indexes_with_a_byte_of_0x80_or_more_install_and_survive_restarts
     assert_eq!(snapshot_index(&status), Some(installed), "{status}");
     let sum = checksum(cluster.replica(VICTIM));
     assert!(sum.same_data(&new), "after the restart: {sum}, new: {new}");
-    assert_all_readable(&mut cluster, VICTIM, &pairs);
+    cluster.assert_all_readable(VICTIM, &pairs);
 }
 
 /// How long the replicas of the old release get to stop once one has.

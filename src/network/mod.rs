@@ -228,7 +228,6 @@ mod tests {
         use proptest::prelude::*;
         use proptest::sample::Index;
         use proptest::strategy::LazyJust;
-        use proptest::test_runner::RngSeed;
         use serde_json::{json, Value};
         use tokio_util::codec::Encoder;
 
@@ -237,24 +236,8 @@ mod tests {
         use crate::membership::MembershipChange;
         use crate::types::Entry;
 
-        /// `cases` cases from a fixed seed, so a failure repeats; set
-        /// `PROPTEST_RNG_SEED` (and `PROPTEST_CASES`) to explore further. No
-        /// regression files are written into the source tree.
         fn config(cases: u32) -> ProptestConfig {
-            let default = ProptestConfig::default();
-            ProptestConfig {
-                cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-                    default.cases
-                } else {
-                    cases
-                },
-                failure_persistence: None,
-                rng_seed: match default.rng_seed {
-                    RngSeed::Random => RngSeed::Fixed(0x5e5b_0004),
-                    chosen => chosen,
-                },
-                ..default
-            }
+            crate::fuzz::proptest_config(cases, 0x5e5b_0004)
         }
 
         const VARIANTS: &[&str] = &[
@@ -269,16 +252,8 @@ mod tests {
         ];
         const UNIT_VARIANTS: &[&str] = &["ReadIndex", "Removed"];
 
-        /// Every name the JSON of a request uses, for keys and strings.
-        const NAMES: &[&str] = &[
-            "Hello",
-            "AppendEntries",
-            "Vote",
-            "InstallSnapshot",
-            "Propose",
-            "ReadIndex",
-            "ChangeMembership",
-            "Removed",
+        /// The field names the JSON of a request uses (besides [`VARIANTS`]).
+        const FIELD_NAMES: &[&str] = &[
             "cluster_id",
             "from",
             "to",
@@ -560,7 +535,10 @@ mod tests {
         /// Any JSON, its keys and strings mostly the names requests use.
         fn random_json() -> impl Strategy<Value = Value> {
             let text = prop_oneof![
-                3 => prop::sample::select(NAMES).prop_map(String::from),
+                3 => prop::sample::select(
+                    VARIANTS.iter().chain(FIELD_NAMES).copied().collect::<Vec<_>>()
+                )
+                .prop_map(String::from),
                 1 => ".{0,8}",
             ];
             let leaf = prop_oneof![

@@ -835,6 +835,19 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no running replica outside {not:?}"))
     }
 
+    /// Every `(key, value)` reads back at replica `id` (a linearizable get). The
+    /// first read may have to wait for the replica to find the leader after a
+    /// restart or an election.
+    pub fn assert_all_readable(&mut self, id: u64, pairs: &[(String, String)]) {
+        let replica = self.replica(id);
+        if let Some((key, _)) = pairs.first() {
+            replica.send_until_ok(&format!("get {key}"), Duration::from_secs(30));
+        }
+        for (key, value) in pairs {
+            assert_eq!(&replica.get(key), value, "get {key} at replica {id}");
+        }
+    }
+
     /// Cleanly shuts every running replica down ([`Replica::exit`]).
     pub fn exit_all(&mut self) {
         for replica in &mut self.replicas {
