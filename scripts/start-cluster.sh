@@ -49,6 +49,12 @@ if [ "$mode" = background ]; then
   exit 0
 fi
 
+if ! command -v tmux >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "tmux is not installed; installing it with apt-get (Ctrl-C to stop)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && $sudo apt-get install -y -qq tmux >/dev/null; } || true
+fi
 if ! command -v tmux >/dev/null 2>&1; then
   echo "tmux is not installed (apt-get install -y tmux). Without it, run these in three terminals:" >&2
   for id in 1 2 3; do echo "  $binary --replica-id $id --data-dir $data_dir" >&2; done
