@@ -420,6 +420,77 @@ fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_no
     assert_eq!(status.replayed(), 0, "after reading everything: {status}");
 }
 
+/// The finished snapshot files in replica `id`'s folder.
+fn snapshot_files_of(cluster: &mut Cluster, id: u64, suffix: &str) -> Vec<std::path::PathBuf> {
+    let dir = cluster.replica(id).dir.join("snapshots");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn damaged_snapshot_files_are_set_aside_and_a_lagging_replica_still_catches_up() {
+    let mut cluster = start(EVERY);
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let mut pairs = put_keys(cluster.replica(writer), "k", 4 * EVERY);
+    snapshot_needed(
+        &mut cluster,
+        writer,
+        EVERY,
+        victim_last,
+        "extra",
+        &mut pairs,
+    );
+
+    // Both possible leaders' snapshots are damaged while they are down: one
+    // cut short, one with a byte changed in the middle.
+    for id in OTHERS {
+        cluster.replica(id).exit();
+    }
+    for (id, damage) in [(1, "cut"), (2, "flip")] {
+        let files = snapshot_files_of(&mut cluster, id, ".snap");
+        assert_eq!(files.len(), 1, "replica {id}: {files:?}");
+        let mut bytes = std::fs::read(&files[0]).expect("read the snapshot");
+        if damage == "cut" {
+            bytes.truncate(bytes.len() / 2);
+        } else {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+        }
+        std::fs::write(&files[0], bytes).expect("damage the snapshot");
+    }
+    for id in OTHERS {
+        cluster.replica(id).restart();
+    }
+    cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    for id in OTHERS {
+        let stderr = cluster.replica(id).stderr();
+        let notes: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("note: the snapshot file"))
+            .collect();
+        assert_eq!(notes.len(), 1, "replica {id}:\n{stderr}");
+        assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
+        assert_eq!(snapshot_files_of(&mut cluster, id, ".damaged").len(), 1);
+    }
+
+    // The lagging replica gets a whole snapshot, built anew, and keeps running.
+    cluster.replica(VICTIM).restart();
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    let status = cluster.replica(VICTIM).status();
+    assert!(snapshots_installed(&status) >= 1, "{status}");
+    assert!(cluster.replica(VICTIM).still_running());
+    cluster.assert_all_readable(VICTIM, &pairs);
+}
+
 #[test]
 fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
     let mut cluster = start(EVERY);

@@ -34,6 +34,8 @@ const MAX_VALUE_LEN: u32 = 64 * 1024 * 1024;
 const FINISHED_SUFFIX: &str = ".snap";
 const INCOMING_SUFFIX: &str = ".part";
 const WRITING_SUFFIX: &str = ".writing";
+/// A finished snapshot found damaged at start-up, kept for a look.
+const DAMAGED_SUFFIX: &str = ".damaged";
 
 /// Writes records to a new snapshot file, then makes it durable under its final name.
 pub struct SnapshotWriter {
@@ -245,6 +247,49 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads the snapshot at `path` to its end, checking what an install checks:
+/// the header, the order of the keys, the record count and the CRC.
+pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
+    let (mut reader, meta) = SnapshotReader::open(File::open(path)?)?;
+    while reader.next_record()?.is_some() {}
+    Ok(meta)
+}
+
+/// Renames every finished snapshot in `dir` that does not read back whole to
+/// `NAME.damaged`, and returns one line for each: which file, and what is wrong.
+///
+/// Only at start-up. Such a file would otherwise be offered to a lagging
+/// replica, whose install would find the damage and stop it; and a restart of
+/// that replica would be sent the same file again. A snapshot is only a copy
+/// of this replica's state, so nothing is lost: with no snapshot and a purged
+/// log, openraft builds a new one from the state machine as it starts.
+pub fn set_aside_damaged(dir: &Path) -> io::Result<Vec<String>> {
+    let mut set_aside = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !name.ends_with(FINISHED_SUFFIX) {
+            continue;
+        }
+        if let Err(e) = verify(&path) {
+            let aside = path.with_file_name(format!("{name}{DAMAGED_SUFFIX}"));
+            fs::rename(&path, &aside)?;
+            set_aside.push(format!(
+                "the snapshot file {name} is unreadable ({e}); it was renamed to \
+                 {name}{DAMAGED_SUFFIX}, and a new snapshot is built from this replica's state"
+            ));
+        }
+    }
+    if !set_aside.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(set_aside)
+}
+
 /// The newest finished snapshot in `dir`, with its meta; older finished ones
 /// are removed (they are never needed again).
 pub fn latest(dir: &Path) -> io::Result<Option<(PathBuf, SnapshotMeta)>> {
@@ -389,5 +434,36 @@ mod tests {
         assert_eq!(path, newest);
         assert_eq!(meta.last_log_id.unwrap().index, 9);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_set_aside_and_whole_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = write(dir.path(), 5, &[(b"a", b"1"), (b"b", b"2")]);
+        let cut = write(dir.path(), 7, &[(b"a", b"1"), (b"b", b"2")]);
+        let bytes = fs::read(&cut).unwrap();
+        fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+        let flipped = write(dir.path(), 9, &[(b"a", b"1"), (b"b", b"2")]);
+        let mut bytes = fs::read(&flipped).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(&flipped, &bytes).unwrap();
+
+        let notes = set_aside_damaged(dir.path()).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes.iter().all(|n| n.contains("damaged snapshot")),
+            "{notes:?}"
+        );
+        assert!(whole.exists() && !cut.exists() && !flipped.exists());
+        for path in [&cut, &flipped] {
+            let aside = format!("{}{DAMAGED_SUFFIX}", path.display());
+            assert!(Path::new(&aside).exists(), "{aside}");
+        }
+        // What is left is the whole one, even though it is the oldest.
+        let (path, meta) = latest(dir.path()).unwrap().unwrap();
+        assert_eq!(path, whole);
+        assert_eq!(meta.last_log_id.unwrap().index, 5);
+        assert!(set_aside_damaged(dir.path()).unwrap().is_empty());
     }
 }

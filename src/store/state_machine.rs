@@ -230,7 +230,29 @@ impl StateMachine {
             .map_err(|e| write_error(describe_fjall_error(&e)))?;
 
         snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
-        let current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
+        for damage in snapshot::set_aside_damaged(&store.snapshot_dir).map_err(write_error)? {
+            tracing::warn!("{damage}");
+            eprintln!("note: {damage}");
+        }
+        let mut current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
+        // An older snapshot left beside a damaged newer one may end before the
+        // purged log: it could not catch anyone up, the entries after it are
+        // gone. Without it, openraft builds a new one as it starts.
+        let purged: Option<LogId> = match store.raft_meta.get(super::log::PURGED_KEY) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or(None),
+            _ => None,
+        };
+        if let Some((path, meta)) = &current_snapshot {
+            if meta.last_log_id < purged {
+                tracing::warn!(
+                    "snapshot {} ends at {:?}, before the purged log ({purged:?}); not offered",
+                    path.display(),
+                    meta.last_log_id
+                );
+                std::fs::remove_file(path).map_err(write_error)?;
+                current_snapshot = None;
+            }
+        }
         let stats = Arc::new(ApplyStats::default());
         let recovered_at = last_applied.map_or(0, |id| id.index);
         stats.recovered_at.store(recovered_at, Ordering::Relaxed);
