@@ -251,20 +251,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let result = tokio::task::block_in_place(|| {
-            // Rule 2: all entries of this call in one batch, fsynced before
-            // openraft is told they are flushed.
-            let mut batch = self
-                .store
-                .db
-                .batch()
-                .durability(Some(PersistMode::SyncData));
+        // Rule 2: all entries of this call in one batch, fsynced before
+        // openraft is told they are flushed. The fsync waits on the blocking
+        // pool, so this worker runs client connections meanwhile (openraft's
+        // core awaits the flush either way).
+        let store = self.store.clone();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
             for entry in entries {
                 let json = serde_json::to_vec(&entry).expect("a log entry serialises");
-                batch.insert(self.log(), entry.log_id.index.to_be_bytes(), json);
+                batch.insert(&store.raft_log, entry.log_id.index.to_be_bytes(), json);
             }
             batch.commit()
-        });
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
