@@ -432,8 +432,21 @@ fn snapshot_files_of(cluster: &mut Cluster, id: u64, suffix: &str) -> Vec<std::p
     files
 }
 
-#[test]
-fn damaged_snapshot_files_are_set_aside_and_a_lagging_replica_still_catches_up() {
+/// The snapshot-file notes replica `id` printed on stderr.
+fn snapshot_notes(cluster: &mut Cluster, id: u64) -> Vec<String> {
+    cluster
+        .replica(id)
+        .stderr()
+        .lines()
+        .filter(|line| line.starts_with("note: the snapshot file"))
+        .map(String::from)
+        .collect()
+}
+
+/// Both possible leaders' snapshot files are damaged (one cut short, one with a
+/// byte changed) while a lagging replica needs a snapshot; with `while_down`,
+/// while the two are stopped, otherwise under their feet.
+fn damaged_snapshots_are_set_aside(while_down: bool) {
     let mut cluster = start(EVERY);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
     let victim_last = last_log_index(&cluster.replica(VICTIM).status());
@@ -449,10 +462,10 @@ fn damaged_snapshot_files_are_set_aside_and_a_lagging_replica_still_catches_up()
         &mut pairs,
     );
 
-    // Both possible leaders' snapshots are damaged while they are down: one
-    // cut short, one with a byte changed in the middle.
-    for id in OTHERS {
-        cluster.replica(id).exit();
+    if while_down {
+        for id in OTHERS {
+            cluster.replica(id).exit();
+        }
     }
     for (id, damage) in [(1, "cut"), (2, "flip")] {
         let files = snapshot_files_of(&mut cluster, id, ".snap");
@@ -466,19 +479,18 @@ fn damaged_snapshot_files_are_set_aside_and_a_lagging_replica_still_catches_up()
         }
         std::fs::write(&files[0], bytes).expect("damage the snapshot");
     }
-    for id in OTHERS {
-        cluster.replica(id).restart();
-    }
-    cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
-    for id in OTHERS {
-        let stderr = cluster.replica(id).stderr();
-        let notes: Vec<&str> = stderr
-            .lines()
-            .filter(|line| line.starts_with("note: the snapshot file"))
-            .collect();
-        assert_eq!(notes.len(), 1, "replica {id}:\n{stderr}");
-        assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
-        assert_eq!(snapshot_files_of(&mut cluster, id, ".damaged").len(), 1);
+    if while_down {
+        // Found as they start.
+        for id in OTHERS {
+            cluster.replica(id).restart();
+        }
+        cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+        for id in OTHERS {
+            let notes = snapshot_notes(&mut cluster, id);
+            assert_eq!(notes.len(), 1, "replica {id}: {notes:?}");
+            assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
+            assert_eq!(snapshot_files_of(&mut cluster, id, ".damaged").len(), 1);
+        }
     }
 
     // The lagging replica gets a whole snapshot, built anew, and keeps running.
@@ -489,6 +501,23 @@ fn damaged_snapshot_files_are_set_aside_and_a_lagging_replica_still_catches_up()
     assert!(snapshots_installed(&status) >= 1, "{status}");
     assert!(cluster.replica(VICTIM).still_running());
     cluster.assert_all_readable(VICTIM, &pairs);
+    if !while_down {
+        // Found by the leader when it went to send it.
+        let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+        let notes = snapshot_notes(&mut cluster, leader);
+        assert_eq!(notes.len(), 1, "replica {leader}: {notes:?}");
+        assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
+    }
+}
+
+#[test]
+fn snapshot_files_damaged_while_down_are_set_aside_and_a_lagging_replica_catches_up() {
+    damaged_snapshots_are_set_aside(true);
+}
+
+#[test]
+fn a_snapshot_file_damaged_while_running_is_rebuilt_before_it_is_sent() {
+    damaged_snapshots_are_set_aside(false);
 }
 
 #[test]

@@ -247,10 +247,43 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// How a snapshot file looked when it was last read through whole (or written,
+/// or received and checked): a file that still looks the same is not read again
+/// before it is sent. Damage done by writing to the file changes its length or
+/// time; decay that does neither is caught by the receiver, which then stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedFile {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl CheckedFile {
+    /// The file at `path` as it is now, through its open handle `file`.
+    pub fn of(path: &Path, file: &File) -> io::Result<CheckedFile> {
+        let metadata = file.metadata()?;
+        Ok(CheckedFile {
+            path: path.to_path_buf(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
+
+    /// [`CheckedFile::of`] for a file not open yet.
+    pub fn at(path: &Path) -> io::Result<CheckedFile> {
+        CheckedFile::of(path, &File::open(path)?)
+    }
+}
+
 /// Reads the snapshot at `path` to its end, checking what an install checks:
 /// the header, the order of the keys, the record count and the CRC.
 pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
-    let (mut reader, meta) = SnapshotReader::open(File::open(path)?)?;
+    verify_file(&File::open(path)?)
+}
+
+/// [`verify`] through an open file, from its current position to its end.
+pub fn verify_file(file: &File) -> io::Result<SnapshotMeta> {
+    let (mut reader, meta) = SnapshotReader::open(file)?;
     while reader.next_record()?.is_some() {}
     Ok(meta)
 }
@@ -276,18 +309,29 @@ pub fn set_aside_damaged(dir: &Path) -> io::Result<Vec<String>> {
             continue;
         }
         if let Err(e) = verify(&path) {
-            let aside = path.with_file_name(format!("{name}{DAMAGED_SUFFIX}"));
-            fs::rename(&path, &aside)?;
-            set_aside.push(format!(
-                "the snapshot file {name} is unreadable ({e}); it was renamed to \
-                 {name}{DAMAGED_SUFFIX}, and a new snapshot is built from this replica's state"
-            ));
+            set_aside.push(set_aside_as_damaged(&path, &e)?);
         }
     }
-    if !set_aside.is_empty() {
+    Ok(set_aside)
+}
+
+/// Renames the snapshot at `path`, found damaged with `error`, to
+/// `NAME.damaged` (kept for a look; nothing reads it again) and returns the
+/// line that says so.
+pub fn set_aside_as_damaged(path: &Path, error: &io::Error) -> io::Result<String> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    fs::rename(path, path.with_file_name(format!("{name}{DAMAGED_SUFFIX}")))?;
+    if let Some(dir) = path.parent() {
         sync_dir(dir)?;
     }
-    Ok(set_aside)
+    Ok(format!(
+        "the snapshot file {name} is unreadable ({error}); it was renamed to \
+         {name}{DAMAGED_SUFFIX}, and a new snapshot is built from this replica's state"
+    ))
 }
 
 /// The newest finished snapshot in `dir`, with its meta; older finished ones
