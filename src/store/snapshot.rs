@@ -236,10 +236,7 @@ fn read_bytes(input: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
 pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = file_name(&path);
         if name.ends_with(INCOMING_SUFFIX) || name.ends_with(WRITING_SUFFIX) {
             fs::remove_file(&path)?;
         }
@@ -275,6 +272,27 @@ impl CheckedFile {
     }
 }
 
+/// The last part of `path`, for messages and suffix checks.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The finished snapshot files in `dir` (not those being written or received,
+/// nor those set aside).
+fn finished_snapshots(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut finished = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if file_name(&path).ends_with(FINISHED_SUFFIX) {
+            finished.push(path);
+        }
+    }
+    Ok(finished)
+}
+
 /// Reads the snapshot at `path` to its end, checking what an install checks:
 /// the header, the order of the keys, the record count and the CRC.
 pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
@@ -291,23 +309,15 @@ pub fn verify_file(file: &File) -> io::Result<SnapshotMeta> {
 /// Renames every finished snapshot in `dir` that does not read back whole to
 /// `NAME.damaged`, and returns one line for each: which file, and what is wrong.
 ///
-/// Only at start-up. Such a file would otherwise be offered to a lagging
-/// replica, whose install would find the damage and stop it; and a restart of
-/// that replica would be sent the same file again. A snapshot is only a copy
-/// of this replica's state, so nothing is lost: with no snapshot and a purged
-/// log, openraft builds a new one from the state machine as it starts.
+/// At start-up (`get_current_snapshot` checks again before each send). Such a
+/// file would otherwise be offered to a lagging replica, whose install would
+/// find the damage and stop it; and a restart of that replica would be sent
+/// the same file again. A snapshot is only a copy of this replica's state, so
+/// nothing is lost: with no snapshot and a purged log, openraft builds a new
+/// one from the state machine as it starts.
 pub fn set_aside_damaged(dir: &Path) -> io::Result<Vec<String>> {
     let mut set_aside = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if !name.ends_with(FINISHED_SUFFIX) {
-            continue;
-        }
+    for path in finished_snapshots(dir)? {
         if let Err(e) = verify(&path) {
             set_aside.push(set_aside_as_damaged(&path, &e)?);
         }
@@ -319,11 +329,7 @@ pub fn set_aside_damaged(dir: &Path) -> io::Result<Vec<String>> {
 /// `NAME.damaged` (kept for a look; nothing reads it again) and returns the
 /// line that says so.
 pub fn set_aside_as_damaged(path: &Path, error: &io::Error) -> io::Result<String> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
+    let name = file_name(path);
     fs::rename(path, path.with_file_name(format!("{name}{DAMAGED_SUFFIX}")))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -338,16 +344,7 @@ pub fn set_aside_as_damaged(path: &Path, error: &io::Error) -> io::Result<String
 /// are removed (they are never needed again).
 pub fn latest(dir: &Path) -> io::Result<Option<(PathBuf, SnapshotMeta)>> {
     let mut newest: Option<(PathBuf, SnapshotMeta)> = None;
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if !name.ends_with(FINISHED_SUFFIX) {
-            continue;
-        }
+    for path in finished_snapshots(dir)? {
         let meta = match File::open(&path).and_then(SnapshotReader::open) {
             Ok((_, meta)) => meta,
             Err(e) => {
