@@ -156,12 +156,19 @@ pub struct StateMachine {
 /// See [`snapshot::CheckedFile`].
 type CheckedSnapshot = Arc<std::sync::Mutex<Option<snapshot::CheckedFile>>>;
 
+/// The record behind `checked` (a plain value: a panic elsewhere cannot leave
+/// it half-written, so a poisoned lock is still good).
+fn lock_checked(
+    checked: &CheckedSnapshot,
+) -> std::sync::MutexGuard<'_, Option<snapshot::CheckedFile>> {
+    checked
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Records that the snapshot at `path` is known whole as it is now.
 fn mark_checked(checked: &CheckedSnapshot, path: &std::path::Path) {
-    let stamp = snapshot::CheckedFile::at(path).ok();
-    *checked
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = stamp;
+    *lock_checked(checked) = snapshot::CheckedFile::at(path).ok();
 }
 
 fn read_error(e: impl std::fmt::Display) -> StorageError {
@@ -572,11 +579,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // what is sent, even if the file is replaced meanwhile; and only
             // if it changed since it was last known whole.
             let stamp = snapshot::CheckedFile::of(&path, &file).map_err(snapshot_error)?;
-            let known_whole = {
-                let checked = self.checked_snapshot.lock();
-                let checked = checked.unwrap_or_else(|poisoned| poisoned.into_inner());
-                checked.as_ref() == Some(&stamp)
-            };
+            let known_whole = lock_checked(&self.checked_snapshot).as_ref() == Some(&stamp);
             let checked = if known_whole {
                 Ok(())
             } else {
@@ -587,10 +590,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             match checked {
                 Ok(()) => {
-                    *self
-                        .checked_snapshot
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stamp);
+                    *lock_checked(&self.checked_snapshot) = Some(stamp);
                     return Ok(Some(Snapshot {
                         meta,
                         snapshot: Box::new(tokio::fs::File::from_std(file)),
