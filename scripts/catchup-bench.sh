@@ -50,6 +50,8 @@ loaded=$(info_field "$c1" db0 | sed 's/keys=\([0-9]*\).*/\1/')
 [ "$loaded" = "$keys" ] || { echo "error: replica 1 holds $loaded keys, not $keys" >&2; exit 1; }
 target=$(info_field "$c1" applied_index)
 
+term_before=$(info_field "$c1" term)
+
 start_replica 3 "$c3"
 catch_start=$(date +%s.%N)
 wait_for_port "$c3"
@@ -66,6 +68,7 @@ printf '| load time through the client port | %s s |\n' "$(seconds "$load_start"
 printf '| replica 3 catch-up (start to applied >= %s) | %s s |\n' "$target" "$(seconds "$catch_start" "$catch_end")"
 printf '| snapshots installed by replica 3 | %s |\n' "$(info_field "$c3" snapshots_installed)"
 printf '| snapshot size | %s bytes |\n' "$(info_field "$c3" snapshot_bytes)"
+printf '| elections during catch-up (term before -> after) | %s -> %s |\n' "$term_before" "$(info_field "$c1" term)"
 for i in 0 1 2; do
   hwm=$(sed -n 's/^VmHWM:\s*//p' "/proc/${pids[$i]}/status")
   printf '| peak RSS of replica %s | %s |\n' "$((i + 1))" "$hwm"

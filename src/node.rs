@@ -66,6 +66,11 @@ fn raft_config(cli: &Cli) -> Result<Config, StartError> {
         max_in_snapshot_log_to_keep: LOG_TAIL_AFTER_SNAPSHOT.min(cli.snapshot_every),
         max_payload_entries: 256,
         snapshot_max_chunk_size: 1024 * 1024,
+        // How long the sender waits for each chunk's answer, and the last
+        // chunk's answer comes after the receiver has read the snapshot through
+        // and installed it: about 3 s at a million keys. openraft's 200 ms
+        // gave up on every large install and sent the whole snapshot again.
+        install_snapshot_timeout: 10_000,
         ..Default::default()
     };
     config
@@ -108,7 +113,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     let committed_index = log_store.committed_index();
     let (state_machine, reader) =
         StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
-    let network = Network::new(cluster_id.clone(), id);
+    let network = Network::new(cluster_id.clone(), id, state_machine.known_whole_snapshot());
     let config = Arc::new(raft_config(cli)?);
     let raft = Raft::new(id, config, network.clone(), log_store, state_machine)
         .await

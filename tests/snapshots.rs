@@ -443,10 +443,23 @@ fn snapshot_notes(cluster: &mut Cluster, id: u64) -> Vec<String> {
         .collect()
 }
 
-/// Both possible leaders' snapshot files are damaged (one cut short, one with a
-/// byte changed) while a lagging replica needs a snapshot; with `while_down`,
-/// while the two are stopped, otherwise under their feet.
-fn damaged_snapshots_are_set_aside(while_down: bool) {
+/// When and how the snapshot files are damaged in `damaged_snapshots_are_set_aside`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// While the replicas holding them are stopped: found as they start.
+    WhileDown,
+    /// Under a running replica's feet, by writing the file anew: its length
+    /// and time change, so the sender reads it through before it sends it.
+    WhileRunning,
+    /// One byte changed in place, with the file's time put back: decay the
+    /// sender cannot see without reading, so it sends the file as it is.
+    InPlaceUnseen,
+}
+
+/// Both possible leaders' snapshot files are damaged while a lagging replica
+/// needs a snapshot; replica 1's is cut short, except in place, where both
+/// get a byte changed.
+fn damaged_snapshots_are_set_aside(damage: Damage) {
     let mut cluster = start(EVERY);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
     let victim_last = last_log_index(&cluster.replica(VICTIM).status());
@@ -462,25 +475,30 @@ fn damaged_snapshots_are_set_aside(while_down: bool) {
         &mut pairs,
     );
 
-    if while_down {
+    if damage == Damage::WhileDown {
         for id in OTHERS {
             cluster.replica(id).exit();
         }
     }
-    for (id, damage) in [(1, "cut"), (2, "flip")] {
+    for id in OTHERS {
         let files = snapshot_files_of(&mut cluster, id, ".snap");
         assert_eq!(files.len(), 1, "replica {id}: {files:?}");
-        let mut bytes = std::fs::read(&files[0]).expect("read the snapshot");
-        if damage == "cut" {
-            bytes.truncate(bytes.len() / 2);
-        } else {
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0x01;
+        let path = &files[0];
+        let mut bytes = std::fs::read(path).expect("read the snapshot");
+        let middle = bytes.len() / 2;
+        match damage {
+            Damage::WhileDown | Damage::WhileRunning if id == 1 => {
+                bytes.truncate(middle);
+                std::fs::write(path, bytes).expect("damage the snapshot");
+            }
+            Damage::WhileDown | Damage::WhileRunning => {
+                bytes[middle] ^= 0x01;
+                std::fs::write(path, bytes).expect("damage the snapshot");
+            }
+            Damage::InPlaceUnseen => flip_byte_keeping_time(path, middle as u64),
         }
-        std::fs::write(&files[0], bytes).expect("damage the snapshot");
     }
-    if while_down {
-        // Found as they start.
+    if damage == Damage::WhileDown {
         for id in OTHERS {
             cluster.replica(id).restart();
         }
@@ -501,23 +519,66 @@ fn damaged_snapshots_are_set_aside(while_down: bool) {
     assert!(snapshots_installed(&status) >= 1, "{status}");
     assert!(cluster.replica(VICTIM).still_running());
     cluster.assert_all_readable(VICTIM, &pairs);
-    if !while_down {
-        // Found by the leader when it went to send it.
+    if damage != Damage::WhileDown {
+        // Found by the leader when it went to send it (in place: after the
+        // lagging replica refused it).
         let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
         let notes = snapshot_notes(&mut cluster, leader);
         assert_eq!(notes.len(), 1, "replica {leader}: {notes:?}");
         assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
     }
+    let refusals: Vec<String> = cluster
+        .replica(VICTIM)
+        .stderr()
+        .lines()
+        .filter(|line| line.starts_with("note: refused snapshot"))
+        .map(String::from)
+        .collect();
+    if damage == Damage::InPlaceUnseen {
+        assert!(!refusals.is_empty(), "the damaged file was never refused");
+        assert!(
+            refusals[0].contains("damaged snapshot")
+                && refusals[0].ends_with("kept the current state"),
+            "{refusals:?}"
+        );
+    } else {
+        assert!(refusals.is_empty(), "a damaged file was sent: {refusals:?}");
+    }
+}
+
+/// Changes the byte at `offset` in place, and puts the file's modification
+/// time back, as decay on the disk would leave it.
+fn flip_byte_keeping_time(path: &std::path::Path, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the snapshot");
+    let modified = file.metadata().and_then(|m| m.modified()).expect("mtime");
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("read a byte");
+    byte[0] ^= 0x01;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("write a byte");
+    file.sync_all().expect("sync");
+    file.set_modified(modified).expect("put the time back");
 }
 
 #[test]
 fn snapshot_files_damaged_while_down_are_set_aside_and_a_lagging_replica_catches_up() {
-    damaged_snapshots_are_set_aside(true);
+    damaged_snapshots_are_set_aside(Damage::WhileDown);
 }
 
 #[test]
 fn a_snapshot_file_damaged_while_running_is_rebuilt_before_it_is_sent() {
-    damaged_snapshots_are_set_aside(false);
+    damaged_snapshots_are_set_aside(Damage::WhileRunning);
+}
+
+#[test]
+fn a_snapshot_file_decayed_unseen_is_refused_by_the_receiver_and_rebuilt_by_the_sender() {
+    damaged_snapshots_are_set_aside(Damage::InPlaceUnseen);
 }
 
 #[test]

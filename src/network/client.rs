@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -15,11 +15,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{AnyError, BasicNode, StorageIOError};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{frame_codec, PeerRequest, PeerResponse, MAX_FRAME_LEN};
+use crate::store::snapshot::KnownWhole;
 use crate::types::{NodeId, TypeConfig};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
@@ -52,14 +53,17 @@ pub struct Network {
     cluster_id: Arc<str>,
     my_id: NodeId,
     idle: Arc<Mutex<HashMap<NodeId, Vec<Connection>>>>,
+    /// Forgotten when a replica finds the snapshot we sent it damaged.
+    known_whole_snapshot: KnownWhole,
 }
 
 impl Network {
-    pub fn new(cluster_id: String, my_id: NodeId) -> Self {
+    pub fn new(cluster_id: String, my_id: NodeId, known_whole_snapshot: KnownWhole) -> Self {
         Network {
             cluster_id: cluster_id.into(),
             my_id,
             idle: Default::default(),
+            known_whole_snapshot,
         }
     }
 
@@ -247,12 +251,27 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let rpc_snapshot_id = rpc.meta.snapshot_id.clone();
         match self
             .rpc(PeerRequest::InstallSnapshot(rpc.into()), &option)
             .await
         {
             Ok(PeerResponse::InstallSnapshot(Ok(response))) => Ok(response),
             Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(self.remote(e)),
+            Ok(PeerResponse::SnapshotDamaged(why)) => {
+                // Our file decayed in a way its length and time do not show.
+                // The next attempt reads it through, sets it aside and builds
+                // a new one. openraft treats a remote fatal error as the
+                // replica being unreachable: it backs off, then sends afresh.
+                self.network.known_whole_snapshot.forget();
+                tracing::warn!(
+                    "replica {} refused our snapshot {}: {why}",
+                    self.target,
+                    rpc_snapshot_id
+                );
+                let refused = StorageIOError::read_snapshot(None, AnyError::error(why));
+                Err(self.remote(RaftError::Fatal(Fatal::StorageError(refused.into()))))
+            }
             Ok(_) => Err(unexpected("install-snapshot")),
             Err(e) => Err(transport_error(e, 1)),
         }

@@ -80,6 +80,9 @@ pub enum PeerResponse {
     /// To a candidate that was removed from the cluster while it was away,
     /// instead of a vote: why it is no longer a member (it then stops).
     NotAMember(String),
+    /// To the last chunk of a snapshot that did not read back whole: what is
+    /// wrong with it. Nothing was installed; the sender checks its file again.
+    SnapshotDamaged(String),
 }
 
 /// One piece of a snapshot on the wire. openraft's own request carries the

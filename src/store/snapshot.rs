@@ -17,8 +17,9 @@
 //! before anything it read is allowed to replace the current state.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::types::SnapshotMeta;
 
@@ -247,7 +248,8 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
 /// How a snapshot file looked when it was last read through whole (or written,
 /// or received and checked): a file that still looks the same is not read again
 /// before it is sent. Damage done by writing to the file changes its length or
-/// time; decay that does neither is caught by the receiver, which then stops.
+/// time; decay that does neither is caught by the receiver, which refuses the
+/// file and tells the sender to forget it was whole (see [`KnownWhole`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedFile {
     path: PathBuf,
@@ -269,6 +271,43 @@ impl CheckedFile {
     /// [`CheckedFile::of`] for a file not open yet.
     pub fn at(path: &Path) -> io::Result<CheckedFile> {
         CheckedFile::of(path, &File::open(path)?)
+    }
+}
+
+/// The snapshot file this replica last knew to be whole, if any. Shared by the
+/// state machine (which checks against it before sending a snapshot), the
+/// snapshot builder (which marks what it writes) and the network client (which
+/// forgets it when a receiver found the file damaged). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct KnownWhole(Arc<Mutex<Option<CheckedFile>>>);
+
+impl KnownWhole {
+    /// Whether `file` looks exactly as it did when it was last known whole.
+    pub fn is(&self, file: &CheckedFile) -> bool {
+        self.lock().as_ref() == Some(file)
+    }
+
+    /// Records that `file`, as it looks now, is whole.
+    pub fn set(&self, file: CheckedFile) {
+        *self.lock() = Some(file);
+    }
+
+    /// Records that the snapshot at `path` is whole as it is now.
+    pub fn mark(&self, path: &Path) {
+        *self.lock() = CheckedFile::at(path).ok();
+    }
+
+    /// Nothing is known whole any more: the next send reads the file through.
+    pub fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    /// The record is a plain value, which a panic elsewhere cannot leave
+    /// half-written, so a poisoned lock is still good.
+    fn lock(&self) -> MutexGuard<'_, Option<CheckedFile>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -304,6 +343,21 @@ pub fn verify_file(file: &File) -> io::Result<SnapshotMeta> {
     let (mut reader, meta) = SnapshotReader::open(file)?;
     while reader.next_record()?.is_some() {}
     Ok(meta)
+}
+
+/// Reads a snapshot received from another replica through, from its start,
+/// and checks that it holds the state it was announced with. Leaves the file
+/// at its start for the install to read.
+pub fn check_received(mut file: File, announced: &SnapshotMeta) -> io::Result<()> {
+    file.rewind()?;
+    let found = verify_file(&file)?;
+    if found.last_log_id != announced.last_log_id {
+        return Err(damaged(format!(
+            "it holds the state at {:?}, but was announced at {:?}",
+            found.last_log_id, announced.last_log_id
+        )));
+    }
+    file.rewind()
 }
 
 /// Renames every finished snapshot in `dir` that does not read back whole to

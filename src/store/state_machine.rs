@@ -149,26 +149,9 @@ pub struct StateMachine {
     stats: Arc<ApplyStats>,
     current_snapshot: Option<(std::path::PathBuf, SnapshotMeta)>,
     incoming_snapshot: Option<std::path::PathBuf>,
-    /// The snapshot file last known whole (shared with the builder).
-    checked_snapshot: CheckedSnapshot,
-}
-
-/// See [`snapshot::CheckedFile`].
-type CheckedSnapshot = Arc<std::sync::Mutex<Option<snapshot::CheckedFile>>>;
-
-/// The record behind `checked` (a plain value: a panic elsewhere cannot leave
-/// it half-written, so a poisoned lock is still good).
-fn lock_checked(
-    checked: &CheckedSnapshot,
-) -> std::sync::MutexGuard<'_, Option<snapshot::CheckedFile>> {
-    checked
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Records that the snapshot at `path` is known whole as it is now.
-fn mark_checked(checked: &CheckedSnapshot, path: &std::path::Path) {
-    *lock_checked(checked) = snapshot::CheckedFile::at(path).ok();
+    /// The snapshot file last known whole (shared with the builder and the
+    /// network client).
+    known_whole: snapshot::KnownWhole,
 }
 
 fn read_error(e: impl std::fmt::Display) -> StorageError {
@@ -211,6 +194,13 @@ fn read_applied(view: &impl Readable, sm_meta: &Keyspace) -> Result<Option<LogId
 }
 
 impl StateMachine {
+    /// The record of which snapshot file is known whole, for the network
+    /// client: a replica that receives a damaged file says so, and the next
+    /// send must read the file through instead of trusting the record.
+    pub fn known_whole_snapshot(&self) -> snapshot::KnownWhole {
+        self.known_whole.clone()
+    }
+
     /// Opens the state machine at what is on disk, and drops any data keyspace
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
     pub fn open(store: Db) -> Result<(StateMachine, StateReader), StorageError> {
@@ -285,10 +275,10 @@ impl StateMachine {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
         }
-        let checked_snapshot = CheckedSnapshot::default();
+        let known_whole = snapshot::KnownWhole::default();
         if let Some((path, _)) = &current_snapshot {
             // Read through by `set_aside_damaged` above.
-            mark_checked(&checked_snapshot, path);
+            known_whole.mark(path);
         }
         let reader = StateReader {
             db: store.db.clone(),
@@ -304,7 +294,7 @@ impl StateMachine {
             stats,
             current_snapshot,
             incoming_snapshot: None,
-            checked_snapshot,
+            known_whole,
         };
         Ok((machine, reader))
     }
@@ -438,11 +428,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             store: self.store.clone(),
             data: self.data.clone(),
             stats: self.stats.clone(),
-            checked_snapshot: self.checked_snapshot.clone(),
+            known_whole: self.known_whole.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // Snapshots come in one at a time, so one still here was abandoned:
+        // the leader changed, or the network server refused it as damaged.
+        if let Some(abandoned) = self.incoming_snapshot.take() {
+            if let Err(e) = std::fs::remove_file(&abandoned) {
+                tracing::warn!("could not remove {}: {e}", abandoned.display());
+            }
+        }
         let path = snapshot::incoming_path(&self.store.snapshot_dir);
         // Read and write: openraft writes the chunks, install reads them back.
         let file = tokio::fs::OpenOptions::new()
@@ -543,20 +540,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
             self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
             // `load_snapshot` read it through.
-            mark_checked(&self.checked_snapshot, &kept);
+            self.known_whole.mark(&kept);
             self.current_snapshot = Some((kept, meta.clone()));
         }
         Ok(())
     }
 
     /// openraft asks for the snapshot to send it to a replica that fell behind.
-    /// It is read through first: that replica's install would find any damage
-    /// and stop it (openraft 0.9 treats every install error as fatal), and it
-    /// would get the same file at each restart. A damaged file is set aside and
-    /// a new snapshot built from this replica's state. The read is skipped for
-    /// a file unchanged since it was last known whole (written here, received
-    /// and checked, or read through at start): at a million keys it took about
-    /// a second, during which nothing is applied.
+    /// It is read through first: that replica would refuse a damaged file
+    /// (`network/server.rs` checks before its install, which openraft 0.9 would
+    /// make fatal), and it would be sent the same file again and again. A
+    /// damaged file is set aside and a new snapshot built from this replica's
+    /// state. The read is skipped for a file unchanged since it was last known
+    /// whole (written here, received and checked, or read through at start): at
+    /// a million keys it took about a second, during which nothing is applied.
+    /// Decay that the skip misses is caught by the receiver, whose refusal
+    /// makes the network client forget the file was whole.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         // A snapshot being built beside this one may replace the file picked
         // here, and remove it, before it is opened: then look again.
@@ -579,7 +578,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // what is sent, even if the file is replaced meanwhile; and only
             // if it changed since it was last known whole.
             let stamp = snapshot::CheckedFile::of(&path, &file).map_err(snapshot_error)?;
-            let known_whole = lock_checked(&self.checked_snapshot).as_ref() == Some(&stamp);
+            let known_whole = self.known_whole.is(&stamp);
             let checked = if known_whole {
                 Ok(())
             } else {
@@ -590,7 +589,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             match checked {
                 Ok(()) => {
-                    *lock_checked(&self.checked_snapshot) = Some(stamp);
+                    self.known_whole.set(stamp);
                     return Ok(Some(Snapshot {
                         meta,
                         snapshot: Box::new(tokio::fs::File::from_std(file)),
@@ -671,7 +670,7 @@ pub struct SnapshotBuilder {
     store: Db,
     data: Arc<RwLock<Keyspace>>,
     stats: Arc<ApplyStats>,
-    checked_snapshot: CheckedSnapshot,
+    known_whole: snapshot::KnownWhole,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -706,7 +705,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 writer.add(&key, &value).map_err(snapshot_error)?;
             }
             let (path, size) = writer.finish().map_err(snapshot_error)?;
-            mark_checked(&self.checked_snapshot, &path);
+            self.known_whole.mark(&path);
             snapshot::remove_others(&store.snapshot_dir, &path).map_err(snapshot_error)?;
             self.stats.snapshot_bytes.store(size, Ordering::Relaxed);
             tracing::info!(
