@@ -47,6 +47,14 @@ pub struct Node {
 /// Log entries kept behind a snapshot when the log is purged.
 const LOG_TAIL_AFTER_SNAPSHOT: u64 = 100;
 
+/// How long an empty replica waits to hear from a running cluster's leader
+/// before it founds one (see `bootstrap`): a leader retries an unreachable
+/// replica every 500 ms and sends heartbeats every 100 ms.
+const LISTEN_FOR_A_LEADER: Duration = Duration::from_millis(1000);
+/// Added per place in `--peers`, so that replicas of a new cluster started
+/// together do not all stand for election at the same instant.
+const LISTEN_STAGGER: Duration = Duration::from_millis(250);
+
 /// Raft timing for a small cluster on a busy 2-core machine: calm enough that a
 /// slow fsync does not start an election, quick enough that a dead leader is
 /// replaced within about a second.
@@ -142,7 +150,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
             member.clone(),
         ));
     } else {
-        bootstrap(&raft, &cli.peers).await?;
+        bootstrap(&raft, &cli.peers, id).await?;
     }
     note_peers_that_differ(&raft, &cli.peers, cli.join.is_some());
 
@@ -197,13 +205,31 @@ fn note_peers_that_differ(raft: &Raft, peers: &Peers, joining: bool) {
 /// writes the identical membership entry at log index 0, so it does not matter
 /// how many of them, or in which order, start at once. A replica that already
 /// has a log (a restart) is told `NotAllowed`, and keeps what it has.
-async fn bootstrap(raft: &Raft, peers: &Peers) -> Result<(), StartError> {
+///
+/// openraft's `initialize` starts an election at once. An empty replica of a
+/// cluster that is already running (its folder was deleted) would thereby
+/// disturb the leader: every start of one cost an election. So a fresh replica
+/// first listens for a leader for a moment, and founds nothing if one calls.
+/// The moment is staggered by the replica's place in `--peers`, so in a new
+/// cluster the first replica up usually wins the first election alone and the
+/// others just follow it.
+async fn bootstrap(raft: &Raft, peers: &Peers, my_id: NodeId) -> Result<(), StartError> {
     let initialized = raft
         .is_initialized()
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     if initialized {
         tracing::info!("restarting with an existing log; no bootstrap needed");
+        return Ok(());
+    }
+    let place = peers.0.keys().position(|id| *id == my_id).unwrap_or(0) as u32;
+    let listen = LISTEN_FOR_A_LEADER + LISTEN_STAGGER * place;
+    let called = raft
+        .wait(Some(listen))
+        .metrics(|m| m.current_leader.is_some(), "a leader to call")
+        .await;
+    if let Ok(Some(leader)) = called.map(|m| m.current_leader) {
+        tracing::info!("replica {leader} leads a running cluster: following it, founding nothing");
         return Ok(());
     }
     let members: BTreeMap<NodeId, BasicNode> = peers

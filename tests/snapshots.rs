@@ -604,9 +604,15 @@ fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
     // An empty folder holds no log at all.
     snapshot_needed(&mut cluster, writer, EVERY, 0, "extra", &mut pairs);
 
+    let term_before = cluster.replica(writer).status().get("term").to_string();
     cluster.replica(VICTIM).restart();
     let agreed = wait_checksums_agree(&mut cluster, &ALL);
     assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    // An empty replica listens for the running leader before it would found a
+    // cluster of its own; founding one would have forced an election.
+    let status = cluster.replica(writer).status();
+    assert_eq!(status.get("term"), term_before, "an election: {status}");
+    assert_eq!(status.get("leader"), writer.to_string(), "{status}");
     let status = cluster.replica(VICTIM).status();
     assert_eq!(
         status.recovered_at(),

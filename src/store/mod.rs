@@ -270,6 +270,9 @@ fn is_empty_dir(path: &Path) -> bool {
 /// fjall's own `Display` is its `Debug`; say the common cases in words.
 pub fn describe_fjall_error(error: &fjall::Error) -> String {
     match error {
+        fjall::Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            format!("the disk is full ({e})")
+        }
         fjall::Error::Io(e) => format!("I/O error: {e}"),
         fjall::Error::Poisoned => {
             "an earlier write to disk failed (disk full or failing?); restart the replica".into()
