@@ -1,6 +1,7 @@
 # Shared by the benchmark scripts (sourced, not run): Debian packages, a
 # release build, a temporary work folder cleaned up at exit with every
-# process started, free loopback ports, and waiting for a port to answer.
+# process started (kept, with the replicas' logs, if KEEP_WORK is set), free
+# loopback ports, and waiting for a port to answer.
 
 # Installs Debian packages that provide the given commands, if any is missing:
 #   need_packages "redis-server redis-tools" redis-server redis-benchmark
@@ -23,7 +24,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ -n "${KEEP_WORK:-}" ]; then echo "kept $work (KEEP_WORK is set)" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

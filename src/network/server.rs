@@ -1,5 +1,6 @@
 //! The answering side: accepts connections from peers and hands each request to openraft.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
@@ -149,7 +150,12 @@ async fn receive_snapshot_chunk(
         Ok(vote) => vote,
         Err(fatal) => return PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
     };
-    if rpc.vote < my_vote {
+    // Votes are only partly ordered: anything not at least ours is refused.
+    let current = matches!(
+        rpc.vote.partial_cmp(&my_vote),
+        Some(Ordering::Greater | Ordering::Equal)
+    );
+    if !current {
         return PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: my_vote }));
     }
     let sender_vote = rpc.vote;
