@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
-use crate::network::{server, Network};
+use crate::network::{server, Network, PeerRequest, PeerResponse};
 use crate::store::{
     self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
 };
@@ -47,13 +47,15 @@ pub struct Node {
 /// Log entries kept behind a snapshot when the log is purged.
 const LOG_TAIL_AFTER_SNAPSHOT: u64 = 100;
 
-/// How long an empty replica waits to hear from a running cluster's leader
-/// before it founds one (see `bootstrap`): a leader retries an unreachable
-/// replica every 500 ms and sends heartbeats every 100 ms.
-const LISTEN_FOR_A_LEADER: Duration = Duration::from_millis(1000);
+/// How long an empty replica looks for a running cluster before it founds
+/// one (see `bootstrap`).
+const LISTEN_FOR_A_CLUSTER: Duration = Duration::from_millis(1000);
 /// Added per place in `--peers`, so that replicas of a new cluster started
 /// together do not all stand for election at the same instant.
 const LISTEN_STAGGER: Duration = Duration::from_millis(250);
+/// How often the peers are asked meanwhile, and how long each may take.
+const ASK_AGAIN: Duration = Duration::from_millis(100);
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Raft timing for a small cluster on a busy 2-core machine: calm enough that a
 /// slow fsync does not start an election, quick enough that a dead leader is
@@ -150,7 +152,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
             member.clone(),
         ));
     } else {
-        bootstrap(&raft, &cli.peers, id).await?;
+        bootstrap(&raft, &network, &cli.peers, id).await?;
     }
     note_peers_that_differ(&raft, &cli.peers, cli.join.is_some());
 
@@ -169,6 +171,19 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     };
     tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
     Ok(node)
+}
+
+/// The first peer that says it belongs to a cluster, if any answers so.
+async fn founded_peer(network: &Network, peers: &Peers, my_id: NodeId) -> Option<NodeId> {
+    for (&peer, addr) in peers.0.iter().filter(|(id, _)| **id != my_id) {
+        let answer = network
+            .call(peer, addr, &PeerRequest::Founded, ASK_TIMEOUT)
+            .await;
+        if let Ok(PeerResponse::Founded(true)) = answer {
+            return Some(peer);
+        }
+    }
+    None
 }
 
 /// `--peers` only founds a cluster. Once the log holds a membership, that is
@@ -203,17 +218,25 @@ fn note_peers_that_differ(raft: &Raft, peers: &Peers, joining: bool) {
 ///
 /// Every replica of a new cluster calls this with the same member list: each
 /// writes the identical membership entry at log index 0, so it does not matter
-/// how many of them, or in which order, start at once. A replica that already
-/// has a log (a restart) is told `NotAllowed`, and keeps what it has.
+/// how many of them, or in which order, found it. A replica that already has a
+/// log (a restart) keeps what it has.
 ///
 /// openraft's `initialize` starts an election at once. An empty replica of a
 /// cluster that is already running (its folder was deleted) would thereby
 /// disturb the leader: every start of one cost an election. So a fresh replica
-/// first listens for a leader for a moment, and founds nothing if one calls.
-/// The moment is staggered by the replica's place in `--peers`, so in a new
+/// first asks its peers whether they belong to a cluster, and listens for a
+/// leader meanwhile; if either says a cluster exists, it founds nothing and
+/// waits to be reached (a leader that is busy sending a large snapshot may
+/// take seconds). Only if no peer has a cluster for a while does it found one.
+/// The while is staggered by the replica's place in `--peers`, so in a new
 /// cluster the first replica up usually wins the first election alone and the
-/// others just follow it.
-async fn bootstrap(raft: &Raft, peers: &Peers, my_id: NodeId) -> Result<(), StartError> {
+/// others find it founded.
+async fn bootstrap(
+    raft: &Raft,
+    network: &Network,
+    peers: &Peers,
+    my_id: NodeId,
+) -> Result<(), StartError> {
     let initialized = raft
         .is_initialized()
         .await
@@ -223,14 +246,20 @@ async fn bootstrap(raft: &Raft, peers: &Peers, my_id: NodeId) -> Result<(), Star
         return Ok(());
     }
     let place = peers.0.keys().position(|id| *id == my_id).unwrap_or(0) as u32;
-    let listen = LISTEN_FOR_A_LEADER + LISTEN_STAGGER * place;
-    let called = raft
-        .wait(Some(listen))
-        .metrics(|m| m.current_leader.is_some(), "a leader to call")
-        .await;
-    if let Ok(Some(leader)) = called.map(|m| m.current_leader) {
-        tracing::info!("replica {leader} leads a running cluster: following it, founding nothing");
-        return Ok(());
+    let deadline = tokio::time::Instant::now() + LISTEN_FOR_A_CLUSTER + LISTEN_STAGGER * place;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(leader) = raft.metrics().borrow().current_leader {
+            tracing::info!("replica {leader} leads a running cluster: following it");
+            return Ok(());
+        }
+        if let Some(peer) = founded_peer(network, peers, my_id).await {
+            tracing::info!(
+                "replica {peer} belongs to a running cluster: founding nothing, \
+                 waiting for its leader to reach this replica"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(ASK_AGAIN).await;
     }
     let members: BTreeMap<NodeId, BasicNode> = peers
         .0

@@ -57,6 +57,9 @@ pub enum PeerRequest {
     ChangeMembership(crate::membership::MembershipChange),
     /// From the leader to a replica it has just removed.
     Removed,
+    /// From a replica with an empty folder, before it would found a cluster:
+    /// does the one asked already belong to one?
+    Founded,
 }
 
 pub type ProposeResult =
@@ -83,6 +86,9 @@ pub enum PeerResponse {
     /// To the last chunk of a snapshot that did not read back whole: what is
     /// wrong with it. Nothing was installed; the sender checks its file again.
     SnapshotDamaged(String),
+    /// Whether this replica has a log or has voted: a cluster exists, and an
+    /// empty replica must wait to be reached by its leader, not found another.
+    Founded(bool),
 }
 
 /// One piece of a snapshot on the wire. openraft's own request carries the
@@ -532,6 +538,7 @@ mod tests {
                 ]
                 .prop_map(PeerRequest::ChangeMembership),
                 LazyJust::new(|| PeerRequest::Removed),
+                LazyJust::new(|| PeerRequest::Founded),
             ]
         }
 

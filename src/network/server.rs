@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openraft::error::RaftError;
@@ -13,11 +14,87 @@ use tokio_util::codec::Framed;
 use super::{frame_codec, Network, PeerRequest, PeerResponse};
 use crate::kv::leader_read_index;
 use crate::store::snapshot;
-use crate::types::{NodeId, Raft, Snapshot, TypeConfig};
+use crate::types::{NodeId, Raft, Snapshot, TypeConfig, Vote};
 
 /// A snapshot on its way in, chunk by chunk. There is one at a time per
 /// replica, whichever connection its chunks arrive on.
-type IncomingSnapshot = Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>;
+#[derive(Clone, Default)]
+struct IncomingSnapshot {
+    streaming: Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>,
+    quiet: ElectionPause,
+}
+
+/// How long after the last sign of a snapshot in progress elections are
+/// allowed again: the longest election timeout (`node.rs`), by which time the
+/// leader's heartbeats have renewed its lease here, or it is gone.
+const QUIET_AFTER_SNAPSHOT: Duration = Duration::from_millis(1000);
+
+/// Keeps this replica from starting an election while a snapshot from the
+/// leader streams in and is installed.
+///
+/// openraft 0.9 renews a follower's leader lease on append-entries and votes,
+/// not on snapshot chunks, and the leader sends nothing else to a replica it
+/// streams a snapshot to. Streaming and installing a million keys takes
+/// seconds, so a replica that was already a voter (one that needed a second
+/// snapshot because the first was superseded while it came in) timed out and
+/// stood for election in the middle, costing the cluster its leader twice.
+/// A chunk from the leader is as good a sign of life as a heartbeat.
+#[derive(Clone, Default)]
+struct ElectionPause(Arc<std::sync::Mutex<PauseState>>);
+
+#[derive(Default)]
+struct PauseState {
+    paused: bool,
+    /// When elections may resume; `None` while an install runs.
+    until: Option<Instant>,
+}
+
+impl ElectionPause {
+    /// A chunk arrived: no election until a quiet while after it.
+    fn extend(&self, raft: &Raft) {
+        self.set(raft, Some(Instant::now() + QUIET_AFTER_SNAPSHOT));
+    }
+
+    /// An install is running: no election until it ends and `extend` is called.
+    fn hold(&self, raft: &Raft) {
+        self.set(raft, None);
+    }
+
+    fn set(&self, raft: &Raft, until: Option<Instant>) {
+        let mut state = self.lock();
+        state.until = until;
+        if !state.paused {
+            state.paused = true;
+            raft.runtime_config().elect(false);
+            tokio::spawn(self.clone().resume_when_quiet(raft.clone()));
+        }
+    }
+
+    async fn resume_when_quiet(self, raft: Raft) {
+        loop {
+            let wake = {
+                let mut state = self.lock();
+                match state.until {
+                    Some(until) if Instant::now() >= until => {
+                        state.paused = false;
+                        raft.runtime_config().elect(true);
+                        return;
+                    }
+                    Some(until) => until,
+                    None => Instant::now() + QUIET_AFTER_SNAPSHOT,
+                }
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+
+    /// The state is two plain fields that a panic cannot leave half-set.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// Serves peers on `listener` until the process ends.
 pub async fn serve(
@@ -126,6 +203,10 @@ async fn serve_connection(
                 let _ = send(&mut frames, &PeerResponse::Welcome).await;
                 crate::membership::stop_as_removed(my_id);
             }
+            PeerRequest::Founded => match raft.is_initialized().await {
+                Ok(founded) => PeerResponse::Founded(founded),
+                Err(e) => PeerResponse::Refused(format!("this replica has stopped: {e}")),
+            },
             PeerRequest::Hello { .. } => PeerResponse::Refused("hello was already said".into()),
         };
         send(&mut frames, &response).await?;
@@ -159,8 +240,9 @@ async fn receive_snapshot_chunk(
         return PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: my_vote }));
     }
     let sender_vote = rpc.vote;
+    incoming.quiet.extend(raft);
     let finished = {
-        let mut streaming = incoming.lock().await;
+        let mut streaming = incoming.streaming.lock().await;
         match Chunked::receive_snapshot(&mut streaming, raft, rpc).await {
             Ok(finished) => finished,
             Err(e) => return PeerResponse::InstallSnapshot(Err(e)),
@@ -169,6 +251,19 @@ async fn receive_snapshot_chunk(
     let Some(snapshot) = finished else {
         return PeerResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: my_vote }));
     };
+    incoming.quiet.hold(raft);
+    let response = check_and_install(raft, from, sender_vote, snapshot).await;
+    incoming.quiet.extend(raft);
+    response
+}
+
+/// The last step of [`receive_snapshot_chunk`], for a snapshot received whole.
+async fn check_and_install(
+    raft: &Raft,
+    from: NodeId,
+    sender_vote: Vote,
+    snapshot: Snapshot,
+) -> PeerResponse {
     // openraft ignores a snapshot that holds nothing past what is committed
     // here, and answers at once. That quick answer is what tells a sender that
     // gave up waiting on a long install that it is done: reading the file
