@@ -613,6 +613,16 @@ fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
     let status = cluster.replica(writer).status();
     assert_eq!(status.get("term"), term_before, "an election: {status}");
     assert_eq!(status.get("leader"), writer.to_string(), "{status}");
+    let log = std::fs::read_to_string(cluster.replica(VICTIM).dir.join("replica.log"))
+        .expect("read replica 3's log");
+    assert!(
+        log.contains("founding nothing") || log.contains("leads a running cluster"),
+        "replica 3 did not see the running cluster"
+    );
+    assert!(
+        !log.contains("bootstrapped a new cluster"),
+        "replica 3 founded one"
+    );
     let status = cluster.replica(VICTIM).status();
     assert_eq!(
         status.recovered_at(),
