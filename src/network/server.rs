@@ -35,10 +35,11 @@ const QUIET_AFTER_SNAPSHOT: Duration = Duration::from_millis(1000);
 /// openraft 0.9 renews a follower's leader lease on append-entries and votes,
 /// not on snapshot chunks, and the leader sends nothing else to a replica it
 /// streams a snapshot to. Streaming and installing a million keys takes
-/// seconds, so a replica that was already a voter (one that needed a second
-/// snapshot because the first was superseded while it came in) timed out and
-/// stood for election in the middle, costing the cluster its leader twice.
-/// A chunk from the leader is as good a sign of life as a heartbeat.
+/// seconds, so a replica that was already a voter (restarted with a log the
+/// leader has since purged, or needing a second snapshot because the first
+/// was superseded while it came in) timed out and stood for election in the
+/// middle, costing the cluster its leader. A chunk from the leader is as good
+/// a sign of life as a heartbeat.
 #[derive(Clone, Default)]
 struct ElectionPause(Arc<std::sync::Mutex<PauseState>>);
 
