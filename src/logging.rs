@@ -32,3 +32,11 @@ pub fn init(replica_dir: &Path, level: LogLevel) -> Result<WorkerGuard, String> 
     }));
     Ok(guard)
 }
+
+/// Tells the person running the replica about something it did on its own
+/// that they should know of (a file set aside, a snapshot refused): one
+/// `note:` line on stderr, and the same in the log.
+pub fn note(text: &str) {
+    tracing::warn!("{text}");
+    eprintln!("note: {text}");
+}

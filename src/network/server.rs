@@ -279,12 +279,10 @@ async fn check_and_install(
         Ok(())
     };
     if let Err(damage) = checked {
-        let note = format!(
+        crate::logging::note(&format!(
             "refused snapshot {} from replica {from}: {damage}; kept the current state",
             snapshot.meta.snapshot_id
-        );
-        tracing::warn!("{note}");
-        eprintln!("note: {note}");
+        ));
         return PeerResponse::SnapshotDamaged(damage);
     }
     match raft.install_full_snapshot(sender_vote, snapshot).await {

@@ -241,8 +241,7 @@ impl StateMachine {
 
         snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
         for damage in snapshot::set_aside_damaged(&store.snapshot_dir).map_err(write_error)? {
-            tracing::warn!("{damage}");
-            eprintln!("note: {damage}");
+            crate::logging::note(&damage);
         }
         let mut current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
         // An older snapshot left beside a damaged newer one may end before the
@@ -597,10 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 Err(damage) => {
                     match snapshot::set_aside_as_damaged(&path, &damage) {
-                        Ok(note) => {
-                            tracing::warn!("{note}");
-                            eprintln!("note: {note}");
-                        }
+                        Ok(note) => crate::logging::note(&note),
                         // Replaced by a newer snapshot meanwhile: nothing to set aside.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(snapshot_error(e)),
