@@ -237,6 +237,15 @@ fn others_purged_past(cluster: &mut Cluster, victim_last: u64) -> bool {
     }
 }
 
+/// Takes replica 3 away: notes the last index of its log, kills it, and waits
+/// for a leader among the other two. Returns that index and that leader.
+fn stop_the_victim(cluster: &mut Cluster) -> (u64, u64) {
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).kill();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    (victim_last, writer)
+}
+
 /// Once the keys are written at `writer`, makes sure a replica that holds the
 /// log up to `victim_last` can only catch up by snapshot: waits for the
 /// writer's snapshot to settle and the others' logs to be purged past
@@ -357,9 +366,7 @@ fn assert_installed_a_snapshot_of_the_others(cluster: &mut Cluster, installed: u
 fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_nothing_after() {
     let mut cluster = start(EVERY);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
 
     // Six intervals: several snapshots, and replica 3 ends near index 300.
     let mut pairs = put_keys(cluster.replica(writer), "k", 6 * EVERY);
@@ -432,15 +439,20 @@ fn snapshot_files_of(cluster: &mut Cluster, id: u64, suffix: &str) -> Vec<std::p
     files
 }
 
-/// The snapshot-file notes replica `id` printed on stderr.
-fn snapshot_notes(cluster: &mut Cluster, id: u64) -> Vec<String> {
+/// The lines replica `id` printed on stderr that start with `start`.
+fn stderr_lines(cluster: &mut Cluster, id: u64, start: &str) -> Vec<String> {
     cluster
         .replica(id)
         .stderr()
         .lines()
-        .filter(|line| line.starts_with("note: the snapshot file"))
+        .filter(|line| line.starts_with(start))
         .map(String::from)
         .collect()
+}
+
+/// The snapshot-file notes replica `id` printed on stderr.
+fn snapshot_notes(cluster: &mut Cluster, id: u64) -> Vec<String> {
+    stderr_lines(cluster, id, "note: the snapshot file")
 }
 
 /// When and how the snapshot files are damaged in `damaged_snapshots_are_set_aside`.
@@ -462,9 +474,7 @@ enum Damage {
 fn damaged_snapshots_are_set_aside(damage: Damage) {
     let mut cluster = start(EVERY);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
     let mut pairs = put_keys(cluster.replica(writer), "k", 4 * EVERY);
     snapshot_needed(
         &mut cluster,
@@ -527,13 +537,7 @@ fn damaged_snapshots_are_set_aside(damage: Damage) {
         assert_eq!(notes.len(), 1, "replica {leader}: {notes:?}");
         assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
     }
-    let refusals: Vec<String> = cluster
-        .replica(VICTIM)
-        .stderr()
-        .lines()
-        .filter(|line| line.starts_with("note: refused snapshot"))
-        .map(String::from)
-        .collect();
+    let refusals = stderr_lines(&mut cluster, VICTIM, "note: refused snapshot");
     if damage == Damage::InPlaceUnseen {
         assert!(!refusals.is_empty(), "the damaged file was never refused");
         assert!(
@@ -651,9 +655,7 @@ fn a_replica_whose_folder_was_deleted_rejoins_with_the_whole_state() {
 fn a_voter_catching_up_by_a_large_snapshot_stands_for_no_election() {
     let mut cluster = start(EVERY);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
 
     // About 40 MB of state: streaming and installing it takes longer than an
     // election timeout, and replica 3 is a voter (it has a log) all the while.
@@ -768,10 +770,7 @@ fn crash_during_install(point: &str, expect_new: bool) {
     let mut pairs = put_keys(cluster.replica(first_leader), "old", 10);
     // Replica 3's state before it goes away: "the old state", exactly.
     let old = wait_checksums_agree(&mut cluster, &ALL);
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
     // "A new state": the writer's at one of its snapshot points, whichever
     // snapshot it sends; "the new state": its last, which all converge on.
     let states = snapshot_states_needed(
@@ -880,9 +879,7 @@ fn snapshots_at_indexes_with_a_byte_of_0x80_or_more_install_and_survive_restarts
     const EVERY_150: u64 = 150;
     let mut cluster = start(EVERY_150);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
 
     // Round 1: a snapshot near 150, a few entries after it; a clean restart.
     let mut pairs = put_keys(cluster.replica(writer), "a", EVERY_150);
@@ -928,9 +925,7 @@ fn snapshots_at_indexes_with_a_byte_of_0x80_or_more_install_and_survive_restarts
     );
 
     // Round 2: a snapshot near 300 with nothing after it; a SIGKILL this time.
-    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
-    cluster.replica(VICTIM).kill();
-    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    let (victim_last, writer) = stop_the_victim(&mut cluster);
     let states = snapshot_states_needed(
         &mut cluster,
         writer,
