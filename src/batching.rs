@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::command::{Op, ProposalOutcome};
-use crate::kv::KvError;
+use crate::kv::{KvError, ReadPoint};
 use crate::node::Node;
 
 /// Log entries proposed but not yet applied, at most. openraft 0.9 appends
@@ -118,10 +118,10 @@ async fn propose_batch(node: &Node, batch: Vec<QueuedWrite>) {
     );
     match proposed {
         Ok(outcome) => {
-            let mut removed = outcome.removed.into_iter();
+            let mut replies = outcome.replies.into_iter();
             for (count, done) in writers {
-                let mine = removed.by_ref().take(count).collect();
-                let _ = done.send(Ok(ProposalOutcome { removed: mine }));
+                let mine = replies.by_ref().take(count).collect();
+                let _ = done.send(Ok(ProposalOutcome { replies: mine }));
             }
         }
         Err(e) => {
@@ -133,10 +133,7 @@ async fn propose_batch(node: &Node, batch: Vec<QueuedWrite>) {
 }
 
 fn op_bytes(op: &Op) -> usize {
-    match op {
-        Op::Put { key, value } => key.len() + value.len(),
-        Op::Delete { key } => key.len(),
-    }
+    op.size()
 }
 
 /// Read-index rounds shared by every read that waits for one. Cheap to clone.
@@ -148,14 +145,14 @@ pub struct ReadIndexRounds {
 #[derive(Default)]
 struct RoundState {
     /// Reads that arrived after the running round began (or with none running).
-    waiting: Vec<oneshot::Sender<Result<u64, KvError>>>,
+    waiting: Vec<oneshot::Sender<Result<ReadPoint, KvError>>>,
     running: bool,
 }
 
 impl ReadIndexRounds {
     /// The index a read that begins now must wait for, from a round that
     /// started after this call did.
-    pub async fn read_index(&self, node: &Node) -> Result<u64, KvError> {
+    pub async fn read_index(&self, node: &Node) -> Result<ReadPoint, KvError> {
         let (done, index) = oneshot::channel();
         let start_round = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,9 +1,9 @@
-//! What travels through the Raft log: versioned proposals of key-value operations.
+//! What travels through the Raft log: versioned proposals of Redis commands.
 //!
 //! A proposal is stored as JSON inside each log entry, on disk and on the wire:
 //!
 //! ```json
-//! {"format":1,"ops":[{"op":"put","key":"k","value":"v"},{"op":"delete","key":"x"}]}
+//! {"format":2,"time_ms":1764467520000,"ops":[{"Run":{"db":0,"args":["SET","k","v"]}}]}
 //! ```
 //!
 //! The `format` number is read before anything else. A replica that meets a
@@ -12,6 +12,11 @@
 //! one at a time, and an old binary must never apply a newer command wrongly).
 //! That is why `ops` is kept as raw JSON until [`Proposal::decode`] has checked
 //! the format.
+//!
+//! `time_ms` is the leader's clock when it proposed the entry: expiry is
+//! decided from it at apply (see `machine/mod.rs`), never from the clock of the
+//! replica applying. The leader stamps it ([`Proposal::stamp`]) even when a
+//! follower built the proposal.
 //!
 //! Keys and values are byte strings. Valid UTF-8 is written as a plain JSON
 //! string so logs stay readable; anything else as `{"hex":"..."}`.
@@ -22,8 +27,11 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// The proposal format this build writes and understands.
-pub const PROPOSAL_FORMAT: u32 = 1;
+use crate::machine::Reply;
+
+/// The proposal format this build writes and understands. Format 1 (plain
+/// puts and deletes, no time) is gone with on-disk layout 1.
+pub const PROPOSAL_FORMAT: u32 = 2;
 
 /// Longest key accepted from a person or a client, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -34,31 +42,72 @@ pub const MAX_VALUE_LEN: usize = 1024 * 1024;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Proposal {
     pub format: u32,
+    /// The proposing leader's clock, in ms since the epoch.
+    #[serde(default)]
+    pub time_ms: u64,
     ops: Box<RawValue>,
 }
 
 /// A single change to the key-value state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
 pub enum Op {
-    Put { key: Bytes, value: Bytes },
-    Delete { key: Bytes },
+    /// One Redis command, as the client sent it, in database `db`.
+    Run(Queued),
+    /// MULTI ... EXEC: all the commands or, if a watched key changed since
+    /// it was watched, none.
+    Exec {
+        watched: Vec<Watched>,
+        commands: Vec<Queued>,
+    },
+    /// The leader's active expiry: remove these keys if their expiry has
+    /// passed at this entry's time.
+    Reap(Vec<Expired>),
+}
+
+/// A command's words and the database it runs in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub db: u8,
+    pub args: Vec<Bytes>,
+}
+
+/// A key a client WATCHed: the index that had last written it when it was
+/// watched (`seen`, 0 for no key) and the applied index of that read (`since`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    pub db: u8,
+    pub key: Bytes,
+    pub seen: u64,
+    pub since: u64,
+}
+
+/// An expiry-index entry found due by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expired {
+    pub db: u8,
+    pub key: Bytes,
+    pub at: u64,
 }
 
 impl Op {
-    pub fn key(&self) -> &[u8] {
+    /// Roughly how many bytes the operation carries (to bound a batch).
+    pub fn size(&self) -> usize {
+        let args = |q: &Queued| q.args.iter().map(|a| a.len()).sum::<usize>();
         match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::Run(queued) => args(queued),
+            Op::Exec { watched, commands } => {
+                watched.iter().map(|w| w.key.len()).sum::<usize>()
+                    + commands.iter().map(args).sum::<usize>()
+            }
+            Op::Reap(due) => due.iter().map(|e| e.key.len() + 9).sum(),
         }
     }
 }
 
-/// What applying a proposal produced: for each op, whether it removed a key
-/// that held a value (what `DEL` counts). Always false for a put, which does
-/// not look up what it replaces.
+/// What applying a proposal produced: one reply per op.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalOutcome {
-    pub removed: Vec<bool>,
+    pub replies: Vec<Reply>,
 }
 
 /// Why a log entry's proposal cannot be applied by this build.
@@ -74,14 +123,25 @@ pub enum DecodeError {
 }
 
 impl Proposal {
-    /// Wraps operations in the current format.
+    /// Wraps operations in the current format, stamped with this replica's
+    /// clock (a leader that did not build it stamps it again).
     pub fn new(ops: &[Op]) -> Self {
         let ops = serde_json::value::to_raw_value(ops)
             .expect("serialising ops to JSON cannot fail: keys and values are plain data");
         // A test can make this replica write another format, to check that
         // replicas which do not know it stop instead of applying it.
         let format = crate::faults::proposal_format_override().unwrap_or(PROPOSAL_FORMAT);
-        Proposal { format, ops }
+        Proposal {
+            format,
+            time_ms: crate::machine::wall_clock_ms(),
+            ops,
+        }
+    }
+
+    /// Sets the entry's time to this (the leader's) clock.
+    pub fn stamp(mut self) -> Self {
+        self.time_ms = crate::machine::wall_clock_ms();
+        self
     }
 
     /// The operations, if this build understands the proposal's format.
@@ -95,7 +155,13 @@ impl Proposal {
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "format {} ops {}", self.format, self.ops.get())
+        write!(
+            f,
+            "format {} time {} ops {}",
+            self.format,
+            self.time_ms,
+            self.ops.get()
+        )
     }
 }
 
@@ -197,19 +263,26 @@ fn from_hex(text: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
+    fn run(words: &[&[u8]]) -> Op {
+        Op::Run(Queued {
+            db: 3,
+            args: words.iter().map(|w| Bytes(w.to_vec())).collect(),
+        })
+    }
+
     #[test]
     fn proposal_round_trips_through_json() {
         let ops = vec![
-            Op::Put {
-                key: "k".into(),
-                value: "hello world".into(),
-            },
-            Op::Delete {
-                key: Bytes(vec![0xff, 0x00, 0x80]),
-            },
+            run(&[b"SET", b"k", b"hello world"]),
+            run(&[b"DEL", &[0xff, 0x00, 0x80]]),
+            Op::Reap(vec![Expired {
+                db: 1,
+                key: "x".into(),
+                at: 5,
+            }]),
         ];
         let json = serde_json::to_string(&Proposal::new(&ops)).unwrap();
-        assert!(json.contains(r#""format":1"#), "{json}");
+        assert!(json.contains(r#""format":2"#), "{json}");
         assert!(json.contains(r#"{"hex":"ff0080"}"#), "{json}");
         let back: Proposal = serde_json::from_str(&json).unwrap();
         assert_eq!(back.decode().unwrap(), ops);
@@ -217,16 +290,16 @@ mod tests {
 
     #[test]
     fn unknown_format_is_refused_not_guessed() {
-        let json = r#"{"format":2,"ops":{"something":"new"}}"#;
+        let json = r#"{"format":3,"ops":{"something":"new"}}"#;
         let proposal: Proposal = serde_json::from_str(json).unwrap();
         let err = proposal.decode().unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 2 }));
-        assert!(err.to_string().contains("only understands format 1"));
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 3 }));
+        assert!(err.to_string().contains("only understands format 2"));
     }
 
     #[test]
     fn malformed_ops_are_an_error() {
-        let json = r#"{"format":1,"ops":[{"op":"explode","key":"k"}]}"#;
+        let json = r#"{"format":2,"ops":[{"Explode":{"key":"k"}}]}"#;
         let proposal: Proposal = serde_json::from_str(json).unwrap();
         assert!(matches!(proposal.decode(), Err(DecodeError::Malformed(_))));
     }

@@ -24,7 +24,8 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tokio::time::Instant;
 
-use crate::command::{Op, Proposal, ProposalOutcome};
+use crate::command::{Bytes, Op, Proposal, ProposalOutcome, Queued, Watched};
+use crate::machine::{Command, Reply};
 use crate::membership::ChangeError;
 use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
@@ -37,61 +38,44 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A key-value command, as the prompt and the client port both understand it.
-/// Keys and values have been checked against the size limits already.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its words have been checked by [`Command::parse`] already.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// The value under the key, or nothing.
-    Get(Vec<u8>),
-    /// The value under each key, in order.
-    GetMany(Vec<Vec<u8>>),
-    /// How many of the keys hold a value (a key named twice counts twice, as in Redis).
-    CountExisting(Vec<Vec<u8>>),
-    Put(Vec<u8>, Vec<u8>),
-    /// All pairs in one log entry: applied together or not at all.
-    PutMany(Vec<(Vec<u8>, Vec<u8>)>),
-    /// Removes the keys; answers how many existed.
-    Delete(Vec<Vec<u8>>),
+    /// One command in one database: a read is served on a read index, a write
+    /// is proposed (as its words: apply parses them again).
+    Run { command: Command, queued: Queued },
+    /// MULTI ... EXEC: one log entry, all or nothing.
+    Transaction {
+        watched: Vec<Watched>,
+        commands: Vec<Queued>,
+    },
 }
 
 impl Request {
-    fn is_read(&self) -> bool {
-        matches!(
-            self,
-            Request::Get(_) | Request::GetMany(_) | Request::CountExisting(_)
-        )
+    /// Understands a keyspace command's words (`None`: not a keyspace
+    /// command; `Some(Err)`: a Redis error line saying what is wrong).
+    pub fn parse(db: u8, args: &[impl AsRef<[u8]>]) -> Option<Result<Request, String>> {
+        let parsed = Command::parse(args)?;
+        Some(parsed.map(|command| Request::Run {
+            command,
+            queued: Queued {
+                db,
+                args: args.iter().map(|a| Bytes(a.as_ref().to_vec())).collect(),
+            },
+        }))
     }
 
-    /// The operations a write request proposes.
-    fn into_ops(self) -> Vec<Op> {
+    fn is_read(&self) -> bool {
+        matches!(self, Request::Run { command, .. } if command.is_read())
+    }
+
+    /// The operation a write request proposes.
+    fn into_op(self) -> Op {
         match self {
-            Request::Put(key, value) => vec![Op::Put {
-                key: key.into(),
-                value: value.into(),
-            }],
-            Request::PutMany(pairs) => pairs
-                .into_iter()
-                .map(|(key, value)| Op::Put {
-                    key: key.into(),
-                    value: value.into(),
-                })
-                .collect(),
-            Request::Delete(keys) => keys
-                .into_iter()
-                .map(|key| Op::Delete { key: key.into() })
-                .collect(),
-            Request::Get(_) | Request::GetMany(_) | Request::CountExisting(_) => Vec::new(),
+            Request::Run { queued, .. } => Op::Run(queued),
+            Request::Transaction { watched, commands } => Op::Exec { watched, commands },
         }
     }
-}
-
-/// What a [`Request`] produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// A write was applied.
-    Done,
-    Value(Option<Vec<u8>>),
-    Values(Vec<Option<Vec<u8>>>),
-    Count(u64),
 }
 
 /// Why a command did not complete. Each is one line at the prompt.
@@ -153,8 +137,18 @@ pub struct MemberStatus {
     pub matched: Option<u64>,
 }
 
-/// At the leader: confirms leadership with a quorum, then returns the log index
-/// a linearizable read must wait for.
+/// Where a linearizable read may be served: once this replica has applied
+/// `index`, at the leader's clock `leader_time` (ms) when it confirmed its
+/// leadership. Expiry in a read is judged by that clock, so a key the leader
+/// already counted as expired is never returned by any replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadPoint {
+    pub index: u64,
+    pub leader_time: u64,
+}
+
+/// At the leader: confirms leadership with a quorum, then returns the point a
+/// linearizable read must wait for.
 ///
 /// Raft's read index is the commit index, which openraft 0.9 takes as
 /// `max(first entry of this term, committed)`. A leader that restarts keeps its
@@ -162,10 +156,13 @@ pub struct MemberStatus {
 /// hint `save_committed` left, which a power cut can roll back. So the index
 /// used here is the leader's last log index instead: every acknowledged write
 /// is at or below it, and waiting for it costs a read at most one commit round.
-pub async fn leader_read_index(raft: &Raft) -> Result<u64, ReadIndexError> {
+pub async fn leader_read_index(raft: &Raft) -> Result<ReadPoint, ReadIndexError> {
     let (read_log_id, _applied) = raft.get_read_log_id().await?;
     let last_log_index = raft.metrics().borrow().last_log_index.unwrap_or(0);
-    Ok(read_log_id.map_or(0, |id| id.index).max(last_log_index))
+    Ok(ReadPoint {
+        index: read_log_id.map_or(0, |id| id.index).max(last_log_index),
+        leader_time: crate::machine::wall_clock_ms(),
+    })
 }
 
 pub type ReadIndexError = RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>;
@@ -204,45 +201,36 @@ impl Node {
     }
 
     async fn write_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
-        let mut shapes = Vec::with_capacity(run.len());
-        let mut ops = Vec::new();
-        for request in run {
-            let counts_existing = matches!(request, Request::Delete(_));
-            let request_ops = request.into_ops();
-            shapes.push((request_ops.len(), counts_existing));
-            ops.extend(request_ops);
-        }
+        let count = run.len();
+        let ops = run.into_iter().map(Request::into_op).collect();
         match self.write_batcher.write(ops).await {
-            Ok(outcome) => {
-                let mut removed = outcome.removed.into_iter();
-                shapes
-                    .into_iter()
-                    .map(|(count, counts_existing)| {
-                        let hits = removed.by_ref().take(count).filter(|e| *e).count();
-                        Ok(if counts_existing {
-                            Reply::Count(hits as u64)
-                        } else {
-                            Reply::Done
-                        })
-                    })
-                    .collect()
+            Ok(outcome) if outcome.replies.len() == count => {
+                outcome.replies.into_iter().map(Ok).collect()
             }
-            Err(e) => shapes.iter().map(|_| Err(e.clone())).collect(),
+            Ok(_) => (0..count)
+                .map(|_| {
+                    Err(KvError::Stopped(
+                        "internal error: replies went missing".into(),
+                    ))
+                })
+                .collect(),
+            Err(e) => (0..count).map(|_| Err(e.clone())).collect(),
         }
     }
 
     async fn read_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
-        if let Err(e) = self.wait_until_readable().await {
-            return run.iter().map(|_| Err(e.clone())).collect();
-        }
+        let leader_time = match self.wait_until_readable().await {
+            Ok(time) => time,
+            Err(e) => return run.iter().map(|_| Err(e.clone())).collect(),
+        };
         let mut replies = Vec::with_capacity(run.len());
         for request in run {
             let reply = match request {
-                Request::Get(key) => self.read_local(&key).await.map(Reply::Value),
-                Request::GetMany(keys) => self.read_each(&keys).await.map(Reply::Values),
-                Request::CountExisting(keys) => self.read_each(&keys).await.map(|values| {
-                    Reply::Count(values.iter().filter(|value| value.is_some()).count() as u64)
-                }),
+                Request::Run { command, queued } => self
+                    .reader
+                    .read(queued.db, &command, leader_time)
+                    .await
+                    .map_err(KvError::Storage),
                 write => Err(KvError::Stopped(format!(
                     "internal error: {write:?} was taken for a read"
                 ))),
@@ -252,12 +240,13 @@ impl Node {
         replies
     }
 
-    async fn read_local(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.reader.get(key).await.map_err(KvError::Storage)
-    }
-
-    async fn read_each(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
-        self.reader.get_many(keys).await.map_err(KvError::Storage)
+    /// WATCH: what a transaction must find unchanged, read linearizably.
+    pub async fn watch(&self, db: u8, keys: &[Vec<u8>]) -> Result<Vec<Watched>, KvError> {
+        let leader_time = self.wait_until_readable().await?;
+        self.reader
+            .watch(db, keys, leader_time)
+            .await
+            .map_err(KvError::Storage)
     }
 
     /// Proposes `ops` as one log entry and waits until it is committed and
@@ -268,9 +257,9 @@ impl Node {
         loop {
             match self.current_leader() {
                 Some(leader) if leader == self.id => {
+                    let stamped = proposal.clone().stamp();
                     let attempt =
-                        tokio::time::timeout_at(deadline, self.raft.client_write(proposal.clone()))
-                            .await;
+                        tokio::time::timeout_at(deadline, self.raft.client_write(stamped)).await;
                     match attempt {
                         Err(_) => return Err(KvError::WriteOutcomeUnknown(self.timeout)),
                         Ok(Ok(response)) => return Ok(response.data),
@@ -317,9 +306,13 @@ impl Node {
     /// Waits until a linearizable read may be served from this replica's
     /// state: it has applied everything the leader had when a read-index round
     /// that began after this call confirmed its leadership.
-    async fn wait_until_readable(&self) -> Result<(), KvError> {
+    /// Returns the leader's clock at that round.
+    async fn wait_until_readable(&self) -> Result<u64, KvError> {
         let deadline = Instant::now() + self.timeout;
-        let read_index = self.read_rounds.read_index(self).await?;
+        let ReadPoint {
+            index: read_index,
+            leader_time,
+        } = self.read_rounds.read_index(self).await?;
         let applied = self
             .raft
             .metrics()
@@ -327,20 +320,20 @@ impl Node {
             .last_applied
             .map_or(0, |id| id.index);
         if applied >= read_index {
-            return Ok(());
+            return Ok(leader_time);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.raft
             .wait(Some(remaining))
             .applied_index_at_least(Some(read_index), "linearizable read")
             .await
-            .map(|_| ())
+            .map(|_| leader_time)
             .map_err(|_| KvError::NoLeader(self.timeout))
     }
 
     /// One read-index round: ask the leader (or be it) for the index a read
     /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
-    pub(crate) async fn fetch_read_index(&self) -> Result<u64, KvError> {
+    pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let index = match self.current_leader() {
@@ -357,7 +350,7 @@ impl Node {
                     .call_leader(leader, &PeerRequest::ReadIndex, deadline)
                     .await
                 {
-                    Ok(PeerResponse::ReadIndex(Ok(index))) => Some(index),
+                    Ok(PeerResponse::ReadIndex(Ok(point))) => Some(point),
                     _ => None,
                 },
                 None => None,

@@ -15,11 +15,13 @@ mod batching;
 mod cli;
 mod client;
 mod command;
+mod expiry;
 mod faults;
 #[cfg(test)]
 mod fuzz;
 mod kv;
 mod logging;
+mod machine;
 mod membership;
 mod network;
 mod node;
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
     runtime.spawn(client::serve(client_listener, node.clone()));
+    runtime.spawn(expiry::remove_expired_keys(node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
     if let Some(signals) = stop_signals {

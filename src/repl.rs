@@ -11,13 +11,14 @@ use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::kv::{self, Reply, Request, Status};
+use crate::kv::{self, Request, Status};
+use crate::machine::Reply;
 use crate::membership::MembershipChange;
 use crate::node::Node;
 use crate::store::StateChecksum;
 
 /// One line the person typed, understood.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PromptCommand {
     /// put, get and delete: the same requests the client port makes.
     Kv(Request),
@@ -72,10 +73,7 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                     value.len()
                 ));
             }
-            PromptCommand::Kv(Request::Put(
-                key.as_bytes().to_vec(),
-                value.as_bytes().to_vec(),
-            ))
+            PromptCommand::Kv(keyspace_request(&["SET", key, value])?)
         }
         "get" | "delete" | "del" => {
             let mut words = rest.split_whitespace();
@@ -89,12 +87,10 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
                 ));
             }
             check_key(key)?;
-            let key = key.as_bytes().to_vec();
-            PromptCommand::Kv(if verb == "get" {
-                Request::Get(key)
-            } else {
-                Request::Delete(vec![key])
-            })
+            PromptCommand::Kv(keyspace_request(&[
+                if verb == "get" { "GET" } else { "DEL" },
+                key,
+            ])?)
         }
         "add-replica" => {
             let words: Vec<&str> = rest.split_whitespace().collect();
@@ -135,6 +131,15 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
         }
     };
     Ok(Some(command))
+}
+
+/// The request the client port would make of these words (database 0).
+fn keyspace_request(words: &[&str]) -> Result<Request, String> {
+    match Request::parse(0, words) {
+        Some(Ok(request)) => Ok(request),
+        Some(Err(e)) => Err(e.strip_prefix("ERR ").unwrap_or(&e).to_string()),
+        None => Err(format!("'{}' is not a keyspace command", words[0])),
+    }
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -208,10 +213,11 @@ pub fn format_checksum(sum: &StateChecksum) -> String {
 async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<String> {
     let answer = match command {
         PromptCommand::Kv(request) => node.execute_one(request).await.map(|reply| match reply {
-            Reply::Value(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
-            Reply::Value(None) => "(nil)".to_string(),
+            Reply::Bulk(value) => String::from_utf8_lossy(&value).into_owned(),
+            Reply::Nil => "(nil)".to_string(),
+            Reply::Error(e) => format!("(error) {e}"),
             // put and delete of one key answer OK, whether or not it existed.
-            Reply::Done | Reply::Count(_) | Reply::Values(_) => "OK".to_string(),
+            _ => "OK".to_string(),
         }),
         PromptCommand::Membership(change) => node.change_membership(change).await.map(|voters| {
             let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
@@ -330,8 +336,16 @@ fn run_interactive(runtime: &Runtime, node: &Node, replica_dir: &Path) {
 mod tests {
     use super::*;
 
+    /// The words a prompt request carries to the log.
+    fn words_of(request: &Request) -> Vec<Vec<u8>> {
+        match request {
+            Request::Run { queued, .. } => queued.args.iter().map(|a| a.0.clone()).collect(),
+            other => panic!("the prompt made {other:?}"),
+        }
+    }
+
     fn put(key: &str, value: &str) -> PromptCommand {
-        PromptCommand::Kv(Request::Put(key.into(), value.into()))
+        PromptCommand::Kv(keyspace_request(&["SET", key, value]).unwrap())
     }
 
     #[test]
@@ -347,11 +361,11 @@ mod tests {
     fn commands_are_case_insensitive() {
         assert_eq!(
             parse_line("GeT a").unwrap(),
-            Some(PromptCommand::Kv(Request::Get(b"a".to_vec())))
+            Some(PromptCommand::Kv(keyspace_request(&["GET", "a"]).unwrap()))
         );
         assert_eq!(
             parse_line("DELETE a").unwrap(),
-            Some(PromptCommand::Kv(Request::Delete(vec![b"a".to_vec()])))
+            Some(PromptCommand::Kv(keyspace_request(&["DEL", "a"]).unwrap()))
         );
         assert_eq!(parse_line("Status").unwrap(), Some(PromptCommand::Status));
     }
@@ -445,11 +459,8 @@ mod tests {
             match parse_line(&line) {
                 Err(message) => assert!(!message.contains('\n'), "{line:?} -> {message:?}"),
                 Ok(Some(PromptCommand::Kv(request))) => {
-                    let key = match &request {
-                        Request::Put(key, _) | Request::Get(key) => key,
-                        Request::Delete(keys) => &keys[0],
-                        other => panic!("the prompt made {other:?}"),
-                    };
+                    let words = words_of(&request);
+                    let key = &words[1];
                     assert!(!key.is_empty() && key.len() <= MAX_KEY_LEN, "{line:?}");
                     assert!(
                         !String::from_utf8_lossy(key).contains(char::is_whitespace),
@@ -639,12 +650,11 @@ mod tests {
                         prop_assert!(!message.contains(LINE_BREAKS), "{:?} -> {:?}", line, message);
                     }
                     Ok(Some(PromptCommand::Kv(request))) => {
-                        let (key, value) = match &request {
-                            Request::Put(key, value) => (key, Some(value)),
-                            Request::Get(key) => (key, None),
-                            Request::Delete(keys) if keys.len() == 1 => (&keys[0], None),
-                            other => return Err(TestCaseError::fail(format!("the prompt made {other:?}"))),
-                        };
+                        let words = words_of(&request);
+                        if !matches!(&words[..], [name, _] | [name, _, _] if [&b"SET"[..], b"GET", b"DEL"].contains(&&name[..])) {
+                            return Err(TestCaseError::fail(format!("the prompt made {request:?}")));
+                        }
+                        let (key, value) = (&words[1], words.get(2));
                         let key = std::str::from_utf8(key).expect("keys come from a str");
                         prop_assert!(!key.is_empty() && key.len() <= MAX_KEY_LEN);
                         prop_assert!(!key.contains(char::is_whitespace), "{:?}", key);
@@ -695,10 +705,7 @@ mod tests {
                 } else if key_fits && trimmed.len() <= MAX_VALUE_LEN {
                     prop_assert_eq!(
                         parsed,
-                        Ok(Some(PromptCommand::Kv(Request::Put(
-                            key.clone().into_bytes(),
-                            trimmed.as_bytes().to_vec()
-                        ))))
+                        Ok(Some(PromptCommand::Kv(keyspace_request(&["SET", &key, trimmed]).unwrap())))
                     );
                 } else {
                     prop_assert!(parsed.unwrap_err().contains("at most"));
@@ -711,12 +718,8 @@ mod tests {
                 );
                 let parsed = parse_line(&line);
                 if key_fits {
-                    let key = key.into_bytes();
-                    let expected = if read.eq_ignore_ascii_case("get") {
-                        Request::Get(key)
-                    } else {
-                        Request::Delete(vec![key])
-                    };
+                    let name = if read.eq_ignore_ascii_case("get") { "GET" } else { "DEL" };
+                    let expected = keyspace_request(&[name, &key]).unwrap();
                     prop_assert_eq!(parsed, Ok(Some(PromptCommand::Kv(expected))));
                 } else {
                     prop_assert!(parsed.unwrap_err().contains("at most"));

@@ -185,24 +185,8 @@ fn grow_to_five_under_writes_lose_two_and_shrink_back_to_three() {
     }
 }
 
-/// `checksum` at every replica in `ids` once they have all applied the same
-/// index: `applied=N keys=K digest=D`, one line for all of them.
 fn agreed_checksum(cluster: &mut Cluster, ids: &[u64]) -> String {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let sums: Vec<String> = ids
-            .iter()
-            .map(|&id| cluster.replica(id).send("checksum"))
-            .collect();
-        if sums.iter().all(|sum| sum == &sums[0]) {
-            return sums[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas {ids:?} never agreed: {sums:?}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    cluster.agreed_checksum(ids, SETTLE)
 }
 
 /// The operator's path when a disk dies: take the lost replica out, start a

@@ -13,7 +13,10 @@
 mod commands;
 mod resp;
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,9 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use commands::ClientCommand;
-use resp::Frame;
+use resp::{Frame, Protocol};
 
-use crate::kv::{KvError, Reply, Request, Status};
+use crate::command::{Queued, Watched};
+use crate::kv::{KvError, Request, Status};
+use crate::machine::parse::shown;
+use crate::machine::Reply;
 use crate::node::Node;
 
 /// Connections served at once; one more is told so and closed (as Redis does
@@ -50,154 +56,433 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ListenError> {
     })
 }
 
+/// What the port has served, for INFO and `redis-cli --stat`.
+#[derive(Default)]
+pub struct ClientStats {
+    connected: AtomicU64,
+    connections_received: AtomicU64,
+    commands_processed: AtomicU64,
+    /// Calls and microseconds per command name (lower case).
+    per_command: Mutex<BTreeMap<String, (u64, u64)>>,
+    /// Commands processed, sampled every [`OPS_SAMPLE_EVERY`], newest last.
+    samples: Mutex<VecDeque<u64>>,
+}
+
+const OPS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const OPS_SAMPLES: usize = 16;
+
+impl ClientStats {
+    fn count_command(&self, name: &[u8], took: Duration) {
+        self.commands_processed.fetch_add(1, Relaxed);
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let mut table = self.per_command.lock().unwrap_or_else(|e| e.into_inner());
+        // A client sending many unknown names must not grow the table without end.
+        if table.len() < 512 || table.contains_key(&name) {
+            let entry = table.entry(name).or_default();
+            entry.0 += 1;
+            entry.1 += took.as_micros() as u64;
+        }
+    }
+
+    /// Commands per second over the last samples, as Redis reports it.
+    fn ops_per_sec(&self) -> u64 {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        match (samples.front(), samples.back()) {
+            (Some(first), Some(last)) if samples.len() > 1 => {
+                let span = OPS_SAMPLE_EVERY.as_secs_f64() * (samples.len() - 1) as f64;
+                ((last - first) as f64 / span) as u64
+            }
+            _ => 0,
+        }
+    }
+
+    async fn sample_forever(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(OPS_SAMPLE_EVERY);
+        loop {
+            ticks.tick().await;
+            let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            if samples.len() == OPS_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(self.commands_processed.load(Relaxed));
+        }
+    }
+}
+
 /// Accepts clients until the process ends.
 pub async fn serve(listener: TcpListener, node: Node) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let stats = Arc::new(ClientStats::default());
+    tokio::spawn(stats.clone().sample_forever());
+    let mut next_id = 0u64;
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file handles, most likely: wait for some to close.
                 tracing::warn!("accepting a client failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        stats.connections_received.fetch_add(1, Relaxed);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             let mut out = BytesMut::new();
-            Frame::error("ERR max number of clients reached").write_to(&mut out);
+            Frame::error("ERR max number of clients reached").write_to(&mut out, Protocol::Resp2);
             tokio::spawn(async move {
                 let _ = stream.write_all(&out).await;
             });
             continue;
         };
-        let node = node.clone();
+        next_id += 1;
+        let mut connection = Connection {
+            node: node.clone(),
+            stats: stats.clone(),
+            session: Session::new(next_id, peer.to_string()),
+            run: Vec::new(),
+        };
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &node).await {
+            connection.stats.connected.fetch_add(1, Relaxed);
+            if let Err(e) = connection.serve(stream).await {
                 tracing::debug!("client {peer}: {e}");
             }
+            connection.stats.connected.fetch_sub(1, Relaxed);
             drop(slot);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, node: &Node) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut reader, mut writer) = stream.into_split();
-    let mut input = BytesMut::with_capacity(16 * 1024);
-    let mut output = BytesMut::with_capacity(16 * 1024);
-    let mut requests_in = resp::RequestReader::default();
-    loop {
-        let mut requests = Vec::new();
-        let mut unreadable = None;
-        while requests.len() < MAX_PIPELINE {
-            match requests_in.read(&mut input) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => requests.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    unreadable = Some(e);
-                    break;
-                }
-            }
+/// What a connection remembers between requests, as Redis keeps per client.
+struct Session {
+    id: u64,
+    addr: String,
+    name: Option<Bytes>,
+    protocol: Protocol,
+    db: u8,
+    /// Between MULTI and EXEC: the commands queued, and whether one was refused.
+    transaction: Option<Transaction>,
+    /// Keys WATCHed since the last EXEC, DISCARD or UNWATCH.
+    watched: Vec<Watched>,
+}
+
+#[derive(Default)]
+struct Transaction {
+    queued: Vec<Queued>,
+    refused: bool,
+}
+
+impl Session {
+    fn new(id: u64, addr: String) -> Session {
+        Session {
+            id,
+            addr,
+            name: None,
+            protocol: Protocol::Resp2,
+            db: 0,
+            transaction: None,
+            watched: Vec::new(),
         }
-        if requests.is_empty() && unreadable.is_none() {
-            if reader.read_buf(&mut input).await? == 0 {
-                return Ok(());
-            }
-            continue;
-        }
-        let quit = answer(node, requests, &mut output).await;
-        if let Some(e) = &unreadable {
-            // The rest of the stream cannot be trusted to start at a request.
-            Frame::error(format!("ERR {e}")).write_to(&mut output);
-        }
-        writer.write_all(&output).await?;
-        output.clear();
-        if quit || unreadable.is_some() {
-            return writer.shutdown().await;
-        }
+    }
+
+    /// CLIENT INFO's line.
+    fn info_line(&self) -> String {
+        format!(
+            "id={} addr={} name={} db={} multi={} watch={} resp={}",
+            self.id,
+            self.addr,
+            self.name
+                .as_ref()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default(),
+            self.db,
+            self.transaction
+                .as_ref()
+                .map_or(-1, |t| t.queued.len() as i64),
+            self.watched.len(),
+            if self.protocol == Protocol::Resp3 {
+                3
+            } else {
+                2
+            },
+        )
     }
 }
 
-/// Runs a pipeline's requests in order and writes their replies to `out`.
-/// Returns true when the client said QUIT.
-async fn answer(node: &Node, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
-    let mut run: Vec<Request> = Vec::new();
-    for args in requests {
-        let command = commands::parse(&args);
-        if let Ok(ClientCommand::Kv(request)) = command {
-            run.push(request);
-            continue;
+/// One client's connection: its session, and the keyspace requests of the
+/// current pipeline that have not run yet.
+struct Connection {
+    node: Node,
+    stats: Arc<ClientStats>,
+    session: Session,
+    run: Vec<(Request, Instant, Bytes)>,
+}
+
+impl Connection {
+    async fn serve(&mut self, stream: TcpStream) -> std::io::Result<()> {
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut input = BytesMut::with_capacity(16 * 1024);
+        let mut output = BytesMut::with_capacity(16 * 1024);
+        let mut requests_in = resp::RequestReader::default();
+        loop {
+            let mut requests = Vec::new();
+            let mut unreadable = None;
+            while requests.len() < MAX_PIPELINE {
+                match requests_in.read(&mut input) {
+                    Ok(Some(args)) if args.is_empty() => {}
+                    Ok(Some(args)) => requests.push(args),
+                    Ok(None) => break,
+                    Err(e) => {
+                        unreadable = Some(e);
+                        break;
+                    }
+                }
+            }
+            if requests.is_empty() && unreadable.is_none() {
+                if reader.read_buf(&mut input).await? == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            let quit = self.answer(requests, &mut output).await;
+            if let Some(e) = &unreadable {
+                // The rest of the stream cannot be trusted to start at a request.
+                Frame::error(format!("ERR {e}")).write_to(&mut output, self.session.protocol);
+            }
+            writer.write_all(&output).await?;
+            output.clear();
+            if quit || unreadable.is_some() {
+                return writer.shutdown().await;
+            }
         }
-        // Whatever comes next sees the effects of the requests before it.
-        flush_run(node, &mut run, out).await;
-        let reply = match command {
-            Ok(ClientCommand::Kv(_)) => unreachable!("key-value requests joined the run"),
-            Ok(ClientCommand::Constant(frame)) => frame,
-            Ok(ClientCommand::Info(section)) => info(node, section.as_deref()).await,
-            Ok(ClientCommand::DbSize) => match node.reader.count_keys().await {
-                Ok((_, keys)) => Frame::Integer(keys as i64),
-                Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
-            },
-            Ok(ClientCommand::Checksum) => match node.reader.checksum().await {
+    }
+
+    /// Runs a pipeline's requests in order and writes their replies to `out`.
+    /// Returns true when the client said QUIT.
+    async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+        for args in requests {
+            let started = Instant::now();
+            let command = commands::parse(&args, self.session.db);
+            let in_transaction = self.session.transaction.is_some();
+            let ends_transaction = matches!(
+                command,
+                Ok(ClientCommand::Exec | ClientCommand::Discard | ClientCommand::Quit)
+            );
+            if in_transaction && !ends_transaction {
+                self.queue(&args, command)
+                    .write_to(out, self.session.protocol);
+                self.stats.count_command(&args[0], started.elapsed());
+                continue;
+            }
+            if let Ok(ClientCommand::Kv(request)) = command {
+                // Consecutive keyspace requests run together: their writes as
+                // one queued item (one log entry, in order), their reads on one
+                // read index.
+                self.run.push((request, started, args[0].clone()));
+                continue;
+            }
+            // Whatever comes next sees the effects of the requests before it.
+            self.flush_run(out).await;
+            let quit = matches!(command, Ok(ClientCommand::Quit));
+            let reply = match command {
+                Ok(command) => self.connection_command(command).await,
+                Err(message) => Frame::Error(message),
+            };
+            reply.write_to(out, self.session.protocol);
+            self.stats.count_command(&args[0], started.elapsed());
+            if quit {
+                return true;
+            }
+        }
+        self.flush_run(out).await;
+        false
+    }
+
+    /// Between MULTI and EXEC: queues a keyspace command (`+QUEUED`); a
+    /// command refused here makes EXEC fail, as in Redis.
+    fn queue(&mut self, args: &[Bytes], command: Result<ClientCommand, String>) -> Frame {
+        let Some(transaction) = self.session.transaction.as_mut() else {
+            return Frame::error("ERR internal error: no transaction to queue in");
+        };
+        match command {
+            Ok(ClientCommand::Kv(Request::Run { queued, .. })) => {
+                transaction.queued.push(queued);
+                Frame::Simple("QUEUED")
+            }
+            Ok(ClientCommand::Multi) => Frame::error("ERR MULTI calls can not be nested"),
+            Ok(ClientCommand::Watch(_)) => Frame::error("ERR WATCH inside MULTI is not allowed"),
+            Ok(_) => {
+                transaction.refused = true;
+                Frame::error(format!(
+                    "ERR '{}' cannot be queued in a transaction here",
+                    shown(&args[0])
+                ))
+            }
+            Err(message) => {
+                transaction.refused = true;
+                Frame::Error(message)
+            }
+        }
+    }
+
+    /// Executes the waiting keyspace requests together and writes their replies.
+    async fn flush_run(&mut self, out: &mut BytesMut) {
+        if self.run.is_empty() {
+            return;
+        }
+        let run = std::mem::take(&mut self.run);
+        let (requests, started): (Vec<Request>, Vec<(Instant, Bytes)>) = run
+            .into_iter()
+            .map(|(request, at, name)| (request, (at, name)))
+            .unzip();
+        let replies = self.node.execute(requests).await;
+        for (reply, (at, name)) in replies.into_iter().zip(started) {
+            self.stats.count_command(&name, at.elapsed());
+            reply_frame(reply).write_to(out, self.session.protocol);
+        }
+    }
+
+    /// Everything that is not a keyspace request.
+    async fn connection_command(&mut self, command: ClientCommand) -> Frame {
+        let node = &self.node;
+        let session = &mut self.session;
+        match command {
+            ClientCommand::Kv(request) => reply_frame(node.execute_one(request).await),
+            ClientCommand::Constant(frame) => frame,
+            ClientCommand::Info(section) => info(node, &self.stats, section.as_deref()).await,
+            ClientCommand::Checksum => match node.reader.checksum().await {
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
-            Ok(ClientCommand::Membership(change)) => match node.change_membership(change).await {
+            ClientCommand::Membership(change) => match node.change_membership(change).await {
                 Ok(voters) => {
                     let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
                     Frame::bulk(format!("OK members={}", ids.join(",")))
                 }
                 Err(e) => Frame::error(format!("ERR {e}")),
             },
-            Ok(ClientCommand::Quit) => {
-                Frame::ok().write_to(out);
-                return true;
+            ClientCommand::Quit => Frame::ok(),
+            ClientCommand::Hello { protocol, name } => {
+                if let Some(protocol) = protocol {
+                    session.protocol = protocol;
+                }
+                if name.is_some() {
+                    session.name = name;
+                }
+                hello_reply(session)
             }
-            Err(message) => Frame::Error(message),
-        };
-        reply.write_to(out);
-    }
-    flush_run(node, &mut run, out).await;
-    false
-}
-
-/// Executes the waiting key-value requests together and writes their replies.
-async fn flush_run(node: &Node, run: &mut Vec<Request>, out: &mut BytesMut) {
-    if run.is_empty() {
-        return;
-    }
-    for reply in node.execute(std::mem::take(run)).await {
-        let frame = match reply {
-            Ok(Reply::Done) => Frame::ok(),
-            Ok(Reply::Value(value)) => Frame::Bulk(value.map(Bytes::from)),
-            Ok(Reply::Values(values)) => Frame::Array(
-                values
-                    .into_iter()
-                    .map(|value| Frame::Bulk(value.map(Bytes::from)))
-                    .collect(),
-            ),
-            Ok(Reply::Count(count)) => Frame::Integer(count as i64),
-            Err(e) => Frame::error(format!("ERR {e}")),
-        };
-        frame.write_to(out);
-    }
-}
-
-/// `INFO`: the key count is only taken when the Keyspace section is asked
-/// for (plain `INFO` does), since it reads every key.
-async fn info(node: &Node, section: Option<&str>) -> Frame {
-    let wants_keyspace = section_wanted(section, "Keyspace");
-    let keys = if wants_keyspace {
-        match node.reader.count_keys().await {
-            Ok((_, keys)) => Some(keys),
-            Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
+            ClientCommand::Select(db) => {
+                session.db = db;
+                Frame::ok()
+            }
+            ClientCommand::SetName(name) => {
+                session.name = (!name.is_empty()).then_some(name);
+                Frame::ok()
+            }
+            ClientCommand::GetName => Frame::Bulk(session.name.clone()),
+            ClientCommand::ClientId => Frame::Integer(session.id as i64),
+            ClientCommand::ClientInfo { list } => {
+                let line = session.info_line();
+                Frame::bulk(if list { line + "\n" } else { line })
+            }
+            ClientCommand::Multi => {
+                session.transaction = Some(Transaction::default());
+                Frame::ok()
+            }
+            ClientCommand::Discard => match session.transaction.take() {
+                Some(_) => {
+                    session.watched.clear();
+                    Frame::ok()
+                }
+                None => Frame::error("ERR DISCARD without MULTI"),
+            },
+            ClientCommand::Exec => {
+                let Some(transaction) = session.transaction.take() else {
+                    return Frame::error("ERR EXEC without MULTI");
+                };
+                let watched = std::mem::take(&mut session.watched);
+                if transaction.refused {
+                    return Frame::error(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    );
+                }
+                if transaction.queued.is_empty() && watched.is_empty() {
+                    return Frame::Array(Vec::new());
+                }
+                let request = Request::Transaction {
+                    watched,
+                    commands: transaction.queued,
+                };
+                reply_frame(node.execute_one(request).await)
+            }
+            ClientCommand::Watch(keys) => match node.watch(session.db, &keys).await {
+                Ok(watched) => {
+                    session.watched.extend(watched);
+                    Frame::ok()
+                }
+                Err(e) => Frame::error(format!("ERR {e}")),
+            },
+            ClientCommand::Unwatch => {
+                session.watched.clear();
+                Frame::ok()
+            }
         }
-    } else {
-        None
+    }
+}
+
+/// A command's answer as a frame.
+fn reply_frame(reply: Result<Reply, KvError>) -> Frame {
+    match reply {
+        Ok(reply) => frame_of(reply),
+        Err(e) => Frame::error(format!("ERR {e}")),
+    }
+}
+
+fn frame_of(reply: Reply) -> Frame {
+    match reply {
+        Reply::Ok => Frame::ok(),
+        Reply::Status(text) => Frame::Status(text),
+        Reply::Nil => Frame::Null,
+        Reply::NilArray => Frame::NullArray,
+        Reply::Int(n) => Frame::Integer(n),
+        Reply::Bulk(bytes) => Frame::bulk(bytes.0),
+        Reply::Array(items) => Frame::Array(items.into_iter().map(frame_of).collect()),
+        Reply::Error(message) => Frame::Error(message),
+    }
+}
+
+/// HELLO's answer: who we are, in the connection's (new) protocol.
+fn hello_reply(session: &Session) -> Frame {
+    let field = |name: &'static str, value: Frame| (Frame::bulk(name), value);
+    Frame::Map(vec![
+        field("server", Frame::bulk("redis")),
+        field("version", Frame::bulk(REDIS_VERSION)),
+        field(
+            "proto",
+            Frame::Integer(if session.protocol == Protocol::Resp3 {
+                3
+            } else {
+                2
+            }),
+        ),
+        field("id", Frame::Integer(session.id as i64)),
+        field("mode", Frame::bulk("standalone")),
+        field("role", Frame::bulk("master")),
+        field("modules", Frame::Array(Vec::new())),
+    ])
+}
+
+/// The Redis version whose command semantics the port follows. Client
+/// libraries and tools gate features on it.
+const REDIS_VERSION: &str = "7.0.15";
+
+/// `INFO`, in the sections tools read.
+async fn info(node: &Node, stats: &ClientStats, section: Option<&str>) -> Frame {
+    let keyspace = match node.reader.keyspace_counts().await {
+        Ok(counts) => counts,
+        Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
     };
-    Frame::bulk(info_text(node, &node.status(), keys, section))
+    Frame::Verbatim(info_text(node, stats, &node.status(), &keyspace, section))
 }
 
 fn section_wanted(asked: Option<&str>, name: &str) -> bool {
@@ -207,21 +492,61 @@ fn section_wanted(asked: Option<&str>, name: &str) -> bool {
     }
 }
 
+/// This process's resident memory in bytes (0 where /proc is not there).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
 /// The text of `INFO`: sections of `name:value` lines, as Redis writes them.
-fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&str>) -> String {
+fn info_text(
+    node: &Node,
+    stats: &ClientStats,
+    status: &Status,
+    keyspace: &[(u8, u64, u64)],
+    section: Option<&str>,
+) -> String {
     let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let server = [
         (
             "example_ondisk_version",
             env!("CARGO_PKG_VERSION").to_string(),
         ),
-        // Client libraries and tools gate features on this; the commands
-        // served here behave as Redis 7.0's do.
-        ("redis_version", "7.0.0".to_string()),
+        ("redis_version", REDIS_VERSION.to_string()),
         ("redis_mode", "standalone".to_string()),
         ("process_id", std::process::id().to_string()),
         ("replica_id", node.id.to_string()),
         ("cluster_id", node.cluster_id.clone()),
+    ];
+    let memory = resident_bytes();
+    let memory = [
+        ("used_memory", memory.to_string()),
+        ("used_memory_rss", memory.to_string()),
+        ("maxmemory", "0".to_string()),
+    ];
+    let clients = [
+        (
+            "connected_clients",
+            stats.connected.load(Relaxed).to_string(),
+        ),
+        ("blocked_clients", "0".to_string()),
+    ];
+    let counters = [
+        (
+            "total_connections_received",
+            stats.connections_received.load(Relaxed).to_string(),
+        ),
+        (
+            "total_commands_processed",
+            stats.commands_processed.load(Relaxed).to_string(),
+        ),
+        ("instantaneous_ops_per_sec", stats.ops_per_sec().to_string()),
+        ("expired_keys", "0".to_string()),
     ];
     let mut raft = named(&[
         ("role", status.role.to_string()),
@@ -269,15 +594,42 @@ fn info_text(node: &Node, status: &Status, keys: Option<u64>, section: Option<&s
         }
         raft.push((format!("member_{}", member.id), line));
     }
-    let keyspace = [(
-        "db0",
-        format!("keys={},expires=0,avg_ttl=0", keys.unwrap_or(0)),
-    )];
-    let sections = [
+    let keyspace: Vec<(String, String)> = keyspace
+        .iter()
+        .map(|(db, keys, expires)| {
+            (
+                format!("db{db}"),
+                format!("keys={keys},expires={expires},avg_ttl=0"),
+            )
+        })
+        .collect();
+    let commandstats: Vec<(String, String)> = stats
+        .per_command
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(name, (calls, usec))| {
+            (
+                format!("cmdstat_{name}"),
+                format!(
+                    "calls={calls},usec={usec},usec_per_call={:.2},rejected_calls=0,failed_calls=0",
+                    *usec as f64 / (*calls).max(1) as f64
+                ),
+            )
+        })
+        .collect();
+    let mut sections = vec![
         ("Server", named(&server)),
+        ("Clients", named(&clients)),
+        ("Memory", named(&memory)),
+        ("Stats", named(&counters)),
         ("Raft", raft),
-        ("Keyspace", named(&keyspace)),
+        ("Keyspace", keyspace),
     ];
+    // Redis leaves Commandstats out of plain INFO too.
+    if matches!(section, Some("commandstats" | "all" | "everything")) {
+        sections.push(("Commandstats", commandstats));
+    }
     let mut text = String::new();
     for (name, fields) in sections {
         if !section_wanted(section, name) {

@@ -65,7 +65,8 @@ pub enum PeerRequest {
 pub type ProposeResult =
     Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
 /// The index a read at a follower must wait for (see `kv::leader_read_index`).
-pub type ReadIndexResult = Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
+pub type ReadIndexResult =
+    Result<crate::kv::ReadPoint, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
 
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,8 +148,8 @@ mod tests {
         b"{\"Vote\":",
         b"{\"AppendEntries\":{\"vote\":",
         b"\"ReadIndex\"",
-        b"{\"Propose\":{\"format\":1,\"ops\":[",
-        b"{\"op\":\"put\",\"key\":\"k\",\"value\":{\"hex\":\"zz\"}}",
+        b"{\"Propose\":{\"format\":2,\"time_ms\":1,\"ops\":[",
+        b"{\"Run\":{\"db\":0,\"args\":[\"SET\",\"k\",{\"hex\":\"zz\"}]}}",
         b"]}}",
         b"{",
         b"}",
@@ -197,7 +198,7 @@ mod tests {
             nested("[", "]"),
             nested("{\"a\":", "}"),
             format!(
-                "{{\"Propose\":{{\"format\":1,\"ops\":{}}}}}",
+                "{{\"Propose\":{{\"format\":2,\"ops\":{}}}}}",
                 nested("[", "]")
             ),
             format!(
@@ -241,7 +242,7 @@ mod tests {
         use tokio_util::codec::Encoder;
 
         use super::*;
-        use crate::command::{Bytes as KvBytes, Op};
+        use crate::command::{Bytes as KvBytes, Expired, Op, Queued};
         use crate::membership::MembershipChange;
         use crate::types::Entry;
 
@@ -436,8 +437,13 @@ mod tests {
         fn proposal() -> impl Strategy<Value = Proposal> {
             prop::collection::vec(
                 prop_oneof![
-                    (kv_bytes(), kv_bytes()).prop_map(|(key, value)| Op::Put { key, value }),
-                    kv_bytes().prop_map(|key| Op::Delete { key }),
+                    (any::<u8>(), prop::collection::vec(kv_bytes(), 1..4))
+                        .prop_map(|(db, args)| Op::Run(Queued { db, args })),
+                    (kv_bytes(), any::<u64>()).prop_map(|(key, at)| Op::Reap(vec![Expired {
+                        db: 0,
+                        key,
+                        at
+                    }])),
                 ],
                 0..4,
             )

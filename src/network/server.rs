@@ -194,7 +194,7 @@ async fn serve_connection(
                 }
             },
             PeerRequest::Propose(proposal) => {
-                PeerResponse::Propose(raft.client_write(proposal).await)
+                PeerResponse::Propose(raft.client_write(proposal.stamp()).await)
             }
             PeerRequest::ReadIndex => PeerResponse::ReadIndex(leader_read_index(&raft).await),
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(

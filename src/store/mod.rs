@@ -53,7 +53,7 @@ pub use self::state_machine::{StateChecksum, StateMachine, StateReader};
 
 /// The version of the on-disk layout described above. A folder written with
 /// another layout is refused rather than misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub(crate) const RAFT_LOG: &str = "raft_log";
 pub(crate) const RAFT_META: &str = "raft_meta";

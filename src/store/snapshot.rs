@@ -6,7 +6,7 @@
 //! `StateMachine::install_snapshot`). The file is written and read as a
 //! stream, so memory does not grow with the state's size.
 //!
-//! # File format (version 1)
+//! # File format (version 2: the data keyspace of layout 2, see `machine/record.rs`)
 //! ```text
 //! "EXODSNAP"  u32 version
 //! u32 len, JSON SnapshotMeta          -- applied log id, membership, id
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"EXODSNAP";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const RECORD: u8 = 1;
 const END: u8 = 0;
 /// A header bigger than this is damage, not a membership list.

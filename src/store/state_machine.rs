@@ -14,19 +14,20 @@
 //! - Reads (`StateReader`) run beside everything and see whole applied batches
 //!   (each `get` is a single key).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjall::{Keyspace, PersistMode, Readable};
+use fjall::{Keyspace, OwnedWriteBatch, PersistMode, Readable};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use tokio::sync::RwLock;
 
 use super::snapshot::{self, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, Db};
-use crate::command::{Op, ProposalOutcome};
+use crate::command::{ProposalOutcome, Watched};
 use crate::faults::crash_point;
+use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -55,6 +56,7 @@ pub struct ApplyStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChecksum {
     pub applied_index: u64,
+    /// User keys, in all databases (expired ones not yet removed included).
     pub keys: u64,
     /// XXH3-128 over every key and value, in key order, each length-prefixed.
     pub digest: u128,
@@ -86,7 +88,7 @@ impl StateReader {
                 hasher.update(&key);
                 hasher.update(&(value.len() as u64).to_be_bytes());
                 hasher.update(&value);
-                keys += 1;
+                keys += record::is_data_key(&key) as u64;
             }
             Ok(StateChecksum {
                 applied_index: applied.map_or(0, |id| id.index),
@@ -96,47 +98,182 @@ impl StateReader {
         })
     }
 
-    /// The values under `keys`, all from one point-in-time view, so a multi-key
-    /// read never sees half of an entry that wrote several keys (an MSET).
-    pub async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, String> {
-        let data = self.data.read().await;
-        let view = self.db.snapshot();
+    /// Serves a read-only command from one point-in-time view, at
+    /// `leader_time` (the leader's clock when the read's round confirmed it).
+    pub async fn read(&self, db: u8, command: &Command, leader_time: u64) -> Result<Reply, String> {
+        let data = self.data.read().await.clone();
+        let view = ReadView {
+            view: self.db.snapshot(),
+            data,
+        };
+        // KEYS and SCAN read many keys; a point read is served from memory in
+        // microseconds, and handing the worker off for it costs more than that.
+        if matches!(command, Command::Keys(_) | Command::Scan { .. }) {
+            tokio::task::block_in_place(|| machine::read(&view, db, command, leader_time))
+        } else {
+            machine::read(&view, db, command, leader_time)
+        }
+    }
+
+    /// What WATCH remembers of `keys`: each key's stamp and the applied index
+    /// of the view they were read from.
+    pub async fn watch(
+        &self,
+        db: u8,
+        keys: &[Vec<u8>],
+        leader_time: u64,
+    ) -> Result<Vec<Watched>, String> {
+        let data = self.data.read().await.clone();
+        let view = ReadView {
+            view: self.db.snapshot(),
+            data,
+        };
+        let since = read_applied(&view.view, &self.sm_meta)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |id| id.index);
         keys.iter()
             .map(|key| {
-                view.get(&*data, key)
-                    .map(|value| value.map(|v| v.to_vec()))
-                    .map_err(|e| describe_fjall_error(&e))
+                Ok(Watched {
+                    db,
+                    key: key.clone().into(),
+                    seen: machine::watch_stamp(&view, db, key, leader_time)?,
+                    since,
+                })
             })
             .collect()
     }
 
-    /// How many keys the state holds, and the applied index that count is at.
-    /// Reads every key (nothing keeps a running count: that would cost a
-    /// lookup on every put), so it takes time in proportion to the state.
-    pub async fn count_keys(&self) -> Result<(u64, u64), String> {
-        let data = self.data.read().await;
-        tokio::task::block_in_place(|| {
-            let view = self.db.snapshot();
-            let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
-            let mut keys = 0u64;
-            for guard in view.iter(&*data) {
-                guard.key().map_err(|e| describe_fjall_error(&e))?;
-                keys += 1;
-            }
-            Ok((applied.map_or(0, |id| id.index), keys))
-        })
+    /// Up to `limit` keys whose expiry has passed at `now` (for the leader).
+    pub async fn due_expiries(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::command::Expired>, String> {
+        let data = self.data.read().await.clone();
+        let view = ReadView {
+            view: self.db.snapshot(),
+            data,
+        };
+        machine::due_expiries(&view, now, limit)
     }
 
-    /// The value stored under `key`, as of the last applied entry.
-    ///
-    /// Called on the async worker directly: a point read is almost always
-    /// served from memtables and the block cache in microseconds, and handing
-    /// the worker off (`block_in_place`) for it measured slower than the read.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    /// Keys and keys with an expiry, per database that has any (for INFO).
+    pub async fn keyspace_counts(&self) -> Result<Vec<(u8, u64, u64)>, String> {
         let data = self.data.read().await.clone();
-        data.get(key)
+        let view = self.db.snapshot();
+        let counter = |key: &[u8]| -> Result<u64, String> {
+            let stored = view.get(&data, key).map_err(|e| describe_fjall_error(&e))?;
+            Ok(record::decode_counter(stored.as_deref()))
+        };
+        let mut counts = Vec::new();
+        for db in 0..machine::DATABASES {
+            let keys = counter(&record::key_count_key(db))?;
+            if keys > 0 {
+                counts.push((db, keys, counter(&record::expiring_count_key(db))?));
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// A point-in-time view of the data keyspace, as the machine reads it.
+struct ReadView {
+    view: fjall::Snapshot,
+    data: Keyspace,
+}
+
+impl Space for ReadView {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.view
+            .get(&self.data, key)
             .map(|value| value.map(|v| v.to_vec()))
             .map_err(|e| describe_fjall_error(&e))
+    }
+
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String> {
+        let mut found = Vec::new();
+        for guard in self.view.range(&self.data, from.to_vec()..) {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner().map_err(|e| describe_fjall_error(&e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            found.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(found)
+    }
+}
+
+/// The data keyspace as one run of entries changes it: reads see the run's
+/// own earlier writes (the batch is not committed until the run ends).
+struct ApplyView<'a> {
+    data: &'a Keyspace,
+    batch: &'a mut OwnedWriteBatch,
+    pending: &'a mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Space for ApplyView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        if let Some(pending) = self.pending.get(key) {
+            return Ok(pending.clone());
+        }
+        self.data
+            .get(key)
+            .map(|value| value.map(|v| v.to_vec()))
+            .map_err(|e| describe_fjall_error(&e))
+    }
+
+    /// Merges the committed keys with the run's pending writes, in key order.
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String> {
+        let mut committed = self.data.range(from.to_vec()..).map(|guard| {
+            guard
+                .into_inner()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(|e| describe_fjall_error(&e))
+        });
+        let mut pending = self.pending.range(from.to_vec()..).peekable();
+        let mut next_committed = committed.next().transpose()?;
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let take_pending = match (&next_committed, pending.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((key, _)), Some((pending_key, _))) => *pending_key <= key,
+            };
+            let (key, value) = if take_pending {
+                let (key, value) = pending.next().expect("peeked");
+                if next_committed.as_ref().is_some_and(|(k, _)| k == key) {
+                    next_committed = committed.next().transpose()?;
+                }
+                (key.clone(), value.clone())
+            } else {
+                let (key, value) = next_committed.take().expect("matched");
+                next_committed = committed.next().transpose()?;
+                (key, Some(value))
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if let Some(value) = value {
+                found.push((key, value));
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl SpaceMut for ApplyView<'_> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.insert(self.data, key.clone(), value.clone());
+        self.pending.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(self.data, key.clone());
+        self.pending.insert(key, None);
     }
 }
 
@@ -309,9 +446,9 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<ProposalOutcome>, StorageError> {
         let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
-        // What this batch has already done to a key, so later ops in the same
-        // batch see it (the database does not, until commit).
-        let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
+        // What this run has already written, so later entries see it (the
+        // database does not, until the batch commits).
+        let mut pending = BTreeMap::new();
         let mut outcomes = Vec::new();
         let mut failure = None;
         let mut membership_changed = false;
@@ -343,29 +480,19 @@ impl StateMachine {
                             break;
                         }
                     };
-                    for op in ops {
-                        match op {
-                            // A put does not look up what it replaces: that
-                            // read cost a third of the apply time (profiled
-                            // under pipelined SETs), and nothing needs it.
-                            Op::Put { key, value } => {
-                                batch.insert(data, key.0.clone(), value.0);
-                                pending.insert(key.0, true);
-                                outcome.removed.push(false);
-                            }
-                            Op::Delete { key } => {
-                                let existed = match pending.get(&key.0) {
-                                    Some(present) => *present,
-                                    None => data
-                                        .contains_key(&key.0)
-                                        .map_err(|e| read_error(describe_fjall_error(&e)))?,
-                                };
-                                batch.remove(data, key.0.clone());
-                                pending.insert(key.0, false);
-                                outcome.removed.push(existed);
-                            }
-                        }
-                    }
+                    let mut view = ApplyView {
+                        data,
+                        batch: &mut batch,
+                        pending: &mut pending,
+                    };
+                    outcome.replies =
+                        machine::apply_entry(&mut view, entry.log_id.index, proposal.time_ms, ops)
+                            .map_err(|e| {
+                                StorageError::from(StorageIOError::apply(
+                                    entry.log_id,
+                                    AnyError::error(e),
+                                ))
+                            })?;
                 }
             }
             self.last_applied = Some(entry.log_id);

@@ -827,6 +827,27 @@ impl Cluster {
         self.wait_for_leader_among(&running, timeout)
     }
 
+    /// `checksum` at every replica in `ids` once they have all applied the
+    /// same index (`applied=N keys=K digest=D`); fails the test if they do not
+    /// agree within `timeout`.
+    pub fn agreed_checksum(&mut self, ids: &[u64], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let sums: Vec<String> = ids
+                .iter()
+                .map(|&id| self.replica(id).send("checksum"))
+                .collect();
+            if sums.iter().all(|sum| sum == &sums[0]) {
+                return sums[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas {ids:?} never agreed: {sums:?}"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// A running replica other than `not`.
     pub fn other_than(&self, not: &[u64]) -> u64 {
         self.running_ids()

@@ -1,0 +1,1134 @@
+//! Running commands against the stored state.
+//!
+//! Reads take a [`Space`] (a point-in-time view) and change nothing. Writes
+//! take a [`SpaceMut`] (the apply batch of one run of entries) and keep three
+//! things true with every change, in the same batch:
+//! - the expiry index holds exactly one entry per key with an expiry;
+//! - the key counters of each database match the records;
+//! - a record's `modified` is the index of the entry that last wrote it, and a
+//!   database's `removed_at` the last index that removed one of its keys (WATCH
+//!   is decided from these two at apply time, so forwarding and leader changes
+//!   cannot fool it).
+//!
+//! A key whose expiry has passed at "now" is absent to every command. A write
+//! that meets one removes it first, so the state never depends on whether the
+//! leader's active expiry got there before.
+
+use super::parse::{Command, ExpireCondition, Expiry, Presence, SetAnswer, SetExpiry, TtlQuery};
+use super::record::{self, Kind, Record};
+use super::Reply;
+use crate::command::{Bytes, Expired, Op, Queued, Watched, MAX_VALUE_LEN};
+
+/// Stored keys and their values, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The stored state as a command sees it.
+pub trait Space {
+    /// The stored value under a stored key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// Up to `limit` entries whose key starts with `prefix`, from `from` on,
+    /// in key order.
+    fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String>;
+}
+
+/// The stored state as an apply batch changes it.
+pub trait SpaceMut: Space {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    fn remove(&mut self, key: Vec<u8>);
+}
+
+fn error(message: &str) -> Reply {
+    Reply::Error(message.to_string())
+}
+
+fn counter<S: Space>(space: &S, key: &[u8]) -> Result<u64, String> {
+    Ok(record::decode_counter(space.get(key)?.as_deref()))
+}
+
+/// The machine's clock as stored (0 before the first entry).
+fn stored_clock<S: Space>(space: &S) -> Result<u64, String> {
+    counter(space, &record::CLOCK_KEY)
+}
+
+/// A key's record, unless it is missing or has expired at `now`.
+fn live<S: Space>(space: &S, db: u8, key: &[u8], now: u64) -> Result<Option<Record>, String> {
+    let Some(stored) = space.get(&record::data_key(db, key))? else {
+        return Ok(None);
+    };
+    let record = Record::decode(&stored).map_err(|e| format!("a stored key is damaged: {e}"))?;
+    Ok((!record.expired_at(now)).then_some(record))
+}
+
+/// A string key's value. Other kinds, when they exist, answer `WRONGTYPE
+/// Operation against a key holding the wrong kind of value` here.
+fn string_value(record: &Record) -> Result<&[u8], Reply> {
+    match record.kind {
+        Kind::String => Ok(&record.value),
+    }
+}
+
+/// Serves a read-only command at `leader_time`, the leader's clock when the
+/// read's read-index round confirmed it (never earlier than the state's own).
+pub fn read<S: Space>(
+    space: &S,
+    db: u8,
+    command: &Command,
+    leader_time: u64,
+) -> Result<Reply, String> {
+    let now = leader_time.max(stored_clock(space)?);
+    read_at(space, db, command, now)
+}
+
+/// The stamp WATCH remembers for a key: the index that last wrote it, or 0.
+pub fn watch_stamp<S: Space>(
+    space: &S,
+    db: u8,
+    key: &[u8],
+    leader_time: u64,
+) -> Result<u64, String> {
+    let now = leader_time.max(stored_clock(space)?);
+    Ok(live(space, db, key, now)?.map_or(0, |r| r.modified))
+}
+
+/// Up to `limit` keys whose expiry has passed at `now`, from the expiry index.
+pub fn due_expiries<S: Space>(space: &S, now: u64, limit: usize) -> Result<Vec<Expired>, String> {
+    let mut due = Vec::new();
+    for (stored, _) in space.scan(&record::EXPIRY_INDEX, &record::EXPIRY_INDEX, limit)? {
+        let Some((at, db, key)) = record::split_expiry_key(&stored) else {
+            continue;
+        };
+        if at >= now {
+            break;
+        }
+        due.push(Expired {
+            db,
+            key: Bytes(key.to_vec()),
+            at,
+        });
+    }
+    Ok(due)
+}
+
+fn read_at<S: Space>(space: &S, db: u8, command: &Command, now: u64) -> Result<Reply, String> {
+    let value_of = |key: &[u8]| -> Result<Result<Option<Vec<u8>>, Reply>, String> {
+        Ok(match live(space, db, key, now)? {
+            None => Ok(None),
+            Some(record) => string_value(&record).map(|v| Some(v.to_vec())),
+        })
+    };
+    Ok(match command {
+        Command::Get(key) => match value_of(key)? {
+            Ok(Some(value)) => Reply::bulk(value),
+            Ok(None) => Reply::Nil,
+            Err(wrong) => wrong,
+        },
+        Command::MGet(keys) => {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(match value_of(key)? {
+                    Ok(Some(value)) => Reply::bulk(value),
+                    _ => Reply::Nil,
+                });
+            }
+            Reply::Array(values)
+        }
+        Command::Exists(keys) | Command::Touch(keys) => {
+            let mut count = 0;
+            for key in keys {
+                count += live(space, db, key, now)?.is_some() as i64;
+            }
+            Reply::Int(count)
+        }
+        Command::StrLen(key) => match value_of(key)? {
+            Ok(value) => Reply::Int(value.map_or(0, |v| v.len() as i64)),
+            Err(wrong) => wrong,
+        },
+        Command::GetRange(key, start, end) => match value_of(key)? {
+            Ok(value) => Reply::bulk(substring(&value.unwrap_or_default(), *start, *end)),
+            Err(wrong) => wrong,
+        },
+        Command::Ttl(key, query) => {
+            Reply::Int(time_to_live(live(space, db, key, now)?, *query, now))
+        }
+        Command::Type(key) => Reply::Status(
+            match live(space, db, key, now)? {
+                Some(record) => match record.kind {
+                    Kind::String => "string",
+                },
+                None => "none",
+            }
+            .into(),
+        ),
+        Command::Keys(pattern) => {
+            let mut found = Vec::new();
+            for (stored, value) in space.scan(&[db], &[db], usize::MAX)? {
+                let Some((_, key)) = record::split_data_key(&stored) else {
+                    continue;
+                };
+                if pattern_matches(pattern, key) && !is_expired(&value, now) {
+                    found.push(Reply::bulk(key));
+                }
+            }
+            Reply::Array(found)
+        }
+        Command::Scan {
+            cursor,
+            pattern,
+            count,
+            kind,
+        } => scan(
+            space,
+            db,
+            *cursor,
+            pattern.as_deref(),
+            *count,
+            kind.as_deref(),
+            now,
+        )?,
+        Command::RandomKey => random_key(space, db, now)?,
+        Command::DbSize => Reply::Int(counter(space, &record::key_count_key(db))? as i64),
+        write => return Err(format!("internal error: {write:?} is not a read")),
+    })
+}
+
+fn is_expired(stored: &[u8], now: u64) -> bool {
+    Record::decode(stored).is_ok_and(|r| r.expired_at(now))
+}
+
+/// GETRANGE's arithmetic: negative offsets count from the end; the range is
+/// clamped to the string.
+fn substring(value: &[u8], start: i64, end: i64) -> Vec<u8> {
+    let len = value.len() as i64;
+    if (start < 0 && end < 0 && start > end) || len == 0 {
+        return Vec::new();
+    }
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let end = if end < 0 {
+        (len + end).max(0)
+    } else {
+        end.min(len - 1)
+    };
+    if start > end || start >= len {
+        return Vec::new();
+    }
+    value[start as usize..=end as usize].to_vec()
+}
+
+fn time_to_live(record: Option<Record>, query: TtlQuery, now: u64) -> i64 {
+    let Some(record) = record else { return -2 };
+    let Some(at) = record.expires_at else {
+        return -1;
+    };
+    let at = at.min(i64::MAX as u64) as i64;
+    match (query.absolute, query.millis) {
+        (true, true) => at,
+        (true, false) => at / 1000,
+        (false, true) => (at - now as i64).max(0),
+        (false, false) => ((at - now as i64).max(0) + 500) / 1000,
+    }
+}
+
+/// SCAN over one database in hash order: the cursor is the position to go on
+/// from. A key present from the first call to the last is returned at least
+/// once; keys that share a position with the cursor may come twice.
+fn scan<S: Space>(
+    space: &S,
+    db: u8,
+    cursor: u64,
+    pattern: Option<&[u8]>,
+    count: usize,
+    kind: Option<&[u8]>,
+    now: u64,
+) -> Result<Reply, String> {
+    let wanted = count.min(100_000);
+    let entries = space.scan(&[db], &record::scan_start(db, cursor), wanted + 1)?;
+    let next = if entries.len() > wanted {
+        record::position_of(&entries[wanted].0)
+    } else {
+        0
+    };
+    let mut keys = Vec::new();
+    for (stored, value) in entries.iter().take(wanted) {
+        let Some((_, key)) = record::split_data_key(stored) else {
+            continue;
+        };
+        let Ok(record) = Record::decode(value) else {
+            continue;
+        };
+        let type_matches = kind.is_none_or(|kind| kind == b"string");
+        let pattern_ok = pattern.is_none_or(|p| pattern_matches(p, key));
+        if !record.expired_at(now) && type_matches && pattern_ok {
+            keys.push(Reply::bulk(key));
+        }
+    }
+    Ok(Reply::Array(vec![
+        Reply::bulk(next.to_string()),
+        Reply::Array(keys),
+    ]))
+}
+
+/// RANDOMKEY: a reply only, never state, so it may use chance.
+fn random_key<S: Space>(space: &S, db: u8, now: u64) -> Result<Reply, String> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now);
+    let from = hasher.finish();
+    for start in [record::scan_start(db, from), vec![db]] {
+        for (stored, value) in space.scan(&[db], &start, 64)? {
+            if let (Some((_, key)), false) =
+                (record::split_data_key(&stored), is_expired(&value, now))
+            {
+                return Ok(Reply::bulk(key));
+            }
+        }
+    }
+    Ok(Reply::Nil)
+}
+
+/// Redis's glob: `*`, `?`, `[abc]`, `[^a-z]`, and `\` to escape. The last `*`
+/// is the only backtrack point, so time grows with pattern times key, never
+/// exponentially.
+pub fn pattern_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => match_class(pattern, p, text[t]),
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == text[t]).then_some(p + 2),
+            Some(&c) => (c == text[t]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                t += 1;
+            }
+            (None, Some((star_at, matched))) => {
+                p = star_at + 1;
+                t = matched + 1;
+                star = Some((star_at, matched + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `byte` against the class starting at `pattern[open] == b'['`;
+/// the index after the class if it matches.
+fn match_class(pattern: &[u8], open: usize, byte: u8) -> Option<usize> {
+    let mut i = open + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == byte;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (low, high) = (
+                pattern[i].min(pattern[i + 2]),
+                pattern[i].max(pattern[i + 2]),
+            );
+            matched |= (low..=high).contains(&byte);
+            i += 3;
+        } else {
+            matched |= pattern[i] == byte;
+            i += 1;
+        }
+    }
+    // An unclosed class ends at the end of the pattern, as in Redis.
+    let after = (i + 1).min(pattern.len());
+    (matched != negate).then_some(after)
+}
+
+/// Applies one log entry's operations: `index` is the entry's log index,
+/// `stamped` the leader's time in it. Returns one reply per operation.
+/// An `Err` is a storage failure, never a user's mistake.
+pub fn apply_entry<S: SpaceMut>(
+    space: &mut S,
+    index: u64,
+    stamped: u64,
+    ops: Vec<Op>,
+) -> Result<Vec<Reply>, String> {
+    let clock = stored_clock(space)?;
+    let now = stamped.max(clock);
+    if now != clock {
+        space.put(record::CLOCK_KEY.to_vec(), now.to_be_bytes().to_vec());
+    }
+    let mut writer = Writer { space, index, now };
+    ops.into_iter().map(|op| writer.apply(op)).collect()
+}
+
+/// Applies commands at one entry's index and time.
+struct Writer<'a, S> {
+    space: &'a mut S,
+    index: u64,
+    now: u64,
+}
+
+impl<S: SpaceMut> Writer<'_, S> {
+    fn apply(&mut self, op: Op) -> Result<Reply, String> {
+        match op {
+            Op::Run(queued) => self.run(queued),
+            Op::Exec { watched, commands } => {
+                for watch in &watched {
+                    if self.changed_since_watch(watch)? {
+                        return Ok(Reply::NilArray);
+                    }
+                }
+                let mut replies = Vec::with_capacity(commands.len());
+                for queued in commands {
+                    replies.push(self.run(queued)?);
+                }
+                Ok(Reply::Array(replies))
+            }
+            Op::Reap(due) => {
+                let mut removed = 0;
+                for Expired { db, key, at } in due {
+                    let Some(stored) = self.space.get(&record::data_key(db, &key))? else {
+                        continue;
+                    };
+                    let record = Record::decode(&stored).map_err(|e| e.to_string())?;
+                    if record.expires_at == Some(at) && record.expired_at(self.now) {
+                        self.remove(db, &key, &record)?;
+                        removed += 1;
+                    }
+                }
+                Ok(Reply::Int(removed))
+            }
+        }
+    }
+
+    fn run(&mut self, Queued { db, args }: Queued) -> Result<Reply, String> {
+        let words: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+        let command = match Command::parse(&words) {
+            Some(Ok(command)) => command,
+            Some(Err(e)) => return Ok(Reply::Error(e)),
+            None => return Ok(Reply::Error("ERR unknown command in the log".into())),
+        };
+        if db >= record::DATABASES {
+            return Ok(error("ERR DB index is out of range"));
+        }
+        if command.is_read() {
+            return read_at(&*self.space, db, &command, self.now);
+        }
+        self.write(db, command)
+    }
+
+    fn changed_since_watch(&mut self, watch: &Watched) -> Result<bool, String> {
+        let current = live(&*self.space, watch.db, &watch.key, self.now)?;
+        Ok(match current {
+            Some(record) => record.modified != watch.seen,
+            None if watch.seen != 0 => true,
+            // Absent then and now: unless a key of that database was removed
+            // meanwhile, it may have come and gone. Deciding "changed" then
+            // can abort a transaction needlessly, never let one through wrongly.
+            None => counter(&*self.space, &record::removed_at_key(watch.db))? > watch.since,
+        })
+    }
+
+    /// A key's record at apply: an expired one is removed first, so the
+    /// command meets the key as absent and the counters stay exact.
+    fn fetch(&mut self, db: u8, key: &[u8]) -> Result<Option<Record>, String> {
+        let Some(stored) = self.space.get(&record::data_key(db, key))? else {
+            return Ok(None);
+        };
+        let record =
+            Record::decode(&stored).map_err(|e| format!("a stored key is damaged: {e}"))?;
+        if record.expired_at(self.now) {
+            self.remove(db, key, &record)?;
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    fn add_to_counter(&mut self, key: &[u8], delta: i64) -> Result<(), String> {
+        let value = counter(&*self.space, key)?.saturating_add_signed(delta);
+        self.space.put(key.to_vec(), value.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Writes `value` under `key` with `expires_at`, replacing `old`.
+    fn store(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+        old: Option<&Record>,
+    ) -> Result<(), String> {
+        let old_expiry = old.and_then(|r| r.expires_at);
+        if old_expiry != expires_at {
+            if let Some(at) = old_expiry {
+                self.space.remove(record::expiry_key(at, db, key));
+            }
+            if let Some(at) = expires_at {
+                self.space.put(record::expiry_key(at, db, key), Vec::new());
+            }
+            let delta = expires_at.is_some() as i64 - old_expiry.is_some() as i64;
+            if delta != 0 {
+                self.add_to_counter(&record::expiring_count_key(db), delta)?;
+            }
+        }
+        if old.is_none() {
+            self.add_to_counter(&record::key_count_key(db), 1)?;
+        }
+        let record = Record::string(value, self.index, expires_at);
+        self.space.put(record::data_key(db, key), record.encode());
+        Ok(())
+    }
+
+    fn remove(&mut self, db: u8, key: &[u8], old: &Record) -> Result<(), String> {
+        self.space.remove(record::data_key(db, key));
+        if let Some(at) = old.expires_at {
+            self.space.remove(record::expiry_key(at, db, key));
+            self.add_to_counter(&record::expiring_count_key(db), -1)?;
+        }
+        self.add_to_counter(&record::key_count_key(db), -1)?;
+        self.space.put(
+            record::removed_at_key(db).to_vec(),
+            self.index.to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
+    /// The absolute expiry an option asks for, or `None` if it overflows.
+    fn deadline(&self, expiry: Expiry) -> Option<i64> {
+        match expiry {
+            Expiry::In(ms) => (self.now as i64).checked_add(ms),
+            Expiry::At(ms) => Some(ms),
+        }
+    }
+
+    fn write(&mut self, db: u8, command: Command) -> Result<Reply, String> {
+        Ok(match command {
+            Command::Set {
+                key,
+                value,
+                presence,
+                expiry,
+                answer,
+            } => {
+                let old = self.fetch(db, &key)?;
+                let old_value = match &old {
+                    Some(record) => match string_value(record) {
+                        Ok(v) => Some(v.to_vec()),
+                        Err(wrong) if answer == SetAnswer::OldValue => return Ok(wrong),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                let allowed = match presence {
+                    Presence::Any => true,
+                    Presence::OnlyIfAbsent => old.is_none(),
+                    Presence::OnlyIfPresent => old.is_some(),
+                };
+                let expires_at = match expiry {
+                    SetExpiry::Clear => None,
+                    SetExpiry::Keep => old.as_ref().and_then(|r| r.expires_at),
+                    SetExpiry::Set(expiry) => match self.deadline(expiry) {
+                        Some(at) => Some(at.max(0) as u64),
+                        None => return Ok(error("ERR invalid expire time in 'set' command")),
+                    },
+                };
+                if allowed {
+                    self.store(db, &key, value, expires_at, old.as_ref())?;
+                }
+                match answer {
+                    SetAnswer::Ok if allowed => Reply::Ok,
+                    SetAnswer::Ok => Reply::Nil,
+                    SetAnswer::Flag => Reply::Int(allowed as i64),
+                    SetAnswer::OldValue => old_value.map_or(Reply::Nil, Reply::bulk),
+                }
+            }
+            Command::MSet(pairs) => {
+                for (key, value) in pairs {
+                    let old = self.fetch(db, &key)?;
+                    self.store(db, &key, value, None, old.as_ref())?;
+                }
+                Reply::Ok
+            }
+            Command::MSetNx(pairs) => {
+                for (key, _) in &pairs {
+                    if self.fetch(db, key)?.is_some() {
+                        return Ok(Reply::Int(0));
+                    }
+                }
+                for (key, value) in pairs {
+                    let old = self.fetch(db, &key)?;
+                    self.store(db, &key, value, None, old.as_ref())?;
+                }
+                Reply::Int(1)
+            }
+            Command::GetDel(key) => match self.fetch(db, &key)? {
+                None => Reply::Nil,
+                Some(record) => match string_value(&record) {
+                    Err(wrong) => wrong,
+                    Ok(value) => {
+                        let value = value.to_vec();
+                        self.remove(db, &key, &record)?;
+                        Reply::bulk(value)
+                    }
+                },
+            },
+            Command::GetEx(key, expiry) => {
+                let Some(record) = self.fetch(db, &key)? else {
+                    return Ok(Reply::Nil);
+                };
+                let value = match string_value(&record) {
+                    Ok(value) => value.to_vec(),
+                    Err(wrong) => return Ok(wrong),
+                };
+                match expiry {
+                    None | Some(SetExpiry::Keep) => {}
+                    Some(SetExpiry::Clear) => {
+                        if record.expires_at.is_some() {
+                            self.store(db, &key, value.clone(), None, Some(&record))?;
+                        }
+                    }
+                    Some(SetExpiry::Set(expiry)) => match self.deadline(expiry) {
+                        None => return Ok(error("ERR invalid expire time in 'getex' command")),
+                        Some(at) if at <= self.now as i64 => self.remove(db, &key, &record)?,
+                        Some(at) => {
+                            self.store(db, &key, value.clone(), Some(at as u64), Some(&record))?
+                        }
+                    },
+                }
+                Reply::bulk(value)
+            }
+            Command::IncrBy(key, by) => {
+                let old = self.fetch(db, &key)?;
+                let current = match old.as_ref().map(string_value) {
+                    None => 0,
+                    Some(Err(wrong)) => return Ok(wrong),
+                    Some(Ok(text)) => match super::parse::parse_integer(text) {
+                        Some(n) => n,
+                        None => return Ok(error("ERR value is not an integer or out of range")),
+                    },
+                };
+                let Some(sum) = current.checked_add(by) else {
+                    return Ok(error("ERR increment or decrement would overflow"));
+                };
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(
+                    db,
+                    &key,
+                    sum.to_string().into_bytes(),
+                    expires_at,
+                    old.as_ref(),
+                )?;
+                Reply::Int(sum)
+            }
+            Command::IncrByFloat(key, by) => {
+                let old = self.fetch(db, &key)?;
+                let current = match old.as_ref().map(string_value) {
+                    None => 0.0,
+                    Some(Err(wrong)) => return Ok(wrong),
+                    Some(Ok(text)) => match super::parse::parse_float(text) {
+                        Some(n) => n,
+                        None => return Ok(error("ERR value is not a valid float")),
+                    },
+                };
+                let sum = current + by;
+                if !sum.is_finite() {
+                    return Ok(error("ERR increment would produce NaN or Infinity"));
+                }
+                let text = format_float(sum);
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(
+                    db,
+                    &key,
+                    text.clone().into_bytes(),
+                    expires_at,
+                    old.as_ref(),
+                )?;
+                Reply::bulk(text)
+            }
+            Command::Append(key, tail) => {
+                let old = self.fetch(db, &key)?;
+                let mut value = match old.as_ref().map(string_value) {
+                    None => Vec::new(),
+                    Some(Err(wrong)) => return Ok(wrong),
+                    Some(Ok(value)) => value.to_vec(),
+                };
+                if value.len() + tail.len() > MAX_VALUE_LEN {
+                    return Ok(too_long());
+                }
+                value.extend_from_slice(&tail);
+                let len = value.len() as i64;
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(db, &key, value, expires_at, old.as_ref())?;
+                Reply::Int(len)
+            }
+            Command::SetRange(key, offset, patch) => {
+                let old = self.fetch(db, &key)?;
+                let mut value = match old.as_ref().map(string_value) {
+                    None => Vec::new(),
+                    Some(Err(wrong)) => return Ok(wrong),
+                    Some(Ok(value)) => value.to_vec(),
+                };
+                if patch.is_empty() {
+                    return Ok(Reply::Int(value.len() as i64));
+                }
+                let offset = offset as usize;
+                if offset.saturating_add(patch.len()) > MAX_VALUE_LEN {
+                    return Ok(too_long());
+                }
+                if value.len() < offset + patch.len() {
+                    value.resize(offset + patch.len(), 0);
+                }
+                value[offset..offset + patch.len()].copy_from_slice(&patch);
+                let len = value.len() as i64;
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(db, &key, value, expires_at, old.as_ref())?;
+                Reply::Int(len)
+            }
+            Command::Del(keys) => {
+                let mut removed = 0;
+                for key in keys {
+                    if let Some(record) = self.fetch(db, &key)? {
+                        self.remove(db, &key, &record)?;
+                        removed += 1;
+                    }
+                }
+                Reply::Int(removed)
+            }
+            Command::Expire(key, expiry, condition) => {
+                let Some(record) = self.fetch(db, &key)? else {
+                    return Ok(Reply::Int(0));
+                };
+                let Some(at) = self.deadline(expiry) else {
+                    return Ok(error("ERR invalid expire time in 'expire' command"));
+                };
+                let allowed = match (condition, record.expires_at) {
+                    (ExpireCondition::Always, _) => true,
+                    (ExpireCondition::NoExpiry, current) => current.is_none(),
+                    (ExpireCondition::HasExpiry, current) => current.is_some(),
+                    (ExpireCondition::Later, None) => false,
+                    (ExpireCondition::Later, Some(current)) => at > current as i64,
+                    (ExpireCondition::Sooner, None) => true,
+                    (ExpireCondition::Sooner, Some(current)) => at < current as i64,
+                };
+                if !allowed {
+                    return Ok(Reply::Int(0));
+                }
+                if at <= self.now as i64 {
+                    self.remove(db, &key, &record)?;
+                } else {
+                    let value = record.value.clone();
+                    self.store(db, &key, value, Some(at as u64), Some(&record))?;
+                }
+                Reply::Int(1)
+            }
+            Command::Persist(key) => match self.fetch(db, &key)? {
+                Some(record) if record.expires_at.is_some() => {
+                    let value = record.value.clone();
+                    self.store(db, &key, value, None, Some(&record))?;
+                    Reply::Int(1)
+                }
+                _ => Reply::Int(0),
+            },
+            Command::Rename {
+                from,
+                to,
+                only_if_absent,
+            } => {
+                let Some(source) = self.fetch(db, &from)? else {
+                    return Ok(error("ERR no such key"));
+                };
+                if from == to {
+                    return Ok(if only_if_absent {
+                        Reply::Int(0)
+                    } else {
+                        Reply::Ok
+                    });
+                }
+                let target = self.fetch(db, &to)?;
+                if only_if_absent && target.is_some() {
+                    return Ok(Reply::Int(0));
+                }
+                self.remove(db, &from, &source)?;
+                self.store(
+                    db,
+                    &to,
+                    source.value.clone(),
+                    source.expires_at,
+                    target.as_ref(),
+                )?;
+                if only_if_absent {
+                    Reply::Int(1)
+                } else {
+                    Reply::Ok
+                }
+            }
+            Command::Copy {
+                from,
+                to,
+                db: target_db,
+                replace,
+            } => {
+                let target_db = target_db.unwrap_or(db);
+                if from == to && target_db == db {
+                    return Ok(error("ERR source and destination objects are the same"));
+                }
+                let Some(source) = self.fetch(db, &from)? else {
+                    return Ok(Reply::Int(0));
+                };
+                let target = self.fetch(target_db, &to)?;
+                if target.is_some() && !replace {
+                    return Ok(Reply::Int(0));
+                }
+                self.store(
+                    target_db,
+                    &to,
+                    source.value.clone(),
+                    source.expires_at,
+                    target.as_ref(),
+                )?;
+                Reply::Int(1)
+            }
+            Command::FlushDb => {
+                self.flush(db)?;
+                Reply::Ok
+            }
+            Command::FlushAll => {
+                for db in 0..record::DATABASES {
+                    self.flush(db)?;
+                }
+                Reply::Ok
+            }
+            read => read_at(&*self.space, db, &read, self.now)?,
+        })
+    }
+
+    /// Removes every key of `db` (one stored key at a time: see notes/findings.md).
+    fn flush(&mut self, db: u8) -> Result<(), String> {
+        if counter(&*self.space, &record::key_count_key(db))? == 0 {
+            return Ok(());
+        }
+        for (stored, value) in self.space.scan(&[db], &[db], usize::MAX)? {
+            if let Some(at) = Record::decode(&value).ok().and_then(|r| r.expires_at) {
+                if let Some((_, key)) = record::split_data_key(&stored) {
+                    self.space.remove(record::expiry_key(at, db, key));
+                }
+            }
+            self.space.remove(stored);
+        }
+        self.space.put(
+            record::key_count_key(db).to_vec(),
+            0u64.to_be_bytes().to_vec(),
+        );
+        self.space.put(
+            record::expiring_count_key(db).to_vec(),
+            0u64.to_be_bytes().to_vec(),
+        );
+        self.space.put(
+            record::removed_at_key(db).to_vec(),
+            self.index.to_be_bytes().to_vec(),
+        );
+        Ok(())
+    }
+}
+
+fn too_long() -> Reply {
+    error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+}
+
+/// INCRBYFLOAT's result as text: the shortest form that reads back the same,
+/// never in exponent notation (as Redis prints it).
+fn format_float(value: f64) -> String {
+    let text = format!("{value}");
+    if text == "-0" {
+        "0".into()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The whole state in a map: enough to run the machine without a disk.
+    #[derive(Default)]
+    struct MapSpace(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl Space for MapSpace {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String> {
+            Ok(self
+                .0
+                .range(from.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+    }
+
+    impl SpaceMut for MapSpace {
+        fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+            self.0.insert(key, value);
+        }
+        fn remove(&mut self, key: Vec<u8>) {
+            self.0.remove(&key);
+        }
+    }
+
+    struct Machine {
+        space: MapSpace,
+        index: u64,
+    }
+
+    impl Machine {
+        fn new() -> Machine {
+            Machine {
+                space: MapSpace::default(),
+                index: 0,
+            }
+        }
+
+        fn run(&mut self, time: u64, words: &[&str]) -> Reply {
+            self.index += 1;
+            let args = words.iter().map(|w| Bytes(w.as_bytes().to_vec())).collect();
+            let op = Op::Run(Queued { db: 0, args });
+            apply_entry(&mut self.space, self.index, time, vec![op])
+                .unwrap()
+                .remove(0)
+        }
+
+        fn read(&self, time: u64, words: &[&str]) -> Reply {
+            let command = Command::parse(words).unwrap().unwrap();
+            read(&self.space, 0, &command, time).unwrap()
+        }
+    }
+
+    fn bulk(text: &str) -> Reply {
+        Reply::bulk(text.as_bytes())
+    }
+
+    #[test]
+    fn set_nx_px_is_a_lock_that_expires_by_the_entry_clock() {
+        let mut m = Machine::new();
+        assert_eq!(
+            m.run(1000, &["set", "lock", "a", "nx", "px", "100"]),
+            Reply::Ok
+        );
+        assert_eq!(
+            m.run(1050, &["set", "lock", "b", "nx", "px", "100"]),
+            Reply::Nil
+        );
+        assert_eq!(m.read(1100, &["get", "lock"]), bulk("a"));
+        assert_eq!(m.read(1101, &["get", "lock"]), Reply::Nil);
+        assert_eq!(
+            m.run(1101, &["set", "lock", "b", "nx", "px", "100"]),
+            Reply::Ok
+        );
+        assert_eq!(m.read(1101, &["dbsize"]), Reply::Int(1));
+    }
+
+    #[test]
+    fn the_clock_never_runs_backwards() {
+        let mut m = Machine::new();
+        m.run(5000, &["set", "k", "v", "px", "1000"]);
+        // A later leader with a slow clock: its entry still applies at 5000 or later.
+        assert_eq!(m.run(1000, &["pttl", "k"]), Reply::Int(1000));
+        assert_eq!(m.read(0, &["pttl", "k"]), Reply::Int(1000));
+    }
+
+    #[test]
+    fn counters_count_and_refuse_what_is_not_a_number() {
+        let mut m = Machine::new();
+        assert_eq!(m.run(1, &["incr", "n"]), Reply::Int(1));
+        assert_eq!(m.run(1, &["incrby", "n", "41"]), Reply::Int(42));
+        assert_eq!(m.run(1, &["decrby", "n", "2"]), Reply::Int(40));
+        m.run(1, &["set", "s", "x"]);
+        assert_eq!(
+            m.run(1, &["incr", "s"]),
+            error("ERR value is not an integer or out of range")
+        );
+        m.run(1, &["set", "max", "9223372036854775807"]);
+        assert_eq!(
+            m.run(1, &["incr", "max"]),
+            error("ERR increment or decrement would overflow")
+        );
+        assert_eq!(m.run(1, &["incrbyfloat", "f", "10.5"]), bulk("10.5"));
+        assert_eq!(m.run(1, &["incrbyfloat", "f", "0.1"]), bulk("10.6"));
+        assert_eq!(m.run(1, &["incrbyfloat", "f", "-10.6"]), bulk("0"));
+    }
+
+    #[test]
+    fn expire_options_follow_redis() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "k", "v"]);
+        assert_eq!(m.run(0, &["expire", "k", "100", "xx"]), Reply::Int(0));
+        assert_eq!(m.run(0, &["expire", "k", "100", "gt"]), Reply::Int(0));
+        assert_eq!(m.run(0, &["expire", "k", "100", "nx"]), Reply::Int(1));
+        assert_eq!(m.run(0, &["expire", "k", "50", "gt"]), Reply::Int(0));
+        assert_eq!(m.run(0, &["expire", "k", "50", "lt"]), Reply::Int(1));
+        assert_eq!(m.read(0, &["ttl", "k"]), Reply::Int(50));
+        assert_eq!(m.run(0, &["persist", "k"]), Reply::Int(1));
+        assert_eq!(m.read(0, &["ttl", "k"]), Reply::Int(-1));
+        assert_eq!(m.run(0, &["expire", "k", "-1"]), Reply::Int(1));
+        assert_eq!(m.read(0, &["ttl", "k"]), Reply::Int(-2));
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(0));
+    }
+
+    #[test]
+    fn active_expiry_finds_due_keys_and_reaps_only_those_still_due() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "a", "1", "px", "10"]);
+        m.run(0, &["set", "b", "1", "px", "1000"]);
+        let due = due_expiries(&m.space, 500, 100).unwrap();
+        assert_eq!(due.len(), 1);
+        m.index += 1;
+        let reaped = apply_entry(&mut m.space, m.index, 500, vec![Op::Reap(due)]).unwrap();
+        assert_eq!(reaped, vec![Reply::Int(1)]);
+        assert_eq!(m.read(500, &["dbsize"]), Reply::Int(1));
+        assert!(due_expiries(&m.space, 500, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn string_commands_edit_in_place() {
+        let mut m = Machine::new();
+        assert_eq!(m.run(0, &["append", "s", "Hello"]), Reply::Int(5));
+        assert_eq!(m.run(0, &["setrange", "s", "7", "World"]), Reply::Int(12));
+        assert_eq!(
+            m.read(0, &["get", "s"]),
+            Reply::bulk(b"Hello\0\0World".to_vec())
+        );
+        assert_eq!(m.read(0, &["getrange", "s", "-5", "-1"]), bulk("World"));
+        assert_eq!(
+            m.read(0, &["getrange", "s", "0", "100"]).clone(),
+            Reply::bulk(b"Hello\0\0World".to_vec())
+        );
+        assert_eq!(m.read(0, &["strlen", "s"]), Reply::Int(12));
+        assert_eq!(
+            m.run(0, &["getset", "s", "x"]),
+            Reply::bulk(b"Hello\0\0World".to_vec())
+        );
+        assert_eq!(m.run(0, &["getdel", "s"]), bulk("x"));
+        assert_eq!(m.read(0, &["exists", "s"]), Reply::Int(0));
+    }
+
+    #[test]
+    fn rename_and_copy_keep_the_expiry() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "a", "1", "ex", "100"]);
+        assert_eq!(m.run(0, &["rename", "a", "b"]), Reply::Ok);
+        assert_eq!(m.read(0, &["ttl", "b"]), Reply::Int(100));
+        assert_eq!(m.run(0, &["copy", "b", "c"]), Reply::Int(1));
+        assert_eq!(m.run(0, &["copy", "b", "c"]), Reply::Int(0));
+        assert_eq!(m.read(0, &["ttl", "c"]), Reply::Int(100));
+        assert_eq!(
+            m.run(0, &["rename", "nothing", "x"]),
+            error("ERR no such key")
+        );
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(2));
+        assert_eq!(m.run(0, &["flushall"]), Reply::Ok);
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(0));
+        assert!(due_expiries(&m.space, u64::MAX, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_transaction_is_refused_after_its_watched_key_changed() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "w", "1"]);
+        let seen = watch_stamp(&m.space, 0, b"w", 0).unwrap();
+        let watch = Watched {
+            db: 0,
+            key: Bytes(b"w".to_vec()),
+            seen,
+            since: m.index,
+        };
+        let set = |v: &str| Queued {
+            db: 0,
+            args: vec![
+                Bytes(b"set".to_vec()),
+                Bytes(b"w".to_vec()),
+                Bytes(v.as_bytes().to_vec()),
+            ],
+        };
+        let exec = |m: &mut Machine, v: &str| {
+            m.index += 1;
+            let op = Op::Exec {
+                watched: vec![watch.clone()],
+                commands: vec![set(v)],
+            };
+            apply_entry(&mut m.space, m.index, 0, vec![op])
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(exec(&mut m, "mine"), Reply::Array(vec![Reply::Ok]));
+        // The transaction's own write now counts as a change for that old watch.
+        assert_eq!(exec(&mut m, "again"), Reply::NilArray);
+        assert_eq!(m.read(0, &["get", "w"]), bulk("mine"));
+    }
+
+    #[test]
+    fn scan_returns_every_key_once_over_many_calls() {
+        let mut m = Machine::new();
+        for i in 0..100 {
+            m.run(0, &["set", &format!("key:{i}"), "v"]);
+        }
+        let mut cursor = "0".to_string();
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let Reply::Array(parts) = m.read(0, &["scan", &cursor, "count", "7"]) else {
+                panic!()
+            };
+            let [Reply::Bulk(next), Reply::Array(keys)] = &parts[..] else {
+                panic!()
+            };
+            for key in keys {
+                let Reply::Bulk(key) = key else { panic!() };
+                seen.insert(key.0.clone());
+            }
+            cursor = String::from_utf8(next.0.clone()).unwrap();
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 100);
+    }
+
+    #[test]
+    fn glob_patterns_match_like_redis() {
+        for (pattern, text, expected) in [
+            ("*", "anything", true),
+            ("h?llo", "hello", true),
+            ("h[ae]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-b]llo", "hbllo", true),
+            ("h\\*llo", "h*llo", true),
+            ("h\\*llo", "hello", false),
+            ("*a*b", "xxaxxb", true),
+            ("*a*b", "xxaxxc", false),
+        ] {
+            assert_eq!(
+                pattern_matches(pattern.as_bytes(), text.as_bytes()),
+                expected,
+                "{pattern} {text}"
+            );
+        }
+        let many = "*a".repeat(2000) + "b";
+        assert!(!pattern_matches(many.as_bytes(), &[b'a'; 3000]));
+    }
+}

@@ -1,0 +1,61 @@
+//! What the Redis commands mean: the deterministic state machine.
+//!
+//! Ra's rule, kept here: a state machine is `apply(meta, command, state)`,
+//! and every replica that applies the same log reaches the same state. So
+//! nothing in this module reads a clock, a random number or anything outside
+//! its arguments. Time comes from the log entry, stamped by the leader that
+//! proposed it; "now" at apply is the largest time the machine has
+//! seen, so it never runs backwards when a leader with a slower clock takes
+//! over.
+//!
+//! Files: `parse.rs` understands a command's words, `record.rs` lays keys and
+//! values out on disk, `execute.rs` runs a command against a [`Space`] (the
+//! store's view: an apply batch, or a point-in-time read view).
+
+mod execute;
+pub mod parse;
+pub mod record;
+
+use serde::{Deserialize, Serialize};
+
+pub use execute::{
+    apply_entry, due_expiries, pattern_matches, read, watch_stamp, Entries, Space, SpaceMut,
+};
+pub use parse::Command;
+pub use record::DATABASES;
+
+use crate::command::Bytes;
+
+/// A command's answer, in the shapes Redis replies have. It travels back from
+/// the leader to a follower that forwarded the write, so it is serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    /// A simple-string reply other than OK (TYPE's `string`, `none`).
+    Status(String),
+    /// A missing value.
+    Nil,
+    /// EXEC after a WATCHed key changed.
+    NilArray,
+    Int(i64),
+    Bulk(Bytes),
+    Array(Vec<Reply>),
+    /// A runtime error (`WRONGTYPE ...`, `ERR value is not an integer ...`):
+    /// the command did nothing, other commands of its transaction still ran.
+    Error(String),
+}
+
+impl Reply {
+    pub fn bulk(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply::Bulk(Bytes(bytes.into()))
+    }
+}
+
+/// The wall-clock time of this machine, in ms since the epoch. Only a leader
+/// stamping an entry or answering a read-index round calls this.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

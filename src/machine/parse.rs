@@ -1,0 +1,729 @@
+//! A Redis command's words, understood: a pure function with unit tests.
+//!
+//! The front ends call [`Command::parse`] before anything is proposed, so a
+//! command with a syntax error never reaches the log (and, inside MULTI, makes
+//! EXEC answer EXECABORT). Apply parses the same words again from the log entry:
+//! the log holds what the client sent, and this one function gives it meaning.
+
+use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
+
+pub type Key = Vec<u8>;
+
+/// When SET, GETEX and EXPIRE put an expiry, as the client said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Milliseconds from the entry's time (EX, PX, EXPIRE, PEXPIRE).
+    In(i64),
+    /// Milliseconds since the epoch (EXAT, PXAT, EXPIREAT, PEXPIREAT).
+    At(i64),
+}
+
+/// Which expiry a write leaves on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// No option: a plain write removes any expiry.
+    Clear,
+    /// KEEPTTL.
+    Keep,
+    Set(Expiry),
+}
+
+/// NX / XX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Any,
+    OnlyIfAbsent,
+    OnlyIfPresent,
+}
+
+/// How a SET-like command answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAnswer {
+    /// SET: OK, or nil when NX/XX stopped it.
+    Ok,
+    /// SET ... GET, GETSET: the old value.
+    OldValue,
+    /// SETNX: 1 or 0.
+    Flag,
+}
+
+/// EXPIRE's NX / XX / GT / LT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireCondition {
+    Always,
+    NoExpiry,
+    HasExpiry,
+    Later,
+    Sooner,
+}
+
+/// TTL, PTTL, EXPIRETIME, PEXPIRETIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlQuery {
+    pub millis: bool,
+    pub absolute: bool,
+}
+
+/// A command of the string keyspace, with its arguments checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    // Reads.
+    Get(Key),
+    MGet(Vec<Key>),
+    Exists(Vec<Key>),
+    StrLen(Key),
+    GetRange(Key, i64, i64),
+    Ttl(Key, TtlQuery),
+    Type(Key),
+    Keys(Vec<u8>),
+    Scan {
+        cursor: u64,
+        pattern: Option<Vec<u8>>,
+        count: usize,
+        kind: Option<Vec<u8>>,
+    },
+    RandomKey,
+    DbSize,
+    // Writes.
+    Set {
+        key: Key,
+        value: Vec<u8>,
+        presence: Presence,
+        expiry: SetExpiry,
+        answer: SetAnswer,
+    },
+    MSet(Vec<(Key, Vec<u8>)>),
+    MSetNx(Vec<(Key, Vec<u8>)>),
+    GetDel(Key),
+    /// GETEX: `None` leaves the expiry as it is; PERSIST is `Some(Clear)`.
+    GetEx(Key, Option<SetExpiry>),
+    IncrBy(Key, i64),
+    IncrByFloat(Key, f64),
+    Append(Key, Vec<u8>),
+    SetRange(Key, i64, Vec<u8>),
+    Del(Vec<Key>),
+    Expire(Key, Expiry, ExpireCondition),
+    Persist(Key),
+    Rename {
+        from: Key,
+        to: Key,
+        only_if_absent: bool,
+    },
+    Copy {
+        from: Key,
+        to: Key,
+        db: Option<u8>,
+        replace: bool,
+    },
+    Touch(Vec<Key>),
+    FlushDb,
+    FlushAll,
+}
+
+/// Why a command was refused before anything ran: a Redis error line.
+pub type ParseError = String;
+
+/// A word as it may appear inside an error line: short, printable.
+pub fn shown(word: &[u8]) -> String {
+    String::from_utf8_lossy(&word[..word.len().min(40)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn syntax_error() -> ParseError {
+    "ERR syntax error".into()
+}
+
+fn not_an_integer() -> ParseError {
+    "ERR value is not an integer or out of range".into()
+}
+
+/// A decimal integer as Redis reads one: no spaces, no plus sign, no leading zeros.
+pub fn parse_integer(word: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(word).ok()?;
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.starts_with('0') && (digits.len() > 1 || text.starts_with('-')))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A float as INCRBYFLOAT reads one: finite, no spaces.
+pub fn parse_float(word: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(word).ok()?;
+    if text.is_empty()
+        || text.starts_with(|c: char| c.is_whitespace())
+        || text.ends_with(|c: char| c.is_whitespace())
+    {
+        return None;
+    }
+    let value: f64 = text.parse().ok()?;
+    value.is_finite().then_some(value)
+}
+
+fn integer(word: &[u8]) -> Result<i64, ParseError> {
+    parse_integer(word).ok_or_else(not_an_integer)
+}
+
+fn key(word: &[u8]) -> Result<Key, ParseError> {
+    if word.len() > MAX_KEY_LEN {
+        return Err(format!(
+            "ERR the key is {} bytes; keys are at most {MAX_KEY_LEN} bytes",
+            word.len()
+        ));
+    }
+    Ok(word.to_vec())
+}
+
+fn value(word: &[u8]) -> Result<Vec<u8>, ParseError> {
+    if word.len() > MAX_VALUE_LEN {
+        return Err(format!(
+            "ERR the value is {} bytes; values are at most {MAX_VALUE_LEN} bytes",
+            word.len()
+        ));
+    }
+    Ok(word.to_vec())
+}
+
+fn keys(words: &[impl AsRef<[u8]>]) -> Result<Vec<Key>, ParseError> {
+    words.iter().map(|w| key(w.as_ref())).collect()
+}
+
+fn pairs(words: &[impl AsRef<[u8]>]) -> Result<Vec<(Key, Vec<u8>)>, ParseError> {
+    words
+        .chunks(2)
+        .map(|pair| Ok((key(pair[0].as_ref())?, value(pair[1].as_ref())?)))
+        .collect()
+}
+
+/// The expiry given with a number of seconds or milliseconds; Redis refuses
+/// zero, negative and overflowing times with this command's name.
+fn expiry_time(
+    word: &[u8],
+    millis: bool,
+    absolute: bool,
+    command: &str,
+) -> Result<Expiry, ParseError> {
+    let n = integer(word)?;
+    let invalid = || format!("ERR invalid expire time in '{command}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms = if millis { Some(n) } else { n.checked_mul(1000) }.ok_or_else(invalid)?;
+    Ok(if absolute {
+        Expiry::At(ms)
+    } else {
+        Expiry::In(ms)
+    })
+}
+
+impl Command {
+    /// Understands `args` (the command name first) if it is a command of the
+    /// keyspace: `None` for a name this module does not own (the front end
+    /// deals with connection commands), `Some(Err)` for a syntax error.
+    pub fn parse(args: &[impl AsRef<[u8]>]) -> Option<Result<Command, ParseError>> {
+        let name = String::from_utf8_lossy(args.first()?.as_ref()).to_ascii_lowercase();
+        let rest = &args[1..];
+        let arity = |ok: bool| -> Result<(), ParseError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ERR wrong number of arguments for '{name}' command"
+                ))
+            }
+        };
+        let word = |i: usize| rest[i].as_ref();
+        let parsed = (|| -> Result<Command, ParseError> {
+            Ok(match name.as_str() {
+                "get" => {
+                    arity(rest.len() == 1)?;
+                    Command::Get(key(word(0))?)
+                }
+                "mget" => {
+                    arity(!rest.is_empty())?;
+                    Command::MGet(keys(rest)?)
+                }
+                "exists" => {
+                    arity(!rest.is_empty())?;
+                    Command::Exists(keys(rest)?)
+                }
+                "touch" => {
+                    arity(!rest.is_empty())?;
+                    Command::Touch(keys(rest)?)
+                }
+                "strlen" => {
+                    arity(rest.len() == 1)?;
+                    Command::StrLen(key(word(0))?)
+                }
+                "getrange" | "substr" => {
+                    arity(rest.len() == 3)?;
+                    Command::GetRange(key(word(0))?, integer(word(1))?, integer(word(2))?)
+                }
+                "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+                    arity(rest.len() == 1)?;
+                    let query = TtlQuery {
+                        millis: name.starts_with('p'),
+                        absolute: name.ends_with("time"),
+                    };
+                    Command::Ttl(key(word(0))?, query)
+                }
+                "type" => {
+                    arity(rest.len() == 1)?;
+                    Command::Type(key(word(0))?)
+                }
+                "keys" => {
+                    arity(rest.len() == 1)?;
+                    Command::Keys(word(0).to_vec())
+                }
+                "scan" => {
+                    arity(!rest.is_empty())?;
+                    parse_scan(rest)?
+                }
+                "randomkey" => {
+                    arity(rest.is_empty())?;
+                    Command::RandomKey
+                }
+                "dbsize" => {
+                    arity(rest.is_empty())?;
+                    Command::DbSize
+                }
+                "set" => {
+                    arity(rest.len() >= 2)?;
+                    parse_set(key(word(0))?, value(word(1))?, &rest[2..])?
+                }
+                "setnx" => {
+                    arity(rest.len() == 2)?;
+                    Command::Set {
+                        key: key(word(0))?,
+                        value: value(word(1))?,
+                        presence: Presence::OnlyIfAbsent,
+                        expiry: SetExpiry::Clear,
+                        answer: SetAnswer::Flag,
+                    }
+                }
+                "setex" | "psetex" => {
+                    arity(rest.len() == 3)?;
+                    let expiry = expiry_time(word(1), name == "psetex", false, &name)?;
+                    Command::Set {
+                        key: key(word(0))?,
+                        value: value(word(2))?,
+                        presence: Presence::Any,
+                        expiry: SetExpiry::Set(expiry),
+                        answer: SetAnswer::Ok,
+                    }
+                }
+                "getset" => {
+                    arity(rest.len() == 2)?;
+                    Command::Set {
+                        key: key(word(0))?,
+                        value: value(word(1))?,
+                        presence: Presence::Any,
+                        expiry: SetExpiry::Clear,
+                        answer: SetAnswer::OldValue,
+                    }
+                }
+                "mset" | "msetnx" => {
+                    arity(!rest.is_empty() && rest.len().is_multiple_of(2))?;
+                    let pairs = pairs(rest)?;
+                    if name == "mset" {
+                        Command::MSet(pairs)
+                    } else {
+                        Command::MSetNx(pairs)
+                    }
+                }
+                "getdel" => {
+                    arity(rest.len() == 1)?;
+                    Command::GetDel(key(word(0))?)
+                }
+                "getex" => {
+                    arity(!rest.is_empty())?;
+                    parse_getex(key(word(0))?, &rest[1..])?
+                }
+                "incr" | "decr" => {
+                    arity(rest.len() == 1)?;
+                    Command::IncrBy(key(word(0))?, if name == "incr" { 1 } else { -1 })
+                }
+                "incrby" | "decrby" => {
+                    arity(rest.len() == 2)?;
+                    let by = integer(word(1))?;
+                    let by = if name == "incrby" {
+                        by
+                    } else {
+                        by.checked_neg()
+                            .ok_or_else(|| "ERR decrement would overflow".to_string())?
+                    };
+                    Command::IncrBy(key(word(0))?, by)
+                }
+                "incrbyfloat" => {
+                    arity(rest.len() == 2)?;
+                    let by = parse_float(word(1))
+                        .ok_or_else(|| "ERR value is not a valid float".to_string())?;
+                    Command::IncrByFloat(key(word(0))?, by)
+                }
+                "append" => {
+                    arity(rest.len() == 2)?;
+                    Command::Append(key(word(0))?, value(word(1))?)
+                }
+                "setrange" => {
+                    arity(rest.len() == 3)?;
+                    let offset = integer(word(1))?;
+                    if offset < 0 {
+                        return Err("ERR offset is out of range".into());
+                    }
+                    Command::SetRange(key(word(0))?, offset, value(word(2))?)
+                }
+                "del" | "unlink" => {
+                    arity(!rest.is_empty())?;
+                    Command::Del(keys(rest)?)
+                }
+                "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                    arity(rest.len() >= 2)?;
+                    parse_expire(&name, key(word(0))?, word(1), &rest[2..])?
+                }
+                "persist" => {
+                    arity(rest.len() == 1)?;
+                    Command::Persist(key(word(0))?)
+                }
+                "rename" | "renamenx" => {
+                    arity(rest.len() == 2)?;
+                    Command::Rename {
+                        from: key(word(0))?,
+                        to: key(word(1))?,
+                        only_if_absent: name == "renamenx",
+                    }
+                }
+                "copy" => {
+                    arity(rest.len() >= 2)?;
+                    parse_copy(key(word(0))?, key(word(1))?, &rest[2..])?
+                }
+                "flushdb" | "flushall" => {
+                    arity(rest.len() <= 1)?;
+                    if let Some(mode) = rest.first() {
+                        let mode = mode.as_ref().to_ascii_lowercase();
+                        if mode != b"async" && mode != b"sync" {
+                            return Err(syntax_error());
+                        }
+                    }
+                    if name == "flushdb" {
+                        Command::FlushDb
+                    } else {
+                        Command::FlushAll
+                    }
+                }
+                _ => return Err(String::new()),
+            })
+        })();
+        match parsed {
+            Err(e) if e.is_empty() => None,
+            other => Some(other),
+        }
+    }
+
+    /// Whether the command only reads (served on a read index, not proposed).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::Get(_)
+                | Command::MGet(_)
+                | Command::Exists(_)
+                | Command::StrLen(_)
+                | Command::GetRange(..)
+                | Command::Ttl(..)
+                | Command::Type(_)
+                | Command::Keys(_)
+                | Command::Scan { .. }
+                | Command::RandomKey
+                | Command::DbSize
+                | Command::Touch(_)
+        )
+    }
+}
+
+fn parse_set(
+    key: Key,
+    value: Vec<u8>,
+    options: &[impl AsRef<[u8]>],
+) -> Result<Command, ParseError> {
+    let mut presence = Presence::Any;
+    let mut expiry = SetExpiry::Clear;
+    let mut answer = SetAnswer::Ok;
+    let mut i = 0;
+    while i < options.len() {
+        let option = options[i].as_ref().to_ascii_lowercase();
+        let next = options.get(i + 1).map(|w| w.as_ref());
+        match (option.as_slice(), next) {
+            (b"nx", _) if presence == Presence::Any => presence = Presence::OnlyIfAbsent,
+            (b"xx", _) if presence == Presence::Any => presence = Presence::OnlyIfPresent,
+            (b"get", _) if answer == SetAnswer::Ok => answer = SetAnswer::OldValue,
+            (b"keepttl", _) if expiry == SetExpiry::Clear => expiry = SetExpiry::Keep,
+            (b"ex" | b"px" | b"exat" | b"pxat", Some(time)) if expiry == SetExpiry::Clear => {
+                let millis = option.starts_with(b"p");
+                let absolute = option.ends_with(b"at");
+                expiry = SetExpiry::Set(expiry_time(time, millis, absolute, "set")?);
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    Ok(Command::Set {
+        key,
+        value,
+        presence,
+        expiry,
+        answer,
+    })
+}
+
+fn parse_getex(key: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+    let words: Vec<Vec<u8>> = options
+        .iter()
+        .map(|w| w.as_ref().to_ascii_lowercase())
+        .collect();
+    let expiry = match words.as_slice() {
+        [] => None,
+        [persist] if persist == b"persist" => Some(SetExpiry::Clear),
+        [unit, _] if matches!(unit.as_slice(), b"ex" | b"px" | b"exat" | b"pxat") => {
+            let millis = unit.starts_with(b"p");
+            let absolute = unit.ends_with(b"at");
+            let time = options[1].as_ref();
+            Some(SetExpiry::Set(expiry_time(
+                time, millis, absolute, "getex",
+            )?))
+        }
+        _ => return Err(syntax_error()),
+    };
+    Ok(Command::GetEx(key, expiry))
+}
+
+fn parse_expire(
+    name: &str,
+    key: Key,
+    time: &[u8],
+    options: &[impl AsRef<[u8]>],
+) -> Result<Command, ParseError> {
+    let mut condition = ExpireCondition::Always;
+    for option in options {
+        let wanted = match option.as_ref().to_ascii_lowercase().as_slice() {
+            b"nx" => ExpireCondition::NoExpiry,
+            b"xx" => ExpireCondition::HasExpiry,
+            b"gt" => ExpireCondition::Later,
+            b"lt" => ExpireCondition::Sooner,
+            _ => return Err(format!("ERR Unsupported option {}", shown(option.as_ref()))),
+        };
+        use ExpireCondition::*;
+        condition = match (condition, wanted) {
+            (Always, wanted) => wanted,
+            (a, b) if a == b => a,
+            (NoExpiry, _) | (_, NoExpiry) => {
+                return Err(
+                    "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+                )
+            }
+            (Later, Sooner) | (Sooner, Later) => {
+                return Err("ERR GT and LT options at the same time are not compatible".into())
+            }
+            (_, wanted) => wanted,
+        };
+    }
+    // EXPIRE accepts any integer: zero or less removes the key, as Redis does.
+    let n = integer(time)?;
+    let millis = name.starts_with('p');
+    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let ms = if millis { Some(n) } else { n.checked_mul(1000) }.ok_or_else(invalid)?;
+    let expiry = if name.ends_with("at") {
+        Expiry::At(ms)
+    } else {
+        Expiry::In(ms)
+    };
+    Ok(Command::Expire(key, expiry, condition))
+}
+
+fn parse_copy(from: Key, to: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+    let mut db = None;
+    let mut replace = false;
+    let mut i = 0;
+    while i < options.len() {
+        match options[i].as_ref().to_ascii_lowercase().as_slice() {
+            b"replace" => replace = true,
+            b"db" if i + 1 < options.len() => {
+                db = Some(parse_db(options[i + 1].as_ref())?);
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    Ok(Command::Copy {
+        from,
+        to,
+        db,
+        replace,
+    })
+}
+
+/// A database number, as SELECT, COPY ... DB and MOVE take it.
+pub fn parse_db(word: &[u8]) -> Result<u8, ParseError> {
+    let n = integer(word)?;
+    u8::try_from(n)
+        .ok()
+        .filter(|&db| db < super::DATABASES)
+        .ok_or_else(|| "ERR DB index is out of range".to_string())
+}
+
+fn parse_scan(rest: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+    let cursor = std::str::from_utf8(rest[0].as_ref())
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| "ERR invalid cursor".to_string())?;
+    let mut pattern = None;
+    let mut count = 10usize;
+    let mut kind = None;
+    let mut i = 1;
+    while i < rest.len() {
+        let option = rest[i].as_ref().to_ascii_lowercase();
+        let Some(arg) = rest.get(i + 1).map(|w| w.as_ref()) else {
+            return Err(syntax_error());
+        };
+        match option.as_slice() {
+            b"match" => pattern = Some(arg.to_vec()),
+            b"count" => {
+                let n = integer(arg)?;
+                if n < 1 {
+                    return Err(syntax_error());
+                }
+                count = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            b"type" => kind = Some(arg.to_ascii_lowercase()),
+            _ => return Err(syntax_error()),
+        }
+        i += 2;
+    }
+    Ok(Command::Scan {
+        cursor,
+        pattern,
+        count,
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(words: &[&str]) -> Option<Result<Command, ParseError>> {
+        Command::parse(words)
+    }
+
+    #[test]
+    fn set_options_combine_as_in_redis() {
+        assert_eq!(
+            parsed(&["SET", "k", "v", "nx", "px", "30000"]),
+            Some(Ok(Command::Set {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                presence: Presence::OnlyIfAbsent,
+                expiry: SetExpiry::Set(Expiry::In(30000)),
+                answer: SetAnswer::Ok,
+            }))
+        );
+        for bad in [
+            &["set", "k", "v", "nx", "xx"][..],
+            &["set", "k", "v", "ex", "10", "px", "10"],
+            &["set", "k", "v", "ex"],
+            &["set", "k", "v", "keepttl", "ex", "1"],
+            &["set", "k", "v", "what"],
+        ] {
+            assert_eq!(parsed(bad), Some(Err("ERR syntax error".into())), "{bad:?}");
+        }
+        for bad in [
+            &["set", "k", "v", "ex", "0"][..],
+            &["set", "k", "v", "px", "-1"],
+        ] {
+            assert_eq!(
+                parsed(bad),
+                Some(Err("ERR invalid expire time in 'set' command".into()))
+            );
+        }
+        assert_eq!(
+            parsed(&["set", "k", "v", "ex", "x"]),
+            Some(Err(not_an_integer()))
+        );
+    }
+
+    #[test]
+    fn integers_are_read_strictly() {
+        for good in [
+            "0",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "42",
+        ] {
+            assert!(parse_integer(good.as_bytes()).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "+1",
+            " 1",
+            "1 ",
+            "01",
+            "-0",
+            "9223372036854775808",
+            "1.0",
+            "-",
+        ] {
+            assert!(parse_integer(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expire_conditions_refuse_contradictions() {
+        assert!(matches!(
+            parsed(&["expire", "k", "10", "nx", "xx"]),
+            Some(Err(e)) if e.contains("NX and XX")
+        ));
+        assert!(matches!(
+            parsed(&["expire", "k", "10", "gt", "lt"]),
+            Some(Err(e)) if e.contains("GT and LT")
+        ));
+        assert_eq!(
+            parsed(&["pexpireat", "k", "5", "gt"]),
+            Some(Ok(Command::Expire(
+                b"k".to_vec(),
+                Expiry::At(5),
+                ExpireCondition::Later
+            )))
+        );
+    }
+
+    #[test]
+    fn names_this_module_does_not_own_are_left_alone() {
+        assert!(parsed(&["ping"]).is_none());
+        assert!(parsed(&["multi"]).is_none());
+        assert!(matches!(parsed(&["get"]), Some(Err(e)) if e.contains("wrong number")));
+    }
+
+    #[test]
+    fn scan_reads_its_options() {
+        assert_eq!(
+            parsed(&["scan", "0", "match", "a*", "count", "100"]),
+            Some(Ok(Command::Scan {
+                cursor: 0,
+                pattern: Some(b"a*".to_vec()),
+                count: 100,
+                kind: None
+            }))
+        );
+        assert_eq!(
+            parsed(&["scan", "x"]),
+            Some(Err("ERR invalid cursor".into()))
+        );
+        assert_eq!(parsed(&["scan", "0", "count"]), Some(Err(syntax_error())));
+    }
+}

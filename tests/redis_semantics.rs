@@ -1,0 +1,486 @@
+//! Redis semantics that real clients rely on, through the `redis` crate in
+//! RESP2 and RESP3 against a real three-replica cluster: transactions, WATCH,
+//! conditional writes, counters, expiry decided by the leader's clock, SCAN,
+//! and sixteen databases.
+
+mod harness;
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, ELECTION_TIMEOUT};
+use redis::{Connection, Value};
+
+/// How long a test waits for something that needs an election or a catch-up.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Debian's libfaketime, for a replica whose wall clock is off.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+fn connect_to(url: String) -> Connection {
+    let client = redis::Client::open(url.as_str()).expect("a redis:// address parses");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match client.get_connection_with_timeout(Duration::from_secs(5)) {
+            Ok(connection) => {
+                connection
+                    .set_read_timeout(Some(SETTLE))
+                    .expect("set a read timeout");
+                return connection;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connecting to {url}: {e}; retrying");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot connect to {url}: {e}"),
+        }
+    }
+}
+
+fn connect(port: u16) -> Connection {
+    connect_to(format!("redis://127.0.0.1:{port}/"))
+}
+
+fn connect_resp3(port: u16) -> Connection {
+    connect_to(format!("redis://127.0.0.1:{port}/?protocol=resp3"))
+}
+
+fn run(connection: &mut Connection, words: &[&str]) -> redis::RedisResult<Value> {
+    let mut cmd = redis::cmd(words[0]);
+    for word in &words[1..] {
+        cmd.arg(*word);
+    }
+    cmd.query(connection)
+}
+
+/// Runs a command that must succeed.
+fn ok(connection: &mut Connection, words: &[&str]) -> Value {
+    run(connection, words).unwrap_or_else(|e| panic!("{words:?} failed: {e}"))
+}
+
+fn int(connection: &mut Connection, words: &[&str]) -> i64 {
+    match ok(connection, words) {
+        Value::Int(n) => n,
+        other => panic!("{words:?} answered {other:?}, not an integer"),
+    }
+}
+
+fn bulk(text: &str) -> Value {
+    Value::BulkString(text.as_bytes().to_vec())
+}
+
+/// The applied index of the replica `connection` talks to, from INFO.
+fn applied_index(connection: &mut Connection) -> u64 {
+    let text: String = redis::cmd("INFO")
+        .arg("raft")
+        .query(connection)
+        .expect("INFO answers");
+    text.lines()
+        .find_map(|line| line.strip_prefix("applied_index:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no applied_index:\n{text}"))
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn resp3_clients_get_resp3_shapes_and_resp2_clients_the_old_ones() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let port = cluster.replica(leader).client_port();
+    let mut resp3 = connect_resp3(port);
+    let mut resp2 = connect(port);
+
+    assert_eq!(ok(&mut resp3, &["SET", "k", "v"]), Value::Okay);
+    assert_eq!(ok(&mut resp3, &["GET", "missing"]), Value::Nil);
+    let hello = ok(&mut resp3, &["HELLO", "3"]);
+    let Value::Map(fields) = hello else {
+        panic!("HELLO 3 answered {hello:?}, not a map");
+    };
+    assert!(
+        fields.contains(&(bulk("proto"), Value::Int(3))),
+        "{fields:?}"
+    );
+    assert!(matches!(
+        ok(&mut resp3, &["CONFIG", "GET", "appendonly"]),
+        Value::Map(_)
+    ));
+    // RESP2 gets the flat array Redis sends it.
+    assert_eq!(
+        ok(&mut resp2, &["CONFIG", "GET", "appendonly"]),
+        Value::Array(vec![bulk("appendonly"), bulk("yes")])
+    );
+    assert_eq!(ok(&mut resp2, &["GET", "k"]), bulk("v"));
+    assert_eq!(ok(&mut resp2, &["CLIENT", "SETNAME", "me"]), Value::Okay);
+    assert_eq!(ok(&mut resp2, &["CLIENT", "GETNAME"]), bulk("me"));
+    // The fields redis-cli --stat reads are in INFO.
+    let info: String = redis::cmd("INFO").query(&mut resp2).unwrap();
+    for field in [
+        "used_memory:",
+        "connected_clients:",
+        "blocked_clients:",
+        "total_commands_processed:",
+        "total_connections_received:",
+        "instantaneous_ops_per_sec:",
+        "db0:keys=1,expires=0",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}:\n{info}");
+    }
+}
+
+#[test]
+fn a_transaction_is_one_entry_applied_all_or_nothing() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(follower).client_port());
+    // The leader has applied an entry before it answers for it.
+    let mut at_leader = connect(cluster.replica(leader).client_port());
+
+    let before = applied_index(&mut at_leader);
+    let replies: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t")
+        .arg("1")
+        .cmd("INCR")
+        .arg("t")
+        .cmd("INCRBY")
+        .arg("counter")
+        .arg(5)
+        .cmd("GET")
+        .arg("t")
+        .query(&mut c)
+        .expect("the transaction runs");
+    assert_eq!(
+        replies,
+        vec![Value::Okay, Value::Int(2), Value::Int(5), bulk("2")]
+    );
+    // Forwarded from a follower, and still one log entry.
+    let after = applied_index(&mut at_leader);
+    assert_eq!(
+        after,
+        before + 1,
+        "a transaction took {} entries",
+        after - before
+    );
+
+    // A command refused while queueing aborts the whole transaction.
+    ok(&mut c, &["MULTI"]);
+    assert_eq!(
+        ok(&mut c, &["SET", "t", "100"]),
+        Value::SimpleString("QUEUED".into())
+    );
+    assert!(run(&mut c, &["SET", "only-a-key"]).is_err());
+    let error = run(&mut c, &["EXEC"]).expect_err("EXEC must fail after a refused command");
+    assert_eq!(error.code(), Some("EXECABORT"), "{error}");
+    assert_eq!(ok(&mut c, &["GET", "t"]), bulk("2"));
+    assert_eq!(applied_index(&mut at_leader), after);
+
+    // A runtime error fails only its own command, as in Redis.
+    ok(&mut c, &["MULTI"]);
+    for words in [
+        &["SET", "text", "abc"][..],
+        &["INCR", "text"],
+        &["SET", "after", "yes"],
+    ] {
+        assert_eq!(ok(&mut c, words), Value::SimpleString("QUEUED".into()));
+    }
+    // The client library reports the failed command of the EXEC reply; the
+    // other two ran.
+    let error = run(&mut c, &["EXEC"]).expect_err("INCR of text fails");
+    assert!(error.to_string().contains("not an integer"), "{error}");
+    assert_eq!(ok(&mut c, &["GET", "after"]), bulk("yes"));
+    assert_eq!(ok(&mut c, &["GET", "text"]), bulk("abc"));
+
+    // EXEC and DISCARD without MULTI are errors, and nothing is left queued.
+    assert!(run(&mut c, &["EXEC"]).is_err());
+    assert!(run(&mut c, &["DISCARD"]).is_err());
+    assert_eq!(ok(&mut c, &["MULTI"]), Value::Okay);
+    assert_eq!(
+        ok(&mut c, &["SET", "discarded", "1"]),
+        Value::SimpleString("QUEUED".into())
+    );
+    assert_eq!(ok(&mut c, &["DISCARD"]), Value::Okay);
+    assert_eq!(ok(&mut c, &["EXISTS", "discarded"]), Value::Int(0));
+}
+
+#[test]
+fn watch_aborts_exec_when_any_replica_wrote_the_key_since() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut watcher = connect(cluster.replica(follower).client_port());
+    let mut other = connect(cluster.replica(leader).client_port());
+
+    ok(&mut other, &["SET", "balance", "10"]);
+    // Unchanged: the transaction runs.
+    assert_eq!(ok(&mut watcher, &["WATCH", "balance"]), Value::Okay);
+    ok(&mut watcher, &["MULTI"]);
+    ok(&mut watcher, &["INCRBY", "balance", "5"]);
+    assert_eq!(
+        ok(&mut watcher, &["EXEC"]),
+        Value::Array(vec![Value::Int(15)])
+    );
+
+    // Written at another replica after the WATCH: EXEC answers nil.
+    ok(&mut watcher, &["WATCH", "balance"]);
+    ok(&mut other, &["SET", "balance", "100"]);
+    ok(&mut watcher, &["MULTI"]);
+    ok(&mut watcher, &["INCRBY", "balance", "5"]);
+    assert_eq!(ok(&mut watcher, &["EXEC"]), Value::Nil);
+    assert_eq!(ok(&mut watcher, &["GET", "balance"]), bulk("100"));
+
+    // A key that did not exist and was created meanwhile counts as written.
+    ok(&mut watcher, &["WATCH", "fresh"]);
+    ok(&mut other, &["SET", "fresh", "x"]);
+    ok(&mut watcher, &["MULTI"]);
+    ok(&mut watcher, &["SET", "fresh", "mine"]);
+    assert_eq!(ok(&mut watcher, &["EXEC"]), Value::Nil);
+    assert_eq!(ok(&mut watcher, &["GET", "fresh"]), bulk("x"));
+
+    // UNWATCH forgets, and EXEC clears the watch for the next transaction.
+    ok(&mut watcher, &["WATCH", "balance"]);
+    ok(&mut other, &["SET", "balance", "1"]);
+    ok(&mut watcher, &["UNWATCH"]);
+    ok(&mut watcher, &["MULTI"]);
+    ok(&mut watcher, &["GET", "balance"]);
+    assert_eq!(ok(&mut watcher, &["EXEC"]), Value::Array(vec![bulk("1")]));
+}
+
+#[test]
+fn conditional_writes_and_counters_follow_redis() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = connect(cluster.replica(leader).client_port());
+
+    // A lock: SET NX PX, refused while held.
+    assert_eq!(
+        ok(&mut c, &["SET", "lock", "me", "NX", "PX", "30000"]),
+        Value::Okay
+    );
+    assert_eq!(
+        ok(&mut c, &["SET", "lock", "you", "NX", "PX", "30000"]),
+        Value::Nil
+    );
+    let pttl = int(&mut c, &["PTTL", "lock"]);
+    assert!((29_000..=30_000).contains(&pttl), "PTTL {pttl}");
+    assert_eq!(
+        ok(&mut c, &["SET", "lock", "me2", "XX", "KEEPTTL", "GET"]),
+        bulk("me")
+    );
+    assert!(int(&mut c, &["PTTL", "lock"]) > 29_000);
+    assert_eq!(int(&mut c, &["SETNX", "lock", "x"]), 0);
+    assert_eq!(int(&mut c, &["MSETNX", "lock", "x", "other", "y"]), 0);
+    assert_eq!(ok(&mut c, &["EXISTS", "other"]), Value::Int(0));
+
+    assert_eq!(int(&mut c, &["INCR", "n"]), 1);
+    assert_eq!(int(&mut c, &["DECRBY", "n", "11"]), -10);
+    assert_eq!(ok(&mut c, &["INCRBYFLOAT", "n", "0.25"]), bulk("-9.75"));
+    assert!(run(&mut c, &["INCR", "n"]).is_err());
+    assert_eq!(int(&mut c, &["APPEND", "s", "Hello"]), 5);
+    assert_eq!(int(&mut c, &["SETRANGE", "s", "0", "J"]), 5);
+    assert_eq!(ok(&mut c, &["GETRANGE", "s", "1", "-1"]), bulk("ello"));
+    assert_eq!(int(&mut c, &["STRLEN", "s"]), 5);
+    assert_eq!(ok(&mut c, &["GETDEL", "s"]), bulk("Jello"));
+    assert_eq!(
+        ok(&mut c, &["TYPE", "s"]),
+        Value::SimpleString("none".into())
+    );
+    assert_eq!(
+        ok(&mut c, &["TYPE", "n"]),
+        Value::SimpleString("string".into())
+    );
+    assert_eq!(ok(&mut c, &["RENAME", "n", "m"]), Value::Okay);
+    assert_eq!(int(&mut c, &["COPY", "m", "m2"]), 1);
+    assert_eq!(ok(&mut c, &["GET", "m2"]), bulk("-9.75"));
+
+    // Sixteen databases, each its own keyspace.
+    let mut db1 = connect_to(format!(
+        "redis://127.0.0.1:{}/1",
+        cluster.replica(leader).client_port()
+    ));
+    assert_eq!(ok(&mut db1, &["GET", "m"]), Value::Nil);
+    ok(&mut db1, &["SET", "m", "in db 1"]);
+    assert_eq!(ok(&mut c, &["GET", "m"]), bulk("-9.75"));
+    assert_eq!(int(&mut db1, &["DBSIZE"]), 1);
+    assert_eq!(ok(&mut db1, &["FLUSHDB"]), Value::Okay);
+    assert_eq!(int(&mut db1, &["DBSIZE"]), 0);
+    assert!(int(&mut c, &["DBSIZE"]) > 0);
+    assert_eq!(ok(&mut c, &["FLUSHALL"]), Value::Okay);
+    assert_eq!(int(&mut c, &["DBSIZE"]), 0);
+}
+
+#[test]
+fn scan_returns_every_key_and_its_cursor_survives_a_leader_change() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(follower).client_port());
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        pipe.cmd("SET").arg(format!("item:{i}")).arg(i).ignore();
+    }
+    pipe.cmd("SET").arg("other").arg("x").ignore();
+    pipe.query::<()>(&mut c).expect("the writes succeed");
+
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = 0u64;
+    let mut calls = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("item:*")
+            .arg("COUNT")
+            .arg(40)
+            .query(&mut c)
+            .expect("SCAN answers");
+        seen.extend(keys);
+        calls += 1;
+        if calls == 3 {
+            cluster.replica(leader).kill();
+            cluster.wait_for_leader_among(
+                &[follower, cluster.other_than(&[leader, follower])],
+                ELECTION_TIMEOUT,
+            );
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert!(calls > 3, "SCAN took only {calls} calls");
+    assert_eq!(seen.len(), 300, "SCAN missed keys");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("item:1?").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+}
+
+#[test]
+fn expired_keys_are_removed_everywhere_by_the_leader() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = connect(cluster.replica(leader).client_port());
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET")
+            .arg(format!("short:{i}"))
+            .arg(i)
+            .arg("PX")
+            .arg(300)
+            .ignore();
+    }
+    pipe.cmd("SET")
+        .arg("long")
+        .arg("x")
+        .arg("EX")
+        .arg(600)
+        .ignore();
+    pipe.query::<()>(&mut c).unwrap();
+    assert_eq!(int(&mut c, &["DBSIZE"]), 501);
+
+    // Active expiry removes them through the log: every replica's count and
+    // state agree, not merely the leader's.
+    let ports: Vec<u16> = (1..=3)
+        .map(|id| cluster.replica(id).client_port())
+        .collect();
+    for port in ports {
+        let mut replica = connect(port);
+        eventually(SETTLE, "expired keys removed", || {
+            int(&mut replica, &["DBSIZE"]) == 1
+        });
+        assert_eq!(ok(&mut replica, &["GET", "short:7"]), Value::Nil);
+        assert!(int(&mut replica, &["TTL", "long"]) > 590);
+    }
+    cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
+
+/// Whether Debian's libfaketime is here; the clock tests need it.
+fn have_faketime() -> bool {
+    if Path::new(LIBFAKETIME).exists() {
+        return true;
+    }
+    eprintln!("skipped: libfaketime is not installed (apt-get install -y faketime)");
+    false
+}
+
+/// The environment that shifts one replica's wall clock by `offset` (e.g.
+/// "+600s"), leaving its timers (the monotonic clock) alone.
+fn skewed(offset: &str) -> [(&'static str, String); 3] {
+    [
+        ("LD_PRELOAD", LIBFAKETIME.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+}
+
+#[test]
+fn a_follower_with_a_skewed_clock_still_sees_the_leaders_expiry() {
+    if !have_faketime() {
+        return;
+    }
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    // Ten minutes ahead: by its own clock every short TTL has long passed.
+    cluster.replica(follower).kill();
+    let env = skewed("+600s");
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    cluster.replica(follower).restart_with_env(&vars);
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+
+    let mut at_leader = connect(cluster.replica(leader).client_port());
+    let mut at_follower = connect(cluster.replica(follower).client_port());
+    ok(&mut at_leader, &["SET", "session", "alive", "EX", "3"]);
+    assert_eq!(ok(&mut at_follower, &["GET", "session"]), bulk("alive"));
+    let ttl = int(&mut at_follower, &["TTL", "session"]);
+    assert!((1..=3).contains(&ttl), "the skewed follower says TTL {ttl}");
+    // A write at the skewed follower is stamped by the leader, not by it.
+    ok(&mut at_follower, &["SET", "from-follower", "v", "EX", "60"]);
+    let ttl = int(&mut at_leader, &["TTL", "from-follower"]);
+    assert!((58..=60).contains(&ttl), "TTL {ttl}");
+
+    eventually(SETTLE, "the key expires", || {
+        ok(&mut at_follower, &["GET", "session"]) == Value::Nil
+    });
+    assert_eq!(ok(&mut at_leader, &["GET", "session"]), Value::Nil);
+    cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
+
+#[test]
+fn a_ttl_runs_on_across_a_leader_change() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(follower).client_port());
+    ok(&mut c, &["SET", "ticket", "x", "PX", "6000"]);
+    let set_at = Instant::now();
+
+    cluster.replica(leader).kill();
+    let survivors = [follower, cluster.other_than(&[leader, follower])];
+    cluster.wait_for_leader_among(&survivors, ELECTION_TIMEOUT);
+    cluster.replica(leader).restart();
+
+    if set_at.elapsed() < Duration::from_millis(5000) {
+        assert_eq!(ok(&mut c, &["GET", "ticket"]), bulk("x"));
+        let pttl = int(&mut c, &["PTTL", "ticket"]);
+        let left = 6000 - set_at.elapsed().as_millis() as i64;
+        assert!(
+            (pttl - left).abs() < 1500,
+            "PTTL {pttl} after the leader change, expected about {left}"
+        );
+    }
+    eventually(SETTLE, "the key expires", || {
+        ok(&mut c, &["GET", "ticket"]) == Value::Nil
+    });
+    assert!(set_at.elapsed() >= Duration::from_millis(5900));
+    cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
