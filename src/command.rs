@@ -19,7 +19,7 @@
 //! follower built the proposal.
 //!
 //! Keys and values are byte strings. Valid UTF-8 is written as a plain JSON
-//! string so logs stay readable; anything else as `{"hex":"..."}`.
+//! string so logs stay readable; anything else as `{"b64":"..."}`.
 
 use std::fmt;
 
@@ -35,8 +35,10 @@ pub const PROPOSAL_FORMAT: u32 = 2;
 
 /// Longest key accepted from a person or a client, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
-/// Longest value accepted from a person or a client, in bytes.
-pub const MAX_VALUE_LEN: usize = 1024 * 1024;
+/// Longest value accepted from a person or a client, in bytes (Redis allows
+/// 512 MB; its own tests write 4 MB values). A whole entry must fit in one
+/// Raft frame (`network::MAX_FRAME_LEN`) even as JSON.
+pub const MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
 
 /// One entry's worth of operations, applied atomically and in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -165,7 +167,9 @@ impl fmt::Display for Proposal {
     }
 }
 
-/// A byte string that serialises as text when it is UTF-8, as hex otherwise.
+/// A byte string that serialises as text when it is UTF-8 that JSON writes
+/// almost as is, as base64 otherwise. Either way a value's JSON is at most
+/// about 1.6 times its size, which bounds the frames that carry it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Bytes(pub Vec<u8>);
 
@@ -194,12 +198,23 @@ impl fmt::Debug for Bytes {
     }
 }
 
+/// Whether JSON writes `text` at about its own size: a byte JSON escapes
+/// costs up to six, so at most one in eight may need it.
+fn cheap_as_json(text: &str) -> bool {
+    let escaped = text
+        .bytes()
+        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    escaped * 8 <= text.len()
+}
+
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
         match std::str::from_utf8(&self.0) {
-            Ok(text) => serializer.serialize_str(text),
-            Err(_) => HexForm {
-                hex: to_hex(&self.0),
+            Ok(text) if cheap_as_json(text) => serializer.serialize_str(text),
+            _ => Base64Form {
+                b64: base64::engine::general_purpose::STANDARD.encode(&self.0),
             }
             .serialize(serializer),
         }
@@ -215,7 +230,7 @@ impl<'de> Deserialize<'de> for Bytes {
             type Value = Bytes;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(r#"a string, or {"hex": "..."}"#)
+                f.write_str(r#"a string, or {"b64": "..."}"#)
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Bytes, E> {
@@ -227,9 +242,13 @@ impl<'de> Deserialize<'de> for Bytes {
             }
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Bytes, A::Error> {
-                let HexForm { hex } =
-                    HexForm::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                from_hex(&hex).map(Bytes).map_err(A::Error::custom)
+                use base64::Engine as _;
+                let Base64Form { b64 } =
+                    Base64Form::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map(Bytes)
+                    .map_err(|e| A::Error::custom(format!("bytes that are not base64: {e}")))
             }
         }
         deserializer.deserialize_any(BytesVisitor)
@@ -238,25 +257,8 @@ impl<'de> Deserialize<'de> for Bytes {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HexForm {
-    hex: String,
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(text: &str) -> Result<Vec<u8>, String> {
-    if !text.len().is_multiple_of(2) {
-        return Err("hex text has an odd number of digits".to_string());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(text.get(i..i + 2).unwrap_or("?"), 16)
-                .map_err(|_| format!("'{text}' is not hex"))
-        })
-        .collect()
+struct Base64Form {
+    b64: String,
 }
 
 #[cfg(test)]
@@ -283,7 +285,7 @@ mod tests {
         ];
         let json = serde_json::to_string(&Proposal::new(&ops)).unwrap();
         assert!(json.contains(r#""format":2"#), "{json}");
-        assert!(json.contains(r#"{"hex":"ff0080"}"#), "{json}");
+        assert!(json.contains(r#"{"b64":"/wCA"}"#), "{json}");
         let back: Proposal = serde_json::from_str(&json).unwrap();
         assert_eq!(back.decode().unwrap(), ops);
     }
@@ -305,8 +307,18 @@ mod tests {
     }
 
     #[test]
-    fn bad_hex_is_an_error() {
-        for bad in [r#"{"hex":"abc"}"#, r#"{"hex":"zz"}"#] {
+    fn escape_heavy_text_goes_as_base64() {
+        let quotes = Bytes(vec![b'"'; 1000]);
+        let json = serde_json::to_string(&quotes).unwrap();
+        assert!(json.len() < 1400, "{} bytes", json.len());
+        assert_eq!(serde_json::from_str::<Bytes>(&json).unwrap(), quotes);
+        let readable = Bytes(b"a \"quoted\" word".to_vec());
+        assert!(serde_json::to_string(&readable).unwrap().contains("quoted"));
+    }
+
+    #[test]
+    fn bad_base64_is_an_error() {
+        for bad in [r#"{"b64":"a"}"#, r#"{"b64":"!!"}"#, r#"{"hex":"00"}"#] {
             assert!(serde_json::from_str::<Bytes>(bad).is_err(), "{bad}");
         }
     }

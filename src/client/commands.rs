@@ -28,6 +28,8 @@ pub enum ClientCommand {
     Membership(MembershipChange),
     /// QUIT: answer OK, then close.
     Quit,
+    /// TIME: this replica's clock (it decides nothing in the state).
+    Time,
     /// A command whose answer does not depend on the store or the connection.
     Constant(Frame),
     /// HELLO [protover] [SETNAME name]: maybe switch protocol, answer who we are.
@@ -84,6 +86,7 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         },
         "checksum" if rest.is_empty() => ClientCommand::Checksum,
         "quit" => ClientCommand::Quit,
+        "time" if rest.is_empty() => ClientCommand::Time,
         "select" => match rest {
             [db] => ClientCommand::Select(parse_db(db)?),
             _ => return Err(wrong_arity()),
@@ -111,7 +114,7 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         "hello" => hello_command(rest)?,
         "config" => config_command(rest)?,
         "cluster" => cluster_command(rest)?,
-        "checksum" | "multi" | "exec" | "discard" | "unwatch" | "watch" => {
+        "checksum" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time" => {
             return Err(wrong_arity())
         }
         _ => {

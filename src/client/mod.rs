@@ -167,8 +167,39 @@ struct Session {
 
 #[derive(Default)]
 struct Transaction {
+    /// The database at MULTI, to go back to if the transaction does not run
+    /// (a queued SELECT switches at once, for the commands queued after it).
+    db_at_multi: u8,
     queued: Vec<Queued>,
+    /// Answers of commands that do not touch the keyspace (PING, SELECT...),
+    /// with their place among EXEC's replies.
+    answered: Vec<(usize, Frame)>,
     refused: bool,
+}
+
+impl Transaction {
+    fn len(&self) -> usize {
+        self.queued.len() + self.answered.len()
+    }
+
+    /// EXEC's reply: the keyspace commands' replies with the other answers
+    /// put back in their places.
+    fn merge(self, replies: Vec<Frame>) -> Frame {
+        let mut replies = replies.into_iter();
+        let mut answered = self.answered.into_iter().peekable();
+        let mut merged = Vec::with_capacity(replies.len() + answered.len());
+        loop {
+            if answered.peek().is_some_and(|(at, _)| *at == merged.len()) {
+                merged.push(answered.next().expect("peeked").1);
+            } else if let Some(reply) = replies.next() {
+                merged.push(reply);
+            } else {
+                break;
+            }
+        }
+        merged.extend(answered.map(|(_, frame)| frame));
+        Frame::Array(merged)
+    }
 }
 
 impl Session {
@@ -195,9 +226,7 @@ impl Session {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .unwrap_or_default(),
             self.db,
-            self.transaction
-                .as_ref()
-                .map_or(-1, |t| t.queued.len() as i64),
+            self.transaction.as_ref().map_or(-1, |t| t.len() as i64),
             self.watched.len(),
             if self.protocol == Protocol::Resp3 {
                 3
@@ -298,31 +327,48 @@ impl Connection {
         false
     }
 
-    /// Between MULTI and EXEC: queues a keyspace command (`+QUEUED`); a
-    /// command refused here makes EXEC fail, as in Redis.
+    /// Between MULTI and EXEC: queues a command (`+QUEUED`); a command
+    /// refused here makes EXEC fail, as in Redis. Keyspace commands go into
+    /// the transaction's log entry; PING, SELECT and the like are answered now
+    /// and their answers given back in EXEC's reply.
     fn queue(&mut self, args: &[Bytes], command: Result<ClientCommand, String>) -> Frame {
-        let Some(transaction) = self.session.transaction.as_mut() else {
+        let session = &mut self.session;
+        let Some(transaction) = session.transaction.as_mut() else {
             return Frame::error("ERR internal error: no transaction to queue in");
         };
-        match command {
+        let answer = match command {
             Ok(ClientCommand::Kv(Request::Run { queued, .. })) => {
                 transaction.queued.push(queued);
-                Frame::Simple("QUEUED")
+                return Frame::Simple("QUEUED");
             }
-            Ok(ClientCommand::Multi) => Frame::error("ERR MULTI calls can not be nested"),
-            Ok(ClientCommand::Watch(_)) => Frame::error("ERR WATCH inside MULTI is not allowed"),
+            Ok(ClientCommand::Multi) => return Frame::error("ERR MULTI calls can not be nested"),
+            Ok(ClientCommand::Watch(_)) => {
+                return Frame::error("ERR WATCH inside MULTI is not allowed")
+            }
+            Ok(ClientCommand::Constant(frame)) => frame,
+            Ok(ClientCommand::Select(db)) => {
+                session.db = db;
+                Frame::ok()
+            }
+            // EXEC forgets the watched keys anyway.
+            Ok(ClientCommand::Unwatch) => Frame::ok(),
+            Ok(ClientCommand::GetName) => Frame::Bulk(session.name.clone()),
+            Ok(ClientCommand::ClientId) => Frame::Integer(session.id as i64),
             Ok(_) => {
                 transaction.refused = true;
-                Frame::error(format!(
+                return Frame::error(format!(
                     "ERR '{}' cannot be queued in a transaction here",
                     shown(&args[0])
-                ))
+                ));
             }
             Err(message) => {
                 transaction.refused = true;
-                Frame::Error(message)
+                return Frame::Error(message);
             }
-        }
+        };
+        let at = transaction.len();
+        transaction.answered.push((at, answer));
+        Frame::Simple("QUEUED")
     }
 
     /// Executes the waiting keyspace requests together and writes their replies.
@@ -362,6 +408,15 @@ impl Connection {
                 Err(e) => Frame::error(format!("ERR {e}")),
             },
             ClientCommand::Quit => Frame::ok(),
+            ClientCommand::Time => {
+                let since_epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Frame::Array(vec![
+                    Frame::bulk(since_epoch.as_secs().to_string()),
+                    Frame::bulk(since_epoch.subsec_micros().to_string()),
+                ])
+            }
             ClientCommand::Hello { protocol, name } => {
                 if let Some(protocol) = protocol {
                     session.protocol = protocol;
@@ -386,34 +441,46 @@ impl Connection {
                 Frame::bulk(if list { line + "\n" } else { line })
             }
             ClientCommand::Multi => {
-                session.transaction = Some(Transaction::default());
+                session.transaction = Some(Transaction {
+                    db_at_multi: session.db,
+                    ..Transaction::default()
+                });
                 Frame::ok()
             }
             ClientCommand::Discard => match session.transaction.take() {
-                Some(_) => {
+                Some(transaction) => {
+                    session.db = transaction.db_at_multi;
                     session.watched.clear();
                     Frame::ok()
                 }
                 None => Frame::error("ERR DISCARD without MULTI"),
             },
             ClientCommand::Exec => {
-                let Some(transaction) = session.transaction.take() else {
+                let Some(mut transaction) = session.transaction.take() else {
                     return Frame::error("ERR EXEC without MULTI");
                 };
                 let watched = std::mem::take(&mut session.watched);
                 if transaction.refused {
+                    session.db = transaction.db_at_multi;
                     return Frame::error(
                         "EXECABORT Transaction discarded because of previous errors.",
                     );
                 }
                 if transaction.queued.is_empty() && watched.is_empty() {
-                    return Frame::Array(Vec::new());
+                    return transaction.merge(Vec::new());
                 }
                 let request = Request::Transaction {
                     watched,
-                    commands: transaction.queued,
+                    commands: std::mem::take(&mut transaction.queued),
                 };
-                reply_frame(node.execute_one(request).await)
+                match reply_frame(node.execute_one(request).await) {
+                    Frame::Array(replies) => transaction.merge(replies),
+                    // Nil (a watched key changed) or an error: nothing ran.
+                    other => {
+                        session.db = transaction.db_at_multi;
+                        other
+                    }
+                }
             }
             ClientCommand::Watch(keys) => match node.watch(session.db, &keys).await {
                 Ok(watched) => {
@@ -447,6 +514,12 @@ fn frame_of(reply: Reply) -> Frame {
         Reply::Int(n) => Frame::Integer(n),
         Reply::Bulk(bytes) => Frame::bulk(bytes.0),
         Reply::Array(items) => Frame::Array(items.into_iter().map(frame_of).collect()),
+        Reply::Map(pairs) => Frame::Map(
+            pairs
+                .into_iter()
+                .map(|(key, value)| (frame_of(key), frame_of(value)))
+                .collect(),
+        ),
         Reply::Error(message) => Frame::Error(message),
     }
 }

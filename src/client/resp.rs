@@ -20,9 +20,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// The largest request accepted, in bytes: room for `MSET` of several
-/// largest values (1 MiB each), and the most one connection may make us buffer.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// The largest request accepted, in bytes: room for the largest value
+/// (`command::MAX_VALUE_LEN`) with its key and command, and the most one
+/// connection may make us buffer.
+pub const MAX_REQUEST_BYTES: usize = crate::command::MAX_VALUE_LEN + 1024 * 1024;
 /// The most arguments one request may have.
 pub const MAX_ARGS: usize = 1024 * 1024;
 /// The longest inline request line (Redis allows 64 KiB too).
@@ -404,15 +405,16 @@ mod tests {
 
     #[test]
     fn an_oversized_request_is_refused_from_its_headers() {
-        // Four arguments of 4 MiB each: refused at the third header, long
-        // before 16 MiB would have to be buffered.
+        // Four arguments of half the limit each: refused at the third
+        // header, long before twice the limit would have to be buffered.
+        let half = MAX_REQUEST_BYTES / 2;
         let mut input = b"*4\r\n".to_vec();
         for _ in 0..2 {
-            input.extend_from_slice(format!("${}\r\n", 4 << 20).as_bytes());
-            input.extend(std::iter::repeat_n(b'v', 4 << 20));
+            input.extend_from_slice(format!("${half}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'v', half));
             input.extend_from_slice(b"\r\n");
         }
-        input.extend_from_slice(format!("${}\r\n", 4 << 20).as_bytes());
+        input.extend_from_slice(format!("${half}\r\n").as_bytes());
         let (_, result) = read_all(&input);
         assert!(result.unwrap_err().0.contains("over the limit"));
         let (_, result) = read_all(&vec![b'a'; MAX_INLINE_BYTES + 10]);

@@ -187,6 +187,29 @@ fn read_at<S: Space>(space: &S, db: u8, command: &Command, now: u64) -> Result<R
         )?,
         Command::RandomKey => random_key(space, db, now)?,
         Command::DbSize => Reply::Int(counter(space, &record::key_count_key(db))? as i64),
+        Command::GetBit(key, offset) => match value_of(key)? {
+            Ok(value) => {
+                let byte = value
+                    .unwrap_or_default()
+                    .get((offset / 8) as usize)
+                    .copied();
+                Reply::Int(byte.map_or(0, |b| (b >> (7 - offset % 8)) & 1) as i64)
+            }
+            Err(wrong) => wrong,
+        },
+        Command::Lcs {
+            a,
+            b,
+            answer,
+            min_match_len,
+            with_match_len,
+        } => {
+            let (a, b) = match (value_of(a)?, value_of(b)?) {
+                (Ok(a), Ok(b)) => (a.unwrap_or_default(), b.unwrap_or_default()),
+                (Err(wrong), _) | (_, Err(wrong)) => return Ok(wrong),
+            };
+            super::lcs::longest_common_subsequence(&a, &b, *answer, *min_match_len, *with_match_len)
+        }
         write => return Err(format!("internal error: {write:?} is not a read")),
     })
 }
@@ -657,6 +680,28 @@ impl<S: SpaceMut> Writer<'_, S> {
                 )?;
                 Reply::bulk(text)
             }
+            Command::SetBit(key, offset, bit) => {
+                let old = self.fetch(db, &key)?;
+                let mut value = match old.as_ref().map(string_value) {
+                    None => Vec::new(),
+                    Some(Err(wrong)) => return Ok(wrong),
+                    Some(Ok(value)) => value.to_vec(),
+                };
+                let byte = (offset / 8) as usize;
+                if value.len() <= byte {
+                    value.resize(byte + 1, 0);
+                }
+                let mask = 1u8 << (7 - offset % 8);
+                let was = value[byte] & mask != 0;
+                if bit {
+                    value[byte] |= mask;
+                } else {
+                    value[byte] &= !mask;
+                }
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(db, &key, value, expires_at, old.as_ref())?;
+                Reply::Int(was as i64)
+            }
             Command::Append(key, tail) => {
                 let old = self.fetch(db, &key)?;
                 let mut value = match old.as_ref().map(string_value) {
@@ -706,12 +751,14 @@ impl<S: SpaceMut> Writer<'_, S> {
                 }
                 Reply::Int(removed)
             }
-            Command::Expire(key, expiry, condition) => {
+            Command::Expire(key, expiry, condition, name) => {
                 let Some(record) = self.fetch(db, &key)? else {
                     return Ok(Reply::Int(0));
                 };
                 let Some(at) = self.deadline(expiry) else {
-                    return Ok(error("ERR invalid expire time in 'expire' command"));
+                    return Ok(Reply::Error(format!(
+                        "ERR invalid expire time in '{name}' command"
+                    )));
                 };
                 let allowed = match (condition, record.expires_at) {
                     (ExpireCondition::Always, _) => true,

@@ -13,6 +13,7 @@
 //! store's view: an apply batch, or a point-in-time read view).
 
 mod execute;
+mod lcs;
 pub mod parse;
 pub mod record;
 
@@ -40,6 +41,8 @@ pub enum Reply {
     Int(i64),
     Bulk(Bytes),
     Array(Vec<Reply>),
+    /// Pairs: a map in RESP3, a flat array in RESP2 (LCS ... IDX).
+    Map(Vec<(Reply, Reply)>),
     /// A runtime error (`WRONGTYPE ...`, `ERR value is not an integer ...`):
     /// the command did nothing, other commands of its transaction still ran.
     Error(String),

@@ -57,6 +57,14 @@ pub enum ExpireCondition {
     Sooner,
 }
 
+/// What LCS answers: the common string, its length, or where it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LcsAnswer {
+    String,
+    Len,
+    Indexes,
+}
+
 /// TTL, PTTL, EXPIRETIME, PEXPIRETIME.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlQuery {
@@ -84,6 +92,14 @@ pub enum Command {
     },
     RandomKey,
     DbSize,
+    GetBit(Key, u64),
+    Lcs {
+        a: Key,
+        b: Key,
+        answer: LcsAnswer,
+        min_match_len: u64,
+        with_match_len: bool,
+    },
     // Writes.
     Set {
         key: Key,
@@ -100,9 +116,11 @@ pub enum Command {
     IncrBy(Key, i64),
     IncrByFloat(Key, f64),
     Append(Key, Vec<u8>),
+    SetBit(Key, u64, bool),
     SetRange(Key, i64, Vec<u8>),
     Del(Vec<Key>),
-    Expire(Key, Expiry, ExpireCondition),
+    /// The last field is the command's name, for its error line.
+    Expire(Key, Expiry, ExpireCondition, &'static str),
     Persist(Key),
     Rename {
         from: Key,
@@ -152,7 +170,8 @@ pub fn parse_integer(word: &[u8]) -> Option<i64> {
     text.parse().ok()
 }
 
-/// A float as INCRBYFLOAT reads one: finite, no spaces.
+/// A float as INCRBYFLOAT reads one: no spaces, not NaN. Infinity reads, as
+/// in Redis, so that the sum is refused ("would produce NaN or Infinity").
 pub fn parse_float(word: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(word).ok()?;
     if text.is_empty()
@@ -162,7 +181,7 @@ pub fn parse_float(word: &[u8]) -> Option<f64> {
         return None;
     }
     let value: f64 = text.parse().ok()?;
-    value.is_finite().then_some(value)
+    (!value.is_nan()).then_some(value)
 }
 
 fn integer(word: &[u8]) -> Result<i64, ParseError> {
@@ -291,6 +310,23 @@ impl Command {
                 "dbsize" => {
                     arity(rest.is_empty())?;
                     Command::DbSize
+                }
+                "getbit" => {
+                    arity(rest.len() == 2)?;
+                    Command::GetBit(key(word(0))?, bit_offset(word(1))?)
+                }
+                "setbit" => {
+                    arity(rest.len() == 3)?;
+                    let bit = match word(2) {
+                        b"0" => false,
+                        b"1" => true,
+                        _ => return Err("ERR bit is not an integer or out of range".into()),
+                    };
+                    Command::SetBit(key(word(0))?, bit_offset(word(1))?, bit)
+                }
+                "lcs" => {
+                    arity(rest.len() >= 2)?;
+                    parse_lcs(key(word(0))?, key(word(1))?, &rest[2..])?
                 }
                 "set" => {
                     arity(rest.len() >= 2)?;
@@ -440,8 +476,51 @@ impl Command {
                 | Command::RandomKey
                 | Command::DbSize
                 | Command::Touch(_)
+                | Command::GetBit(..)
+                | Command::Lcs { .. }
         )
     }
+}
+
+/// A bit offset: the byte it falls in must fit in a value.
+fn bit_offset(word: &[u8]) -> Result<u64, ParseError> {
+    parse_integer(word)
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n / 8 < MAX_VALUE_LEN as u64)
+        .ok_or_else(|| "ERR bit offset is not an integer or out of range".into())
+}
+
+fn parse_lcs(a: Key, b: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+    let (mut len, mut indexes, mut with_match_len, mut min_match_len) = (false, false, false, 0);
+    let mut i = 0;
+    while i < options.len() {
+        match options[i].as_ref().to_ascii_lowercase().as_slice() {
+            b"len" => len = true,
+            b"idx" => indexes = true,
+            b"withmatchlen" => with_match_len = true,
+            b"minmatchlen" if i + 1 < options.len() => {
+                min_match_len = integer(options[i + 1].as_ref())?.max(0) as u64;
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    let answer = match (len, indexes) {
+        (true, true) => {
+            return Err("ERR If you want both the length and indexes, please just use IDX.".into())
+        }
+        (true, false) => LcsAnswer::Len,
+        (false, true) => LcsAnswer::Indexes,
+        (false, false) => LcsAnswer::String,
+    };
+    Ok(Command::Lcs {
+        a,
+        b,
+        answer,
+        min_match_len,
+        with_match_len,
+    })
 }
 
 fn parse_set(
@@ -541,7 +620,13 @@ fn parse_expire(
     } else {
         Expiry::In(ms)
     };
-    Ok(Command::Expire(key, expiry, condition))
+    let name = match name {
+        "expire" => "expire",
+        "pexpire" => "pexpire",
+        "expireat" => "expireat",
+        _ => "pexpireat",
+    };
+    Ok(Command::Expire(key, expiry, condition, name))
 }
 
 fn parse_copy(from: Key, to: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
@@ -697,7 +782,8 @@ mod tests {
             Some(Ok(Command::Expire(
                 b"k".to_vec(),
                 Expiry::At(5),
-                ExpireCondition::Later
+                ExpireCondition::Later,
+                "pexpireat"
             )))
         );
     }

@@ -31,7 +31,9 @@ use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
 pub use client::{CallError, Network};
 
 /// The largest frame either side sends or accepts.
-pub const MAX_FRAME_LEN: usize = 32 * 1024 * 1024;
+/// Room for one entry with the largest value (`command::MAX_VALUE_LEN`) as
+/// JSON, which writes a value in at most about 1.6 times its size.
+pub const MAX_FRAME_LEN: usize = 64 * 1024 * 1024;
 
 /// The codec both sides use: length-prefixed frames with a size limit.
 pub fn frame_codec() -> LengthDelimitedCodec {
@@ -149,7 +151,7 @@ mod tests {
         b"{\"AppendEntries\":{\"vote\":",
         b"\"ReadIndex\"",
         b"{\"Propose\":{\"format\":2,\"time_ms\":1,\"ops\":[",
-        b"{\"Run\":{\"db\":0,\"args\":[\"SET\",\"k\",{\"hex\":\"zz\"}]}}",
+        b"{\"Run\":{\"db\":0,\"args\":[\"SET\",\"k\",{\"b64\":\"!!\"}]}}",
         b"]}}",
         b"{",
         b"}",
@@ -292,7 +294,7 @@ mod tests {
             "delete",
             "key",
             "value",
-            "hex",
+            "b64",
             "meta",
             "offset",
             "done",
@@ -429,7 +431,7 @@ mod tests {
             })
         }
 
-        /// Keys and values: text, or bytes that are not UTF-8 (sent as hex).
+        /// Keys and values: text, or bytes that are not UTF-8 (sent as base64).
         fn kv_bytes() -> impl Strategy<Value = KvBytes> {
             prop::collection::vec(any::<u8>(), 0..8).prop_map(KvBytes)
         }
@@ -714,7 +716,7 @@ mod tests {
             }
 
             /// A real request spoiled: a string, number or boolean anywhere in
-            /// it replaced by a value of the wrong kind, its base64 or hex text
+            /// it replaced by a value of the wrong kind, its base64 text
             /// made invalid, its variant renamed, its JSON cut short or
             /// followed by more: always refused.
             #[test]
@@ -732,11 +734,11 @@ mod tests {
                 parts(&value, String::new(), false, &mut leaves);
                 let encoded: Vec<String> = leaves
                     .iter()
-                    .filter(|path| path.ends_with("/data_base64") || path.ends_with("/hex"))
+                    .filter(|path| path.ends_with("/data_base64") || path.ends_with("/b64"))
                     .cloned()
                     .collect();
                 let body = match how {
-                    // (A request with no base64 or hex in it gets a wrong kind.)
+                    // (A request with no base64 in it gets a wrong kind.)
                     4 if !encoded.is_empty() => {
                         let path: &String = leaf.get(&encoded);
                         let spot = value.pointer_mut(path).expect("a leaf found above");
