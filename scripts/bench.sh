@@ -2,8 +2,9 @@
 # Client-port throughput and latency of a fresh three-replica cluster, beside a
 # single fsync-always Redis server and the raw fsync rate of this disk.
 #
-#   scripts/bench.sh            the loads of issue 3 (-n 200000; 20000 for one client)
-#   scripts/bench.sh --quick    a smoke run with smaller -n
+#   scripts/bench.sh                the loads of issue 3 (-n 200000; 20000 for one client)
+#   scripts/bench.sh --quick        a smoke run with smaller -n
+#   scripts/bench.sh --binary PATH  measure that build instead of building this tree
 #
 # Everything runs on this machine over loopback: the three replicas, the Redis
 # server and redis-benchmark share its cores and its one disk. Installs
@@ -17,7 +18,11 @@ load_limit=600 # seconds for one redis-benchmark run
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) requests=20000; single_client_requests=2000 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --binary)
+      export EXAMPLE_ONDISK_BINARY="${2:?--binary needs a path}"
+      case "$EXAMPLE_ONDISK_BINARY" in /*) ;; *) EXAMPLE_ONDISK_BINARY="$PWD/$EXAMPLE_ONDISK_BINARY" ;; esac
+      shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,6 +69,26 @@ run_loads() {
   while read -r test rps p50; do results[$label:c50:$test]=$rps; done < "$work/load"
   load "$port" -c 50 -P 16 -n "$requests"
   while read -r test rps p50; do results[$label:p16:$test]=$rps; done < "$work/load"
+  results[$label:c50:INCR]=$(load_one "$port" -c 50 -n "$requests" -t incr)
+  results[$label:c50:SETNXEX]=$(load_one "$port" -c 50 -n "$requests" \
+    SET 'lock:__rand_int__' token NX EX 60)
+}
+
+# One redis-benchmark run of a single test (-t NAME, or a command given in
+# full); prints its requests per second.
+load_one() {
+  local port="$1" status=0; shift
+  timeout --foreground "$load_limit" redis-benchmark -p "$port" -r 100000 -d 100 --csv "$@" \
+    > "$work/one.csv" 2> "$work/one.err" || status=$?
+  local rps
+  rps=$(tr -d '"\r' < "$work/one.csv" | awk -F, '
+    NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    NF > 1 { print $col["rps"]; exit }')
+  if [ "$status" -ne 0 ] || [ -z "$rps" ]; then
+    echo "error: redis-benchmark -p $port $* failed (exit $status): $(tail -n 3 "$work/one.err" | paste -sd '|')" >&2
+    exit 1
+  fi
+  echo "$rps"
 }
 
 echo "measuring the disk: 100-byte appends, each followed by fdatasync, for 3 s..."
@@ -145,6 +170,8 @@ row "1 client, GET" "" "$(rate "${results[ours:c1:GET]}")" "$(rate "${results[re
 row "1 client, GET p50" "" "${results[ours:c1p50:GET]} ms" "${results[redis:c1p50:GET]} ms"
 row "50 clients, SET" ">= 20,000/s" "$(rate "${results[ours:c50:SET]}")" "$(rate "${results[redis:c50:SET]}")"
 row "50 clients, GET" ">= 50,000/s" "$(rate "${results[ours:c50:GET]}")" "$(rate "${results[redis:c50:GET]}")"
+row "50 clients, INCR" "" "$(rate "${results[ours:c50:INCR]}")" "$(rate "${results[redis:c50:INCR]}")"
+row "50 clients, SET NX EX" "" "$(rate "${results[ours:c50:SETNXEX]}")" "$(rate "${results[redis:c50:SETNXEX]}")"
 row "50 clients, pipeline 16, SET" ">= 60,000/s" "$(rate "${results[ours:p16:SET]}")" "$(rate "${results[redis:p16:SET]}")"
 row "50 clients, pipeline 16, GET" "" "$(rate "${results[ours:p16:GET]}")" "$(rate "${results[redis:p16:GET]}")"
 row "50 clients at a follower, SET" "" "$(rate "${results[follower:c50:SET]}")" ""

@@ -17,8 +17,15 @@ need_packages() {
     { echo "error: cannot install $packages (apt-get)" >&2; exit 1; }
 }
 
-cargo build --release --quiet
-bin="$PWD/target/release/example-ondisk"
+# EXAMPLE_ONDISK_BINARY=PATH runs that binary instead of building this tree
+# (to compare two builds in one sitting, say).
+if [ -n "${EXAMPLE_ONDISK_BINARY:-}" ]; then
+  bin="$EXAMPLE_ONDISK_BINARY"
+  [ -x "$bin" ] || { echo "error: $bin is not an executable file" >&2; exit 2; }
+else
+  cargo build --release --quiet
+  bin="$PWD/target/release/example-ondisk"
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() {

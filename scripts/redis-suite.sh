@@ -55,14 +55,15 @@ failures_dir="$(dirname "$failures")"
 mkdir -p "$failures_dir"
 failures="$(cd "$failures_dir" && pwd)/$(basename "$failures")"
 
-# common.sh builds the release binary with cargo when sourced; with --binary or
-# --redis-only nothing needs building, so this function stands in for cargo.
-if [ -n "$binary" ] || [ -n "$redis_only" ]; then
+# common.sh builds the release binary with cargo when sourced, unless it is
+# given one; with --redis-only nothing needs building, so this function
+# stands in for cargo.
+[ -z "$binary" ] || export EXAMPLE_ONDISK_BINARY="$binary"
+if [ -n "$redis_only" ]; then
   cargo() { :; }
 fi
 # shellcheck source=scripts/common.sh
 . scripts/common.sh
-[ -z "$binary" ] || bin="$binary"
 need_packages "redis-server redis-tools" redis-server redis-cli
 need_packages tcl tclsh
 started=$SECONDS
