@@ -6,7 +6,8 @@
 //! - the expiry index holds exactly one entry per key with an expiry;
 //! - the key counters of each database match the records;
 //! - a record's `modified` is the index of the entry that last wrote it, and a
-//!   database's `removed_at` the last index that removed one of its keys (WATCH
+//!   key's removal bucket's `removed_at` the last index that removed a key of
+//!   that bucket (WATCH
 //!   is decided from these two at apply time, so forwarding and leader changes
 //!   cannot fool it).
 //!
@@ -456,10 +457,14 @@ impl<S: SpaceMut> Writer<'_, S> {
         Ok(match current {
             Some(record) => record.modified != watch.seen,
             None if watch.seen != 0 => true,
-            // Absent then and now: unless a key of that database was removed
-            // meanwhile, it may have come and gone. Deciding "changed" then
-            // can abort a transaction needlessly, never let one through wrongly.
-            None => counter(&*self.space, &record::removed_at_key(watch.db))? > watch.since,
+            // Absent then and now: unless a key of its removal bucket was
+            // removed meanwhile, it may have come and gone. Deciding "changed"
+            // then can abort a transaction needlessly, never let one through
+            // wrongly.
+            None => {
+                let bucket = record::removed_at_key(watch.db, &watch.key);
+                counter(&*self.space, &bucket)? > watch.since
+            }
         })
     }
 
@@ -521,11 +526,15 @@ impl<S: SpaceMut> Writer<'_, S> {
             self.add_to_counter(&record::expiring_count_key(db), -1)?;
         }
         self.add_to_counter(&record::key_count_key(db), -1)?;
+        self.note_removal(db, key);
+        Ok(())
+    }
+
+    fn note_removal(&mut self, db: u8, key: &[u8]) {
         self.space.put(
-            record::removed_at_key(db).to_vec(),
+            record::removed_at_key(db, key).to_vec(),
             self.index.to_be_bytes().to_vec(),
         );
-        Ok(())
     }
 
     /// The absolute expiry an option asks for, or `None` if it overflows.
@@ -867,10 +876,11 @@ impl<S: SpaceMut> Writer<'_, S> {
             return Ok(());
         }
         for (stored, value) in self.space.scan(&[db], &[db], usize::MAX)? {
-            if let Some(at) = Record::decode(&value).ok().and_then(|r| r.expires_at) {
-                if let Some((_, key)) = record::split_data_key(&stored) {
+            if let Some((_, key)) = record::split_data_key(&stored) {
+                if let Some(at) = Record::decode(&value).ok().and_then(|r| r.expires_at) {
                     self.space.remove(record::expiry_key(at, db, key));
                 }
+                self.note_removal(db, key);
             }
             self.space.remove(stored);
         }
@@ -881,10 +891,6 @@ impl<S: SpaceMut> Writer<'_, S> {
         self.space.put(
             record::expiring_count_key(db).to_vec(),
             0u64.to_be_bytes().to_vec(),
-        );
-        self.space.put(
-            record::removed_at_key(db).to_vec(),
-            self.index.to_be_bytes().to_vec(),
         );
         Ok(())
     }
@@ -1127,6 +1133,39 @@ mod tests {
         // The transaction's own write now counts as a change for that old watch.
         assert_eq!(exec(&mut m, "again"), Reply::NilArray);
         assert_eq!(m.read(0, &["get", "w"]), bulk("mine"));
+    }
+
+    #[test]
+    fn a_watched_absent_key_aborts_only_if_it_came_and_went() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "other", "1"]);
+        let watch = Watched {
+            db: 0,
+            key: Bytes(b"w".to_vec()),
+            seen: watch_stamp(&m.space, 0, b"w", 0).unwrap(),
+            since: m.index,
+        };
+        let exec = |m: &mut Machine| {
+            m.index += 1;
+            let op = Op::Exec {
+                watched: vec![watch.clone()],
+                commands: vec![],
+            };
+            apply_entry(&mut m.space, m.index, 0, vec![op])
+                .unwrap()
+                .remove(0)
+        };
+        // Another key removed (of another removal bucket): still runs.
+        assert_ne!(
+            record::removed_at_key(0, b"w"),
+            record::removed_at_key(0, b"other")
+        );
+        m.run(0, &["del", "other"]);
+        assert_eq!(exec(&mut m), Reply::Array(vec![]));
+        // The watched key created and removed again: refused.
+        m.run(0, &["set", "w", "1"]);
+        m.run(0, &["del", "w"]);
+        assert_eq!(exec(&mut m), Reply::NilArray);
     }
 
     #[test]

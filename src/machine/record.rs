@@ -12,7 +12,8 @@
 //! because every replica holds the same order. The expiry index sorts by time,
 //! so the leader finds what has expired by reading its front. The counters
 //! (keys and expiring keys per database, the machine's clock, the last index
-//! at which each database lost a key) live in the same keyspace, so snapshots,
+//! at which each database lost a key of each removal bucket) live in the same
+//! keyspace, so snapshots,
 //! installs and checksums carry them with the data they describe.
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -36,9 +37,19 @@ pub fn expiring_count_key(db: u8) -> [u8; 3] {
     [META_PREFIX, b'x', db]
 }
 
-/// The last log index at which a key of `db` was removed (WATCH reads it).
-pub fn removed_at_key(db: u8) -> [u8; 3] {
-    [META_PREFIX, b'd', db]
+/// Keys are spread over this many removal buckets per database, by hash.
+pub const REMOVAL_BUCKETS: u64 = 4096;
+
+/// The last log index at which a key of `db` in `key`'s removal bucket was
+/// removed. WATCH reads it for a key that is absent now and was then: if it
+/// is older than the WATCH, that key cannot have come and gone meanwhile.
+/// (One record per key would be exact, but would have to be cleaned up; one
+/// per bucket is bounded, and wrong only the safe way: a needless abort when
+/// another key of the same bucket was removed, one chance in 4096 a key.)
+pub fn removed_at_key(db: u8, key: &[u8]) -> [u8; 5] {
+    let bucket = (scan_position(key) % REMOVAL_BUCKETS) as u16;
+    let [high, low] = bucket.to_be_bytes();
+    [META_PREFIX, b'd', db, high, low]
 }
 
 /// Where a user key of `db` is stored.
