@@ -50,10 +50,11 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
     let before = cluster.replica(leader).status();
 
     let long_key = "k".repeat(1025);
-    let long_value = "v".repeat(1_048_577);
+    // One byte over the limit (32 MiB since values grew for Redis's own tests).
+    let long_value = "v".repeat(32 * 1024 * 1024 + 1);
     // Each bad line, and words of which its error should use at least one (the
     // contract: say what was wrong and what is expected).
-    let bad_lines: [(&str, String, &[&str]); 10] = [
+    let bad_lines: [(&str, String, &[&str]); 13] = [
         (
             "unknown command",
             "frobnicate x".into(),
@@ -84,9 +85,24 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
             &["1024", "long"],
         ),
         (
-            "value over 1 MiB",
+            "a quote never closed",
+            r#"set "x v"#.into(),
+            &["invalid argument", "quote"],
+        ),
+        (
+            "text after a closing quote",
+            r#"set "x"y v"#.into(),
+            &["invalid argument", "quote"],
+        ),
+        (
+            "set with a value of several words (Redis's SET, not put)",
+            "set x hello world".into(),
+            &["syntax error"],
+        ),
+        (
+            "value over 32 MiB",
             format!("put bigvalue {long_value}"),
-            &["1048576", "mib", "long"],
+            &["33554432", "mib", "long"],
         ),
     ];
     for at in [leader, follower] {

@@ -105,6 +105,52 @@ fn a_delete_removes_the_key_everywhere() {
     }
 }
 
+#[test]
+fn the_prompt_runs_redis_commands_with_redis_cli_quoting() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let at_follower = cluster.replica(follower);
+
+    assert_eq!(at_follower.send(r#"set "a key" "a value" ex 100"#), "OK");
+    let ttl = at_follower.send(r#"ttl "a key""#);
+    let seconds: i64 = ttl
+        .strip_prefix("(integer) ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ttl: {ttl}"));
+    assert!((90..=100).contains(&seconds), "ttl: {ttl}");
+    assert_eq!(at_follower.send("incr hits"), "(integer) 1");
+    assert_eq!(at_follower.send("INCRBY hits 41"), "(integer) 42");
+    assert_eq!(at_follower.send(r#"getrange "a key" 0 -1"#), r#""a value""#);
+    assert_eq!(at_follower.send(r#"set bytes "\x00\xff\n""#), "OK");
+    assert_eq!(at_follower.send("strlen bytes"), "(integer) 3");
+    assert_eq!(
+        at_follower.send(r#"incr "a key""#),
+        "(error) ERR value is not an integer or out of range"
+    );
+    // Without a terminal, an array is one line, as every answer is.
+    assert_eq!(
+        at_follower.send(r#"mget "a key" hits bytes nothing"#),
+        r#"1) "a value" 2) "42" 3) "\x00\xff\n" 4) (nil)"#
+    );
+    assert_eq!(at_follower.send("keys nothing*"), "(empty array)");
+    let scan = at_follower.send("scan 0 match hit*");
+    assert!(scan.ends_with(r#" 2) [1) "hits"]"#), "scan: {scan}");
+
+    // The prompt's own commands answer as they always have.
+    assert_eq!(at_follower.send("get hits"), "42");
+    assert_eq!(at_follower.send(r#"get "a key""#), "a value");
+    assert_eq!(at_follower.send("put note two  words"), "OK");
+    assert_eq!(at_follower.send("get note"), "two  words");
+    assert_eq!(at_follower.send("delete note"), "OK");
+
+    // Written through the log like any write: the leader reads the same.
+    assert_eq!(
+        cluster.replica(leader).send(r#"mget hits "a key" note"#),
+        r#"1) "42" 2) "a value" 3) (nil)"#
+    );
+}
+
 /// Puts `count` keys `prefix-i` = `value of prefix-i` at replica `at`.
 fn put_keys(cluster: &mut Cluster, at: u64, prefix: &str, count: usize) -> Vec<(String, String)> {
     (0..count)
