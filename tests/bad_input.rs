@@ -49,9 +49,9 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
     let follower = cluster.other_than(&[leader]);
     let before = cluster.replica(leader).status();
 
-    let long_key = "k".repeat(1025);
-    // One byte over the limit (32 MiB since values grew for Redis's own tests).
-    let long_value = "v".repeat(32 * 1024 * 1024 + 1);
+    let long_key = "k".repeat(60 * 1024 + 1);
+    // One byte over the limit (8 MiB since values grew for Redis's own tests).
+    let long_value = "v".repeat(8 * 1024 * 1024 + 1);
     // Each bad line, and words of which its error should use at least one (the
     // contract: say what was wrong and what is expected).
     let bad_lines: [(&str, String, &[&str]); 13] = [
@@ -80,9 +80,9 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
             &["argument", "one key", "extra"],
         ),
         (
-            "key over 1024 bytes",
+            "key over 60 KiB",
             format!("put {long_key} v"),
-            &["1024", "long"],
+            &["61440", "long"],
         ),
         (
             "a quote never closed",
@@ -100,7 +100,7 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
             &["syntax error"],
         ),
         (
-            "value over 32 MiB",
+            "value over 8 MiB",
             format!("put bigvalue {long_value}"),
             &["33554432", "mib", "long"],
         ),
@@ -168,7 +168,7 @@ fn the_size_limits_are_inclusive() {
     let mut cluster = Cluster::start(3);
     cluster.wait_for_leader(ELECTION_TIMEOUT);
 
-    let key = "k".repeat(1024);
+    let key = "k".repeat(60 * 1024);
     let value = "v".repeat(1_048_576);
     cluster.replica(1).put(&key, "longest key");
     cluster.replica(1).put("biggest", &value);

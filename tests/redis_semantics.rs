@@ -484,3 +484,33 @@ fn a_ttl_runs_on_across_a_leader_change() {
     assert!(set_at.elapsed() >= Duration::from_millis(5900));
     cluster.agreed_checksum(&[1, 2, 3], SETTLE);
 }
+
+#[test]
+fn values_up_to_the_limit_are_replicated_and_read_back_at_a_follower() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(follower).client_port());
+    // Bytes that are not text travel in the log as base64.
+    let largest: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let text = "x".repeat(4_000_000);
+    redis::cmd("SET")
+        .arg("largest")
+        .arg(&largest)
+        .query::<()>(&mut c)
+        .expect("an 8 MiB value is accepted");
+    ok(&mut c, &["SET", "text", &text]);
+    ok(&mut c, &["APPEND", "text", "!"]);
+    let back: Vec<u8> = redis::cmd("GET").arg("largest").query(&mut c).unwrap();
+    assert!(back == largest, "the 8 MiB value came back changed");
+    assert_eq!(int(&mut c, &["STRLEN", "text"]), 4_000_001);
+    let over = redis::cmd("APPEND")
+        .arg("largest")
+        .arg("!")
+        .query::<i64>(&mut c);
+    assert!(over
+        .expect_err("past the limit")
+        .to_string()
+        .contains("maximum allowed size"),);
+    cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
