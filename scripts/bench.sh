@@ -84,9 +84,10 @@ load_one() {
   rps=$(tr -d '"\r' < "$work/one.csv" | awk -F, '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
     NF > 1 { print $col["rps"]; exit }')
+  # A build without the command (an older one, in an A/B run) gets n/a.
   if [ "$status" -ne 0 ] || [ -z "$rps" ]; then
-    echo "error: redis-benchmark -p $port $* failed (exit $status): $(tail -n 3 "$work/one.err" | paste -sd '|')" >&2
-    exit 1
+    echo "warning: redis-benchmark -p $port $* failed (exit $status): $(tail -n 3 "$work/one.err" | paste -sd '|')" >&2
+    rps=n/a
   fi
   echo "$rps"
 }
@@ -157,7 +158,9 @@ done
 
 row() { printf '| %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4"; }
 # A rate as a whole number with thousands separators: 12345.67 -> 12,346.
-rate() { printf '%.0f/s' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
+rate() {
+  case "$1" in n/a) echo n/a ;; *) printf '%.0f/s' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' ;; esac
+}
 echo
 echo "redis-benchmark -t set,get -r 100000 -d 100, -n $requests (-n $single_client_requests for one client)"
 echo "example-ondisk: the leader (replica $leader) of three replicas; redis: one server, appendfsync always"

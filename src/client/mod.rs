@@ -73,12 +73,33 @@ const OPS_SAMPLES: usize = 16;
 
 impl ClientStats {
     fn count_command(&self, name: &[u8], took: Duration) {
-        self.commands_processed.fetch_add(1, Relaxed);
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        self.count_commands([(name, took)]);
+    }
+
+    /// Counts a pipeline's commands under one lock; a name already in the
+    /// table is found without allocating.
+    fn count_commands<'a>(&self, commands: impl IntoIterator<Item = (&'a [u8], Duration)>) {
         let mut table = self.per_command.lock().unwrap_or_else(|e| e.into_inner());
-        // A client sending many unknown names must not grow the table without end.
-        if table.len() < 512 || table.contains_key(&name) {
-            let entry = table.entry(name).or_default();
+        let mut lower = [0u8; 32];
+        for (name, took) in commands {
+            self.commands_processed.fetch_add(1, Relaxed);
+            let short = name.len() <= lower.len();
+            let name = if short {
+                lower[..name.len()].copy_from_slice(name);
+                lower[..name.len()].make_ascii_lowercase();
+                String::from_utf8_lossy(&lower[..name.len()])
+            } else {
+                String::from_utf8_lossy(name).to_ascii_lowercase().into()
+            };
+            let known = table.contains_key(name.as_ref());
+            // A client sending many unknown names must not grow the table without end.
+            if !known && table.len() >= 512 {
+                continue;
+            }
+            let entry = match table.get_mut(name.as_ref()) {
+                Some(entry) => entry,
+                None => table.entry(name.into_owned()).or_default(),
+            };
             entry.0 += 1;
             entry.1 += took.as_micros() as u64;
         }
@@ -382,10 +403,11 @@ impl Connection {
             .map(|(request, at, name)| (request, (at, name)))
             .unzip();
         let replies = self.node.execute(requests).await;
-        for (reply, (at, name)) in replies.into_iter().zip(started) {
-            self.stats.count_command(&name, at.elapsed());
+        for reply in replies {
             reply_frame(reply).write_to(out, self.session.protocol);
         }
+        self.stats
+            .count_commands(started.iter().map(|(at, name)| (&name[..], at.elapsed())));
     }
 
     /// Everything that is not a keyspace request.

@@ -163,6 +163,16 @@ impl Record {
 
     /// Reads a record back; an error names what is wrong with it.
     pub fn decode(stored: &[u8]) -> Result<Record, String> {
+        Record::decode_parts(stored, true)
+    }
+
+    /// Reads all but the value (left empty): what a write that replaces the
+    /// value needs to know of the old one, without copying it.
+    pub fn decode_head(stored: &[u8]) -> Result<Record, String> {
+        Record::decode_parts(stored, false)
+    }
+
+    fn decode_parts(stored: &[u8], with_value: bool) -> Result<Record, String> {
         let (&kind, rest) = stored.split_first().ok_or("an empty record")?;
         let kind = match kind {
             0 => Kind::String,
@@ -187,7 +197,11 @@ impl Record {
             kind,
             modified,
             expires_at,
-            value: value.to_vec(),
+            value: if with_value {
+                value.to_vec()
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -183,10 +183,11 @@ struct ReadView {
 }
 
 impl Space for ReadView {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    type Value = fjall::Slice;
+
+    fn get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, String> {
         self.view
             .get(&self.data, key)
-            .map(|value| value.map(|v| v.to_vec()))
             .map_err(|e| describe_fjall_error(&e))
     }
 
@@ -211,18 +212,18 @@ impl Space for ReadView {
 struct ApplyView<'a> {
     data: &'a Keyspace,
     batch: &'a mut OwnedWriteBatch,
-    pending: &'a mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Values are shared with the batch, not copied (a `Slice` is counted).
+    pending: &'a mut BTreeMap<Vec<u8>, Option<fjall::Slice>>,
 }
 
 impl Space for ApplyView<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    type Value = fjall::Slice;
+
+    fn get(&self, key: &[u8]) -> Result<Option<fjall::Slice>, String> {
         if let Some(pending) = self.pending.get(key) {
             return Ok(pending.clone());
         }
-        self.data
-            .get(key)
-            .map(|value| value.map(|v| v.to_vec()))
-            .map_err(|e| describe_fjall_error(&e))
+        self.data.get(key).map_err(|e| describe_fjall_error(&e))
     }
 
     /// Merges the committed keys with the run's pending writes, in key order.
@@ -248,7 +249,7 @@ impl Space for ApplyView<'_> {
                 if next_committed.as_ref().is_some_and(|(k, _)| k == key) {
                     next_committed = committed.next().transpose()?;
                 }
-                (key.clone(), value.clone())
+                (key.clone(), value.as_ref().map(|v| v.to_vec()))
             } else {
                 let (key, value) = next_committed.take().expect("matched");
                 next_committed = committed.next().transpose()?;
@@ -267,6 +268,7 @@ impl Space for ApplyView<'_> {
 
 impl SpaceMut for ApplyView<'_> {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let value = fjall::Slice::from(value);
         self.batch.insert(self.data, key.clone(), value.clone());
         self.pending.insert(key, Some(value));
     }
