@@ -102,7 +102,7 @@ fn bad_prompt_lines_get_an_error_and_change_nothing() {
         (
             "value over 8 MiB",
             format!("put bigvalue {long_value}"),
-            &["33554432", "mib", "long"],
+            &["8388608", "mib", "long"],
         ),
     ];
     for at in [leader, follower] {
