@@ -514,3 +514,59 @@ fn values_up_to_the_limit_are_replicated_and_read_back_at_a_follower() {
         .contains("maximum allowed size"),);
     cluster.agreed_checksum(&[1, 2, 3], SETTLE);
 }
+
+#[test]
+fn expiry_survives_a_restart_and_a_snapshot_install() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-every", "20"]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let lagging = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(leader).client_port());
+    ok(&mut c, &["SET", "soon", "x", "PX", "4000"]);
+    ok(&mut c, &["SET", "later", "y", "EX", "600"]);
+    let set_at = Instant::now();
+
+    // One follower misses enough entries that it must catch up by snapshot.
+    cluster.replica(lagging).kill();
+    for i in 0..100 {
+        ok(&mut c, &["INCR", &format!("n{}", i % 7)]);
+    }
+    cluster.replica(lagging).restart();
+    let deadline = Instant::now() + SETTLE;
+    while cluster
+        .replica(lagging)
+        .status()
+        .number("snapshots_installed")
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no snapshot was installed");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mut at_lagging = connect(cluster.replica(lagging).client_port());
+    let ttl = int(&mut at_lagging, &["TTL", "later"]);
+    assert!((590..=600).contains(&ttl), "TTL after the install: {ttl}");
+    if set_at.elapsed() < Duration::from_millis(3500) {
+        assert_eq!(ok(&mut at_lagging, &["GET", "soon"]), bulk("x"));
+    }
+
+    // A full restart of every replica keeps the expiries too.
+    for id in 1..=3 {
+        cluster.replica(id).kill();
+    }
+    for id in 1..=3 {
+        cluster.replica(id).restart();
+    }
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = connect(cluster.replica(lagging).client_port());
+    let ttl = int(&mut c, &["TTL", "later"]);
+    assert!(
+        (580..=600).contains(&ttl),
+        "TTL after a full restart: {ttl}"
+    );
+    eventually(SETTLE, "the short key expires", || {
+        ok(&mut c, &["GET", "soon"]) == Value::Nil
+    });
+    eventually(SETTLE, "the expired key is removed everywhere", || {
+        int(&mut c, &["DBSIZE"]) == 8
+    });
+    cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
