@@ -19,24 +19,7 @@ use redis::{Connection, Value};
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn connect(port: u16) -> Connection {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .expect("a redis:// address parses");
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match client.get_connection_with_timeout(Duration::from_secs(5)) {
-            Ok(connection) => {
-                connection
-                    .set_read_timeout(Some(SETTLE))
-                    .expect("set a read timeout");
-                return connection;
-            }
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("connecting to {port}: {e}; retrying");
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("cannot connect to the client port {port}: {e}"),
-        }
-    }
+    harness::redis_connection(&format!("redis://127.0.0.1:{port}/"), SETTLE)
 }
 
 fn command(connection: &mut Connection, words: &[&[u8]]) -> redis::RedisResult<Value> {

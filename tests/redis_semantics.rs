@@ -19,23 +19,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn connect_to(url: String) -> Connection {
-    let client = redis::Client::open(url.as_str()).expect("a redis:// address parses");
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match client.get_connection_with_timeout(Duration::from_secs(5)) {
-            Ok(connection) => {
-                connection
-                    .set_read_timeout(Some(SETTLE))
-                    .expect("set a read timeout");
-                return connection;
-            }
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("connecting to {url}: {e}; retrying");
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("cannot connect to {url}: {e}"),
-        }
-    }
+    harness::redis_connection(&url, SETTLE)
 }
 
 fn connect(port: u16) -> Connection {

@@ -555,6 +555,31 @@ impl<S: SpaceMut> Writer<'_, S> {
         Ok(())
     }
 
+    /// A read-modify-write of a string that keeps its expiry (INCR, APPEND,
+    /// SETRANGE, SETBIT): `edit` gets the value (`None` for no key) and gives
+    /// the new value and the reply, or `Err(reply)` to leave the key as it is.
+    fn edit_string(
+        &mut self,
+        db: u8,
+        key: &[u8],
+        edit: impl FnOnce(Option<&[u8]>) -> Result<(Vec<u8>, Reply), Reply>,
+    ) -> Result<Reply, String> {
+        let old = self.fetch(db, key)?;
+        let current = match old.as_ref().map(string_value) {
+            None => None,
+            Some(Err(wrong)) => return Ok(wrong),
+            Some(Ok(value)) => Some(value),
+        };
+        match edit(current) {
+            Err(reply) => Ok(reply),
+            Ok((value, reply)) => {
+                let expires_at = old.as_ref().and_then(|r| r.expires_at);
+                self.store(db, key, value, expires_at, old.as_ref())?;
+                Ok(reply)
+            }
+        }
+    }
+
     fn remove(&mut self, db: u8, key: &[u8], old: &Record) -> Result<(), String> {
         self.space.remove(record::data_key(db, key));
         if let Some(at) = old.expires_at {
@@ -680,61 +705,32 @@ impl<S: SpaceMut> Writer<'_, S> {
                 }
                 Reply::bulk(value)
             }
-            Command::IncrBy(key, by) => {
-                let old = self.fetch(db, &key)?;
-                let current = match old.as_ref().map(string_value) {
+            Command::IncrBy(key, by) => self.edit_string(db, &key, |current| {
+                let current = match current {
                     None => 0,
-                    Some(Err(wrong)) => return Ok(wrong),
-                    Some(Ok(text)) => match super::parse::parse_integer(text) {
-                        Some(n) => n,
-                        None => return Ok(error("ERR value is not an integer or out of range")),
-                    },
+                    Some(text) => super::parse::parse_integer(text)
+                        .ok_or_else(|| error("ERR value is not an integer or out of range"))?,
                 };
-                let Some(sum) = current.checked_add(by) else {
-                    return Ok(error("ERR increment or decrement would overflow"));
-                };
-                let expires_at = old.as_ref().and_then(|r| r.expires_at);
-                self.store(
-                    db,
-                    &key,
-                    sum.to_string().into_bytes(),
-                    expires_at,
-                    old.as_ref(),
-                )?;
-                Reply::Int(sum)
-            }
-            Command::IncrByFloat(key, by) => {
-                let old = self.fetch(db, &key)?;
-                let current = match old.as_ref().map(string_value) {
+                let sum = current
+                    .checked_add(by)
+                    .ok_or_else(|| error("ERR increment or decrement would overflow"))?;
+                Ok((sum.to_string().into_bytes(), Reply::Int(sum)))
+            })?,
+            Command::IncrByFloat(key, by) => self.edit_string(db, &key, |current| {
+                let current = match current {
                     None => 0.0,
-                    Some(Err(wrong)) => return Ok(wrong),
-                    Some(Ok(text)) => match super::parse::parse_float(text) {
-                        Some(n) => n,
-                        None => return Ok(error("ERR value is not a valid float")),
-                    },
+                    Some(text) => super::parse::parse_float(text)
+                        .ok_or_else(|| error("ERR value is not a valid float"))?,
                 };
                 let sum = current + by;
                 if !sum.is_finite() {
-                    return Ok(error("ERR increment would produce NaN or Infinity"));
+                    return Err(error("ERR increment would produce NaN or Infinity"));
                 }
                 let text = format_float(sum);
-                let expires_at = old.as_ref().and_then(|r| r.expires_at);
-                self.store(
-                    db,
-                    &key,
-                    text.clone().into_bytes(),
-                    expires_at,
-                    old.as_ref(),
-                )?;
-                Reply::bulk(text)
-            }
-            Command::SetBit(key, offset, bit) => {
-                let old = self.fetch(db, &key)?;
-                let mut value = match old.as_ref().map(string_value) {
-                    None => Vec::new(),
-                    Some(Err(wrong)) => return Ok(wrong),
-                    Some(Ok(value)) => value.to_vec(),
-                };
+                Ok((text.clone().into_bytes(), Reply::bulk(text)))
+            })?,
+            Command::SetBit(key, offset, bit) => self.edit_string(db, &key, |current| {
+                let mut value = current.unwrap_or_default().to_vec();
                 let byte = (offset / 8) as usize;
                 if value.len() <= byte {
                     value.resize(byte + 1, 0);
@@ -746,49 +742,34 @@ impl<S: SpaceMut> Writer<'_, S> {
                 } else {
                     value[byte] &= !mask;
                 }
-                let expires_at = old.as_ref().and_then(|r| r.expires_at);
-                self.store(db, &key, value, expires_at, old.as_ref())?;
-                Reply::Int(was as i64)
-            }
-            Command::Append(key, tail) => {
-                let old = self.fetch(db, &key)?;
-                let mut value = match old.as_ref().map(string_value) {
-                    None => Vec::new(),
-                    Some(Err(wrong)) => return Ok(wrong),
-                    Some(Ok(value)) => value.to_vec(),
-                };
-                if value.len() + tail.len() > MAX_VALUE_LEN {
-                    return Ok(too_long());
+                Ok((value, Reply::Int(was as i64)))
+            })?,
+            Command::Append(key, tail) => self.edit_string(db, &key, |current| {
+                let current = current.unwrap_or_default();
+                if current.len() + tail.len() > MAX_VALUE_LEN {
+                    return Err(too_long());
                 }
-                value.extend_from_slice(&tail);
+                let value = [current, &tail[..]].concat();
                 let len = value.len() as i64;
-                let expires_at = old.as_ref().and_then(|r| r.expires_at);
-                self.store(db, &key, value, expires_at, old.as_ref())?;
-                Reply::Int(len)
-            }
-            Command::SetRange(key, offset, patch) => {
-                let old = self.fetch(db, &key)?;
-                let mut value = match old.as_ref().map(string_value) {
-                    None => Vec::new(),
-                    Some(Err(wrong)) => return Ok(wrong),
-                    Some(Ok(value)) => value.to_vec(),
-                };
+                Ok((value, Reply::Int(len)))
+            })?,
+            Command::SetRange(key, offset, patch) => self.edit_string(db, &key, |current| {
+                let mut value = current.unwrap_or_default().to_vec();
+                // An empty patch changes nothing, and creates no key.
                 if patch.is_empty() {
-                    return Ok(Reply::Int(value.len() as i64));
+                    return Err(Reply::Int(value.len() as i64));
                 }
                 let offset = offset as usize;
                 if offset.saturating_add(patch.len()) > MAX_VALUE_LEN {
-                    return Ok(too_long());
+                    return Err(too_long());
                 }
                 if value.len() < offset + patch.len() {
                     value.resize(offset + patch.len(), 0);
                 }
                 value[offset..offset + patch.len()].copy_from_slice(&patch);
                 let len = value.len() as i64;
-                let expires_at = old.as_ref().and_then(|r| r.expires_at);
-                self.store(db, &key, value, expires_at, old.as_ref())?;
-                Reply::Int(len)
-            }
+                Ok((value, Reply::Int(len)))
+            })?,
             Command::Del(keys) => {
                 let mut removed = 0;
                 for key in keys {

@@ -1040,3 +1040,26 @@ pub fn shorten(text: &str) -> String {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A `redis` crate connection to `url` (`redis://127.0.0.1:PORT/[DB][?protocol=resp3]`),
+/// retried until the port answers or `settle` has passed; its replies may take
+/// `settle` too.
+pub fn redis_connection(url: &str, settle: Duration) -> redis::Connection {
+    let client = redis::Client::open(url).expect("a redis:// address parses");
+    let deadline = Instant::now() + settle;
+    loop {
+        match client.get_connection_with_timeout(Duration::from_secs(5)) {
+            Ok(connection) => {
+                connection
+                    .set_read_timeout(Some(settle))
+                    .expect("set a read timeout");
+                return connection;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connecting to {url}: {e}; retrying");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot connect to {url}: {e}"),
+        }
+    }
+}
