@@ -39,10 +39,10 @@ pub const PROPOSAL_FORMAT: u32 = 2;
 pub const MAX_KEY_LEN: usize = 60 * 1024;
 /// Longest value accepted from a person or a client, in bytes (Redis allows
 /// 512 MB; its own tests write 4 MB values). openraft 0.9 gives each
-/// AppendEntries the heartbeat interval (100 ms) to cross, be parsed and be
-/// fsynced at the follower, or sends it again: an entry with a 32 MiB value
-/// never made it here, one with 16 MiB did, so the limit keeps a margin below
-/// that (notes/findings.md has the measurements).
+/// AppendEntries one heartbeat interval to cross, be parsed and be fsynced at
+/// the follower, or sends it again, so an entry must be small enough to do
+/// that on a loaded machine; notes/findings.md has the sizes that did and did
+/// not get through, and why this one keeps a margin.
 pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
 
 /// One entry's worth of operations, applied atomically and in order.

@@ -257,8 +257,9 @@ impl Command {
             }
         };
         let word = |i: usize| rest[i].as_ref();
-        let parsed = (|| -> Result<Command, ParseError> {
-            Ok(match name.as_str() {
+        // `Ok(None)`: a name this module does not own.
+        let parsed = (|| -> Result<Option<Command>, ParseError> {
+            Ok(Some(match name.as_str() {
                 "get" => {
                     arity(rest.len() == 1)?;
                     Command::Get(key(word(0))?)
@@ -451,13 +452,10 @@ impl Command {
                         Command::FlushAll
                     }
                 }
-                _ => return Err(String::new()),
-            })
+                _ => return Ok(None),
+            }))
         })();
-        match parsed {
-            Err(e) if e.is_empty() => None,
-            other => Some(other),
-        }
+        parsed.transpose()
     }
 
     /// Whether the command only reads (served on a read index, not proposed).
