@@ -641,7 +641,6 @@ fn info_text(
             stats.commands_processed.load(Relaxed).to_string(),
         ),
         ("instantaneous_ops_per_sec", stats.ops_per_sec().to_string()),
-        ("expired_keys", "0".to_string()),
     ];
     let mut raft = named(&[
         ("role", status.role.to_string()),
