@@ -420,6 +420,50 @@ fn a_folder_of_another_cluster_is_refused_and_left_intact() {
     assert_cluster_data_intact(&mut cluster, &applied);
 }
 
+/// Rewrites the layout number in replica `id`'s identity record, as a folder
+/// written by another release would have it.
+fn set_layout(data_dir: &Path, id: u64, layout: u32) {
+    let db = fjall::Database::builder(data_dir.join(format!("replica-{id}")).join("db"))
+        .open()
+        .expect("open the stopped replica's database");
+    let meta = db
+        .keyspace("raft_meta", fjall::KeyspaceCreateOptions::default)
+        .expect("its raft_meta keyspace");
+    let stored = meta
+        .get("identity")
+        .expect("read the identity")
+        .expect("an identity record");
+    let mut identity: serde_json::Value =
+        serde_json::from_slice(&stored).expect("the identity is JSON");
+    identity["layout"] = layout.into();
+    meta.insert("identity", serde_json::to_vec(&identity).unwrap())
+        .expect("write the identity");
+    db.persist(fjall::PersistMode::SyncAll)
+        .expect("make it durable");
+}
+
+/// A folder from an older release (layout 1: values without type, expiry or
+/// write index) or a newer one is refused with one line, and works again once
+/// its layout is this release's.
+#[test]
+fn a_folder_of_another_layout_is_refused_and_left_intact() {
+    let (mut cluster, applied) = cluster_with_data_then_stopped();
+    for layout in [1, 3] {
+        set_layout(cluster.data_dir(), 1, layout);
+        let outcome = run_once(
+            &replica_args(1, cluster.data_dir(), &cluster.peers, &[]),
+            QUICK,
+        );
+        let error = assert_refused(&outcome, 1);
+        assert!(
+            error.contains(&format!("layout {layout}")) && error.contains("layout 2"),
+            "should name both layouts: {error}"
+        );
+    }
+    set_layout(cluster.data_dir(), 1, 2);
+    assert_cluster_data_intact(&mut cluster, &applied);
+}
+
 #[test]
 fn a_file_where_the_db_folder_should_be_is_refused() {
     let tmp = temp_dir();
