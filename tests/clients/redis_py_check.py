@@ -146,12 +146,13 @@ class Checks:
         p.get(a)
         expect("pipeline().execute()", p.execute(), [True, 2, b"2"])
 
-    def watch_with_interference(self, r, other):
-        w = self.key("w")
+    def watch_with_interference(self, r, other, name="w", where=""):
+        """WATCH through `r`, a write through `other`: EXEC must be refused."""
+        w = self.key(name)
         r.set(w, "start")
         with r.pipeline() as p:
             p.watch(w)
-            expect("get(w) while watching", p.get(w), b"start")
+            expect(f"get(w) while watching{where}", p.get(w), b"start")
             other.set(w, "theirs")
             p.multi()
             p.set(w, "mine")
@@ -161,9 +162,9 @@ class Checks:
                 pass
             else:
                 raise CheckFailed(
-                    "execute() after another client changed the watched key: "
+                    f"execute(){where} after another client changed the watched key: "
                     f"expected redis.WatchError, got {result!r}")
-        expect("the watched key after the aborted transaction", r.get(w), b"theirs")
+        expect(f"the watched key after the aborted transaction{where}", r.get(w), b"theirs")
         return "WatchError raised, the other client's value kept"
 
     def watch_without_interference(self, r):
@@ -287,23 +288,7 @@ class Checks:
         expect("transaction pipeline at the follower", p.execute(), [True, 2, b"2"])
 
     def follower_watch(self, f, leader):
-        w = self.key("follower-w")
-        f.set(w, "start")
-        with f.pipeline() as p:
-            p.watch(w)
-            expect("get(w) while watching at the follower", p.get(w), b"start")
-            leader.set(w, "theirs")
-            p.multi()
-            p.set(w, "mine")
-            try:
-                result = p.execute()
-            except redis.WatchError:
-                pass
-            else:
-                raise CheckFailed(
-                    "execute() at the follower after the leader's client changed the "
-                    f"watched key: expected redis.WatchError, got {result!r}")
-        expect("the watched key (read at the follower)", f.get(w), b"theirs")
+        self.watch_with_interference(f, leader, "follower-w", " at the follower")
 
     def cleanup(self, r):
         keys = list(r.scan_iter(match=self.prefix + "*", count=500))
