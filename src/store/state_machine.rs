@@ -635,6 +635,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(snapshot_error(describe_fjall_error(&e)));
         }
         let old_data = std::mem::replace(&mut *data, new_data);
+        // Counted while readers are still held off, so that whoever sees the
+        // new state (CHECKSUM, say) also sees the install in `status`; dropping
+        // the old keyspace below can take a while.
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.stats
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         drop(data);
         crash_point("install:switched");
 
@@ -646,11 +654,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 describe_fjall_error(&e)
             );
         }
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.stats
-            .snapshots_installed
-            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             "installed snapshot {} at {:?}",
             meta.snapshot_id,
