@@ -96,6 +96,19 @@ pub fn watch_stamp<S: Space>(
     Ok(live(space, db, key, now)?.map_or(0, |r| r.modified))
 }
 
+/// Keys and keys with an expiry, for each database that has any (INFO's
+/// `# Keyspace`).
+pub fn database_sizes<S: Space>(space: &S) -> Result<Vec<(u8, u64, u64)>, String> {
+    let mut sizes = Vec::new();
+    for db in 0..record::DATABASES {
+        let keys = counter(space, &record::key_count_key(db))?;
+        if keys > 0 {
+            sizes.push((db, keys, counter(space, &record::expiring_count_key(db))?));
+        }
+    }
+    Ok(sizes)
+}
+
 /// Up to `limit` keys whose expiry has passed at `now`, from the expiry index.
 pub fn due_expiries<S: Space>(space: &S, now: u64, limit: usize) -> Result<Vec<Expired>, String> {
     let mut due = Vec::new();

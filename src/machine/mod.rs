@@ -20,7 +20,8 @@ pub mod record;
 use serde::{Deserialize, Serialize};
 
 pub use execute::{
-    apply_entry, due_expiries, pattern_matches, read, watch_stamp, Entries, Space, SpaceMut,
+    apply_entry, database_sizes, due_expiries, pattern_matches, read, watch_stamp, Entries, Space,
+    SpaceMut,
 };
 pub use parse::Command;
 pub use record::DATABASES;

@@ -101,11 +101,7 @@ impl StateReader {
     /// Serves a read-only command from one point-in-time view, at
     /// `leader_time` (the leader's clock when the read's round confirmed it).
     pub async fn read(&self, db: u8, command: &Command, leader_time: u64) -> Result<Reply, String> {
-        let data = self.data.read().await.clone();
-        let view = ReadView {
-            view: self.db.snapshot(),
-            data,
-        };
+        let view = self.read_view().await;
         // KEYS and SCAN read many keys; a point read is served from memory in
         // microseconds, and handing the worker off for it costs more than that.
         if matches!(command, Command::Keys(_) | Command::Scan { .. }) {
@@ -123,11 +119,7 @@ impl StateReader {
         keys: &[Vec<u8>],
         leader_time: u64,
     ) -> Result<Vec<Watched>, String> {
-        let data = self.data.read().await.clone();
-        let view = ReadView {
-            view: self.db.snapshot(),
-            data,
-        };
+        let view = self.read_view().await;
         let since = read_applied(&view.view, &self.sm_meta)
             .map_err(|e| e.to_string())?
             .map_or(0, |id| id.index);
@@ -149,30 +141,21 @@ impl StateReader {
         now: u64,
         limit: usize,
     ) -> Result<Vec<crate::command::Expired>, String> {
-        let data = self.data.read().await.clone();
-        let view = ReadView {
-            view: self.db.snapshot(),
-            data,
-        };
+        let view = self.read_view().await;
         machine::due_expiries(&view, now, limit)
     }
 
     /// Keys and keys with an expiry, per database that has any (for INFO).
     pub async fn keyspace_counts(&self) -> Result<Vec<(u8, u64, u64)>, String> {
-        let data = self.data.read().await.clone();
-        let view = self.db.snapshot();
-        let counter = |key: &[u8]| -> Result<u64, String> {
-            let stored = view.get(&data, key).map_err(|e| describe_fjall_error(&e))?;
-            Ok(record::decode_counter(stored.as_deref()))
-        };
-        let mut counts = Vec::new();
-        for db in 0..machine::DATABASES {
-            let keys = counter(&record::key_count_key(db))?;
-            if keys > 0 {
-                counts.push((db, keys, counter(&record::expiring_count_key(db))?));
-            }
+        machine::database_sizes(&self.read_view().await)
+    }
+
+    /// The data keyspace as it is now, from one point-in-time view.
+    async fn read_view(&self) -> ReadView {
+        ReadView {
+            data: self.data.read().await.clone(),
+            view: self.db.snapshot(),
         }
-        Ok(counts)
     }
 }
 
