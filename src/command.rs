@@ -69,6 +69,9 @@ pub enum Op {
     /// The leader's active expiry: remove these keys if their expiry has
     /// passed at this entry's time.
     Reap(Vec<Expired>),
+    /// The leader's sweep after a flush: remove the records of `db` at SCAN
+    /// positions `first..=last` that the database's flush mark made stale.
+    Sweep { db: u8, first: u64, last: u64 },
 }
 
 /// A command's words and the database it runs in.
@@ -107,6 +110,7 @@ impl Op {
                     + commands.iter().map(args).sum::<usize>()
             }
             Op::Reap(due) => due.iter().map(|e| e.key.len() + 9).sum(),
+            Op::Sweep { .. } => 17,
         }
     }
 }

@@ -27,6 +27,7 @@ mod network;
 mod node;
 mod repl;
 mod store;
+mod sweep;
 mod types;
 
 use std::process::ExitCode;
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
     runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
     runtime.spawn(client::serve(client_listener, node.clone()));
     runtime.spawn(expiry::remove_expired_keys(node.clone()));
+    runtime.spawn(sweep::sweep_flushed_keys(node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
     if let Some(signals) = stop_signals {

@@ -554,3 +554,53 @@ fn expiry_survives_a_restart_and_a_snapshot_install() {
     });
     cluster.agreed_checksum(&[1, 2, 3], SETTLE);
 }
+
+#[test]
+fn flushall_empties_at_once_and_the_leader_sweeps_the_records_away() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(leader).client_port());
+    for chunk in 0..10 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            let key = format!("k:{chunk}:{i}");
+            pipe.cmd("SET").arg(&key).arg(i).arg("EX").arg(600).ignore();
+            pipe.cmd("SET")
+                .arg(format!("p:{chunk}:{i}"))
+                .arg(i)
+                .ignore();
+        }
+        pipe.query::<()>(&mut c).unwrap();
+    }
+    ok(&mut c, &["SELECT", "3"]);
+    ok(&mut c, &["SET", "in-db-3", "x"]);
+    ok(&mut c, &["SELECT", "0"]);
+    assert_eq!(int(&mut c, &["DBSIZE"]), 20_000);
+
+    assert_eq!(ok(&mut c, &["FLUSHALL"]), Value::Okay);
+    let mut f = connect(cluster.replica(follower).client_port());
+    assert_eq!(int(&mut f, &["DBSIZE"]), 0);
+    assert_eq!(ok(&mut f, &["GET", "p:3:7"]), Value::Nil);
+    assert_eq!(ok(&mut f, &["KEYS", "*"]), Value::Array(vec![]));
+    assert_eq!(ok(&mut f, &["RANDOMKEY"]), Value::Nil);
+    ok(&mut f, &["SELECT", "3"]);
+    assert_eq!(int(&mut f, &["EXISTS", "in-db-3"]), 0);
+    ok(&mut f, &["SELECT", "0"]);
+    // A flushed key written again starts afresh: no old value, no old TTL.
+    assert_eq!(int(&mut f, &["INCR", "k:1:1"]), 1);
+    assert_eq!(int(&mut f, &["TTL", "k:1:1"]), -1);
+
+    // The records themselves go through the log, on every replica alike,
+    // until only the one written since is stored.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let sum = cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+        if sum.contains(" keys=1 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale records stayed: {sum}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(int(&mut f, &["DBSIZE"]), 1);
+}

@@ -33,12 +33,19 @@ pub trait Space {
     /// Up to `limit` entries whose key starts with `prefix`, from `from` on,
     /// in key order.
     fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String>;
+    /// `db`'s flush mark (stored under [`record::flush_mark_key`]). Every
+    /// command asks for it, so a store may keep it in memory, as long as
+    /// the mark it gives belongs to the same point in time as its data.
+    fn flush_mark(&self, db: u8) -> Result<u64, String>;
 }
 
 /// The stored state as an apply batch changes it.
 pub trait SpaceMut: Space {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn remove(&mut self, key: Vec<u8>);
+    /// Stores `db`'s flush mark under [`record::flush_mark_key`], in the
+    /// same batch as everything else.
+    fn set_flush_mark(&mut self, db: u8, mark: u64);
 }
 
 fn error(message: &str) -> Reply {
@@ -55,14 +62,26 @@ fn stored_clock<S: Space>(space: &S) -> Result<u64, String> {
     counter(space, &record::CLOCK_KEY)
 }
 
-/// A key's record, unless it is missing or has expired at `now`.
-fn live<S: Space>(space: &S, db: u8, key: &[u8], now: u64) -> Result<Option<Record>, String> {
+/// A key's record as stored, even if flushed or expired.
+fn stored<S: Space>(space: &S, db: u8, key: &[u8]) -> Result<Option<Record>, String> {
     let Some(stored) = space.get(&record::data_key(db, key))? else {
         return Ok(None);
     };
-    let record =
-        Record::decode(stored.as_ref()).map_err(|e| format!("a stored key is damaged: {e}"))?;
-    Ok((!record.expired_at(now)).then_some(record))
+    Record::decode(stored.as_ref())
+        .map(Some)
+        .map_err(|e| format!("a stored key is damaged: {e}"))
+}
+
+/// A key's record, unless it is missing, flushed or has expired at `now`.
+fn live<S: Space>(space: &S, db: u8, key: &[u8], now: u64) -> Result<Option<Record>, String> {
+    let flush_mark = space.flush_mark(db)?;
+    Ok(stored(space, db, key)?.filter(|record| record.is_present(flush_mark, now)))
+}
+
+/// Whether a stored value is a key that exists at `now` (not flushed, not
+/// expired). Scans use it to skip what a command must not see.
+fn is_present(stored: &[u8], flush_mark: u64, now: u64) -> bool {
+    Record::decode_head(stored).is_ok_and(|r| r.is_present(flush_mark, now))
 }
 
 /// A string key's value. Other kinds, when they exist, answer `WRONGTYPE
@@ -94,6 +113,45 @@ pub fn watch_stamp<S: Space>(
 ) -> Result<u64, String> {
     let now = leader_time.max(stored_clock(space)?);
     Ok(live(space, db, key, now)?.map_or(0, |r| r.modified))
+}
+
+/// The next range of `db` for the leader's sweep to clear, starting at SCAN
+/// position `from` and holding at most `limit` stored records, with the
+/// number of stale ones among them; `None` when `db` has nothing stale.
+pub fn next_sweep<S: Space>(
+    space: &S,
+    db: u8,
+    from: u64,
+    limit: usize,
+) -> Result<Option<SweepRange>, String> {
+    if counter(space, &record::stale_count_key(db))? == 0 {
+        return Ok(None);
+    }
+    let flush_mark = space.flush_mark(db)?;
+    let page = space.scan(&[db], &record::scan_start(db, from), limit + 1)?;
+    let last = match page.get(limit) {
+        Some((next, _)) => record::position_of(next).saturating_sub(1).max(from),
+        None => u64::MAX,
+    };
+    let stale = page
+        .iter()
+        .take(limit)
+        .filter(|(_, value)| Record::decode_head(value).is_ok_and(|r| r.flushed_by(flush_mark)))
+        .count();
+    Ok(Some(SweepRange {
+        first: from,
+        last,
+        stale,
+    }))
+}
+
+/// A range of SCAN positions of one database, `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepRange {
+    pub first: u64,
+    pub last: u64,
+    /// Stale records in it when the leader looked.
+    pub stale: usize,
 }
 
 /// Keys and keys with an expiry, for each database that has any (INFO's
@@ -179,12 +237,13 @@ fn read_at<S: Space>(space: &S, db: u8, command: &Command, now: u64) -> Result<R
             .into(),
         ),
         Command::Keys(pattern) => {
+            let flush_mark = space.flush_mark(db)?;
             let mut found = Vec::new();
             for (stored, value) in space.scan(&[db], &[db], usize::MAX)? {
                 let Some((_, key)) = record::split_data_key(&stored) else {
                     continue;
                 };
-                if pattern_matches(pattern, key) && !is_expired(&value, now) {
+                if pattern_matches(pattern, key) && is_present(&value, flush_mark, now) {
                     found.push(Reply::bulk(key));
                 }
             }
@@ -231,10 +290,6 @@ fn read_at<S: Space>(space: &S, db: u8, command: &Command, now: u64) -> Result<R
         }
         write => return Err(format!("internal error: {write:?} is not a read")),
     })
-}
-
-fn is_expired(stored: &[u8], now: u64) -> bool {
-    Record::decode(stored).is_ok_and(|r| r.expired_at(now))
 }
 
 /// GETRANGE's arithmetic: negative offsets count from the end; the range is
@@ -287,6 +342,7 @@ fn scan<S: Space>(
     now: u64,
 ) -> Result<Reply, String> {
     let wanted = count.min(100_000);
+    let flush_mark = space.flush_mark(db)?;
     let entries = space.scan(&[db], &record::scan_start(db, cursor), wanted + 1)?;
     let next = if entries.len() > wanted {
         record::position_of(&entries[wanted].0)
@@ -298,12 +354,9 @@ fn scan<S: Space>(
         let Some((_, key)) = record::split_data_key(stored) else {
             continue;
         };
-        let Ok(record) = Record::decode(value) else {
-            continue;
-        };
         let type_matches = kind.is_none_or(|kind| kind == b"string");
         let pattern_ok = pattern.is_none_or(|p| pattern_matches(p, key));
-        if !record.expired_at(now) && type_matches && pattern_ok {
+        if is_present(value, flush_mark, now) && type_matches && pattern_ok {
             keys.push(Reply::bulk(key));
         }
     }
@@ -313,18 +366,33 @@ fn scan<S: Space>(
     ]))
 }
 
-/// RANDOMKEY: a reply only, never state, so it may use chance.
+/// RANDOMKEY: a reply only, never state, so it may use chance. It walks on
+/// from a random position, then from the start, past keys that are gone.
 fn random_key<S: Space>(space: &S, db: u8, now: u64) -> Result<Reply, String> {
     use std::hash::{BuildHasher, Hasher};
+    const PAGE: usize = 256;
+    if counter(space, &record::key_count_key(db))? == 0 {
+        return Ok(Reply::Nil);
+    }
+    let flush_mark = space.flush_mark(db)?;
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(now);
-    let from = hasher.finish();
-    for start in [record::scan_start(db, from), vec![db]] {
-        for (stored, value) in space.scan(&[db], &start, 64)? {
-            if let (Some((_, key)), false) =
-                (record::split_data_key(&stored), is_expired(&value, now))
-            {
-                return Ok(Reply::bulk(key));
+    let random_start = hasher.finish();
+    for mut from in [random_start, 0] {
+        loop {
+            let page = space.scan(&[db], &record::scan_start(db, from), PAGE)?;
+            for (stored, value) in &page {
+                if let Some((_, key)) = record::split_data_key(stored) {
+                    if is_present(value, flush_mark, now) {
+                        return Ok(Reply::bulk(key));
+                    }
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == PAGE => {
+                    from = record::position_of(last).saturating_add(1)
+                }
+                _ => break,
             }
         }
     }
@@ -410,7 +478,12 @@ pub fn apply_entry<S: SpaceMut>(
     if now != clock {
         space.put(record::CLOCK_KEY.to_vec(), now.to_be_bytes().to_vec());
     }
-    let mut writer = Writer { space, index, now };
+    let mut writer = Writer {
+        space,
+        index,
+        now,
+        written: Vec::new(),
+    };
     ops.into_iter().map(|op| writer.apply(op)).collect()
 }
 
@@ -419,6 +492,10 @@ struct Writer<'a, S> {
     space: &'a mut S,
     index: u64,
     now: u64,
+    /// Keys this entry has stored (database, key). They carry the entry's own
+    /// index, which a flush later in the same entry does not mark stale, so
+    /// that flush removes them itself.
+    written: Vec<(u8, Vec<u8>)>,
 }
 
 impl<S: SpaceMut> Writer<'_, S> {
@@ -440,12 +517,16 @@ impl<S: SpaceMut> Writer<'_, S> {
             Op::Reap(due) => {
                 let mut removed = 0;
                 for Expired { db, key, at } in due {
-                    let stored = self.space.get(&record::data_key(db, &key))?;
-                    let record = match stored {
-                        Some(stored) => Some(Record::decode_head(stored.as_ref())?),
-                        None => None,
-                    };
-                    match record {
+                    let flush_mark = self.space.flush_mark(db)?;
+                    match stored(&*self.space, db, &key)? {
+                        // Flushed before it expired: it goes as the sweep would
+                        // take it, with its index entry.
+                        Some(record) if record.flushed_by(flush_mark) => {
+                            self.remove_flushed(db, &key, &record)?;
+                            if record.expires_at != Some(at) {
+                                self.space.remove(record::expiry_key(at, db, &key));
+                            }
+                        }
                         Some(record)
                             if record.expires_at == Some(at) && record.expired_at(self.now) =>
                         {
@@ -462,7 +543,45 @@ impl<S: SpaceMut> Writer<'_, S> {
                 }
                 Ok(Reply::Int(removed))
             }
+            Op::Sweep { db, first, last } => self.sweep(db, first, last),
         }
+    }
+
+    /// Removes the stale records of `db` at SCAN positions `first..=last`.
+    fn sweep(&mut self, db: u8, first: u64, last: u64) -> Result<Reply, String> {
+        const PAGE: usize = 1024;
+        if db >= record::DATABASES {
+            return Ok(error("ERR DB index is out of range"));
+        }
+        let flush_mark = self.space.flush_mark(db)?;
+        let mut removed = 0;
+        let mut from = first;
+        'pages: loop {
+            let page = self
+                .space
+                .scan(&[db], &record::scan_start(db, from), PAGE)?;
+            for (stored, value) in &page {
+                let Some((_, key)) = record::split_data_key(stored) else {
+                    continue;
+                };
+                if record::position_of(stored) > last {
+                    break 'pages;
+                }
+                let record = Record::decode_head(value)
+                    .map_err(|e| format!("a stored key is damaged: {e}"))?;
+                if record.flushed_by(flush_mark) {
+                    self.remove_flushed(db, key, &record)?;
+                    removed += 1;
+                }
+            }
+            match page.last() {
+                Some((stored, _)) if page.len() == PAGE => {
+                    from = record::position_of(stored).saturating_add(1)
+                }
+                _ => break,
+            }
+        }
+        Ok(Reply::Int(removed))
     }
 
     fn run(&mut self, Queued { db, args }: Queued) -> Result<Reply, String> {
@@ -482,15 +601,22 @@ impl<S: SpaceMut> Writer<'_, S> {
     }
 
     fn changed_since_watch(&mut self, watch: &Watched) -> Result<bool, String> {
-        let current = live(&*self.space, watch.db, &watch.key, self.now)?;
-        Ok(match current {
-            Some(record) => record.modified != watch.seen,
-            None if watch.seen != 0 => true,
+        let flush_mark = self.space.flush_mark(watch.db)?;
+        let stored = stored(&*self.space, watch.db, &watch.key)?;
+        let live = stored
+            .as_ref()
+            .filter(|record| record.is_present(flush_mark, self.now));
+        Ok(match (live, &stored) {
+            (Some(record), _) => record.modified != watch.seen,
+            (None, _) if watch.seen != 0 => true,
+            // Absent then and now, but a record written since the WATCH lies
+            // there flushed or expired: the key came and went.
+            (None, Some(gone)) if gone.modified > watch.since => true,
             // Absent then and now: unless a key of its removal bucket was
             // removed meanwhile, it may have come and gone. Deciding "changed"
             // then can abort a transaction needlessly, never let one through
             // wrongly.
-            None => {
+            (None, _) => {
                 let bucket = record::removed_at_key(watch.db, &watch.key);
                 counter(&*self.space, &bucket)? > watch.since
             }
@@ -525,6 +651,10 @@ impl<S: SpaceMut> Writer<'_, S> {
             Record::decode_head(stored.as_ref())
         };
         let record = decoded.map_err(|e| format!("a stored key is damaged: {e}"))?;
+        if record.flushed_by(self.space.flush_mark(db)?) {
+            self.remove_flushed(db, key, &record)?;
+            return Ok(None);
+        }
         if record.expired_at(self.now) {
             self.remove(db, key, &record)?;
             return Ok(None);
@@ -565,6 +695,7 @@ impl<S: SpaceMut> Writer<'_, S> {
         }
         let record = Record::string(value, self.index, expires_at);
         self.space.put(record::data_key(db, key), record.encode());
+        self.written.push((db, key.to_vec()));
         Ok(())
     }
 
@@ -600,6 +731,20 @@ impl<S: SpaceMut> Writer<'_, S> {
             self.add_to_counter(&record::expiring_count_key(db), -1)?;
         }
         self.add_to_counter(&record::key_count_key(db), -1)?;
+        self.note_removal(db, key);
+        Ok(())
+    }
+
+    /// Removes a record that a flush made stale. The counters forgot it at
+    /// the flush; the stale counter has not.
+    fn remove_flushed(&mut self, db: u8, key: &[u8], old: &Record) -> Result<(), String> {
+        self.space.remove(record::data_key(db, key));
+        if let Some(at) = old.expires_at {
+            self.space.remove(record::expiry_key(at, db, key));
+        }
+        self.add_to_counter(&record::stale_count_key(db), -1)?;
+        // A WATCH of this key, absent when watched, must still see that it
+        // came and went (see `changed_since_watch`).
         self.note_removal(db, key);
         Ok(())
     }
@@ -903,28 +1048,39 @@ impl<S: SpaceMut> Writer<'_, S> {
         })
     }
 
-    /// Removes every key of `db` (one stored key at a time: see notes/findings.md).
+    /// Empties `db` at the cost of a few counters, whatever its size: the
+    /// flush mark makes every record written before this entry stale (see
+    /// `record.rs`), and the leader's sweep removes them later.
     fn flush(&mut self, db: u8) -> Result<(), String> {
-        if counter(&*self.space, &record::key_count_key(db))? == 0 {
+        let keys = counter(&*self.space, &record::key_count_key(db))?;
+        if keys == 0 {
             return Ok(());
         }
-        for (stored, value) in self.space.scan(&[db], &[db], usize::MAX)? {
-            if let Some((_, key)) = record::split_data_key(&stored) {
-                if let Some(at) = Record::decode(&value).ok().and_then(|r| r.expires_at) {
-                    self.space.remove(record::expiry_key(at, db, key));
+        let mut removed_now = 0;
+        let (here, elsewhere) = std::mem::take(&mut self.written)
+            .into_iter()
+            .partition(|(written_db, _)| *written_db == db);
+        self.written = elsewhere;
+        for (_, key) in here {
+            if let Some(record) = stored(&*self.space, db, &key)? {
+                if record.modified == self.index {
+                    self.space.remove(record::data_key(db, &key));
+                    if let Some(at) = record.expires_at {
+                        self.space.remove(record::expiry_key(at, db, &key));
+                    }
+                    removed_now += 1;
                 }
-                self.note_removal(db, key);
             }
-            self.space.remove(stored);
         }
-        self.space.put(
-            record::key_count_key(db).to_vec(),
-            0u64.to_be_bytes().to_vec(),
-        );
-        self.space.put(
-            record::expiring_count_key(db).to_vec(),
-            0u64.to_be_bytes().to_vec(),
-        );
+        self.add_to_counter(
+            &record::stale_count_key(db),
+            keys.saturating_sub(removed_now) as i64,
+        )?;
+        for emptied in [record::key_count_key(db), record::expiring_count_key(db)] {
+            self.space
+                .put(emptied.to_vec(), 0u64.to_be_bytes().to_vec());
+        }
+        self.space.set_flush_mark(db, self.index);
         Ok(())
     }
 }
@@ -969,6 +1125,9 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect())
         }
+        fn flush_mark(&self, db: u8) -> Result<u64, String> {
+            counter(self, &record::flush_mark_key(db))
+        }
     }
 
     impl SpaceMut for MapSpace {
@@ -977,6 +1136,12 @@ mod tests {
         }
         fn remove(&mut self, key: Vec<u8>) {
             self.0.remove(&key);
+        }
+        fn set_flush_mark(&mut self, db: u8, mark: u64) {
+            self.put(
+                record::flush_mark_key(db).to_vec(),
+                mark.to_be_bytes().to_vec(),
+            );
         }
     }
 
@@ -1132,7 +1297,149 @@ mod tests {
         assert_eq!(m.read(0, &["dbsize"]), Reply::Int(2));
         assert_eq!(m.run(0, &["flushall"]), Reply::Ok);
         assert_eq!(m.read(0, &["dbsize"]), Reply::Int(0));
+        assert_eq!(m.read(0, &["ttl", "c"]), Reply::Int(-2));
+    }
+
+    impl Machine {
+        fn apply(&mut self, time: u64, op: Op) -> Reply {
+            self.index += 1;
+            apply_entry(&mut self.space, self.index, time, vec![op])
+                .unwrap()
+                .remove(0)
+        }
+
+        fn queued(words: &[&str]) -> Queued {
+            let args = words.iter().map(|w| Bytes(w.as_bytes().to_vec())).collect();
+            Queued { db: 0, args }
+        }
+
+        fn stored_keys(&self) -> usize {
+            self.space
+                .0
+                .keys()
+                .filter(|k| record::is_data_key(k))
+                .count()
+        }
+    }
+
+    #[test]
+    fn a_flush_empties_at_once_and_the_sweep_reclaims_the_records() {
+        let mut m = Machine::new();
+        for i in 0..50 {
+            m.run(0, &["set", &format!("k{i}"), "v", "ex", "100"]);
+            m.run(0, &["set", &format!("p{i}"), "v"]);
+        }
+        assert_eq!(m.run(0, &["flushdb"]), Reply::Ok);
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(0));
+        assert_eq!(m.read(0, &["get", "p1"]), Reply::Nil);
+        assert_eq!(m.read(0, &["keys", "*"]), Reply::Array(vec![]));
+        assert_eq!(m.read(0, &["randomkey"]), Reply::Nil);
+        let Reply::Array(scan) = m.read(0, &["scan", "0", "count", "1000"]) else {
+            panic!()
+        };
+        assert_eq!(scan[1], Reply::Array(vec![]));
+        // Still on disk, counted as stale, until swept.
+        assert_eq!(m.stored_keys(), 100);
+        // Writing a flushed key removes its stale record and starts afresh.
+        assert_eq!(m.run(0, &["incr", "p1"]), Reply::Int(1));
+        assert_eq!(m.read(0, &["ttl", "p1"]), Reply::Int(-1));
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(1));
+        assert_eq!(counter(&m.space, &record::stale_count_key(0)), Ok(99));
+        // Two sweeps over halves of the positions reclaim every stale record.
+        let middle = u64::MAX / 2;
+        let first = m.apply(
+            0,
+            Op::Sweep {
+                db: 0,
+                first: 0,
+                last: middle,
+            },
+        );
+        let second = m.apply(
+            0,
+            Op::Sweep {
+                db: 0,
+                first: middle + 1,
+                last: u64::MAX,
+            },
+        );
+        let (Reply::Int(a), Reply::Int(b)) = (first, second) else {
+            panic!()
+        };
+        assert_eq!(a + b, 99);
+        assert_eq!(m.stored_keys(), 1);
+        assert_eq!(counter(&m.space, &record::stale_count_key(0)), Ok(0));
+        assert!(due_expiries(&m.space, u64::MAX, 100).unwrap().is_empty());
+        assert_eq!(m.read(0, &["get", "p1"]), bulk("1"));
+    }
+
+    #[test]
+    fn active_expiry_of_a_flushed_key_removes_only_the_stale_record() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "k", "v", "px", "10"]);
+        m.run(0, &["flushdb"]);
+        m.run(0, &["set", "other", "v"]);
+        let due = due_expiries(&m.space, 1_000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        m.apply(1_000, Op::Reap(due));
+        assert_eq!(m.read(1_000, &["dbsize"]), Reply::Int(1));
+        assert_eq!(m.stored_keys(), 1);
+        assert_eq!(counter(&m.space, &record::stale_count_key(0)), Ok(0));
+    }
+
+    #[test]
+    fn a_flush_inside_a_transaction_removes_what_came_before_it_only() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "old", "1"]);
+        let exec = Op::Exec {
+            watched: vec![],
+            commands: vec![
+                Machine::queued(&["set", "a", "1", "ex", "10"]),
+                Machine::queued(&["flushdb"]),
+                Machine::queued(&["set", "b", "2"]),
+                Machine::queued(&["get", "a"]),
+            ],
+        };
+        let Reply::Array(replies) = m.apply(0, exec) else {
+            panic!()
+        };
+        assert_eq!(replies, vec![Reply::Ok, Reply::Ok, Reply::Ok, Reply::Nil]);
+        assert_eq!(m.read(0, &["keys", "*"]), Reply::Array(vec![bulk("b")]));
+        assert_eq!(m.read(0, &["dbsize"]), Reply::Int(1));
+        // "a" is gone from disk already, "old" waits for the sweep.
+        assert_eq!(m.stored_keys(), 2);
+        assert_eq!(counter(&m.space, &record::stale_count_key(0)), Ok(1));
         assert!(due_expiries(&m.space, u64::MAX, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_flush_touches_watched_keys_that_existed_and_no_others() {
+        let mut m = Machine::new();
+        m.run(0, &["set", "x", "30"]);
+        let watch = |m: &Machine, key: &str| Watched {
+            db: 0,
+            key: Bytes(key.as_bytes().to_vec()),
+            seen: watch_stamp(&m.space, 0, key.as_bytes(), 0).unwrap(),
+            since: m.index,
+        };
+        let exec = |m: &mut Machine, watched: Watched| {
+            let commands = vec![Machine::queued(&["ping"])];
+            let op = Op::Exec {
+                watched: vec![watched],
+                commands,
+            };
+            m.apply(0, op)
+        };
+        let present = watch(&m, "x");
+        let absent = watch(&m, "y");
+        m.run(0, &["flushall"]);
+        assert_eq!(exec(&mut m, present), Reply::NilArray);
+        assert_ne!(exec(&mut m, absent), Reply::NilArray);
+        // Absent when watched, written and flushed since: it came and went.
+        let absent = watch(&m, "y");
+        m.run(0, &["set", "y", "1"]);
+        m.run(0, &["flushdb"]);
+        assert_eq!(exec(&mut m, absent), Reply::NilArray);
     }
 
     #[test]

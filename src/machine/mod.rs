@@ -20,8 +20,8 @@ pub mod record;
 use serde::{Deserialize, Serialize};
 
 pub use execute::{
-    apply_entry, database_sizes, due_expiries, pattern_matches, read, watch_stamp, Entries, Space,
-    SpaceMut,
+    apply_entry, database_sizes, due_expiries, next_sweep, pattern_matches, read, watch_stamp,
+    Entries, Space, SpaceMut, SweepRange,
 };
 pub use parse::Command;
 pub use record::DATABASES;

@@ -6,6 +6,13 @@
 //! | `0xE0`, expiry (ms, u64 BE), `db`, key  | empty: the expiry index           |
 //! | `0xF0`, name                            | the machine's own counters (u64)  |
 //!
+//! FLUSHDB and FLUSHALL cost the same at any size: they write the flushing
+//! entry's index as the database's flush mark, and every record written
+//! before its database's mark is gone from then on, to every command, though
+//! it still lies on disk. The leader then removes those stale records through
+//! the log, a bounded range at a time (`Op::Sweep`), so every replica
+//! reclaims them at the same index.
+//!
 //! Keys of a database sort by the hash of the user key, so `SCAN` walks a
 //! database in an order no write can disturb: its cursor is simply the hash to
 //! go on from, an integer as clients expect, and it survives leader changes
@@ -35,6 +42,17 @@ pub fn key_count_key(db: u8) -> [u8; 3] {
 /// The counter of keys in `db` that carry an expiry.
 pub fn expiring_count_key(db: u8) -> [u8; 3] {
     [META_PREFIX, b'x', db]
+}
+
+/// The index of the entry that last flushed `db` (0 for never): records of
+/// `db` written before it are gone.
+pub fn flush_mark_key(db: u8) -> [u8; 3] {
+    [META_PREFIX, b'f', db]
+}
+
+/// The counter of stale records of `db`: flushed, not yet swept away.
+pub fn stale_count_key(db: u8) -> [u8; 3] {
+    [META_PREFIX, b's', db]
 }
 
 /// Keys are spread over this many removal buckets per database, by hash.
@@ -203,6 +221,16 @@ impl Record {
                 Vec::new()
             },
         })
+    }
+
+    /// Whether a flush of its database at `flush_mark` removed this record.
+    pub fn flushed_by(&self, flush_mark: u64) -> bool {
+        self.modified < flush_mark
+    }
+
+    /// Whether the key exists: neither flushed nor expired.
+    pub fn is_present(&self, flush_mark: u64, now: u64) -> bool {
+        !self.flushed_by(flush_mark) && !self.expired_at(now)
     }
 
     /// Whether the key has expired at `now`. As in Redis, a key is still there

@@ -446,6 +446,8 @@ mod tests {
                         key,
                         at
                     }])),
+                    (any::<u8>(), any::<u64>(), any::<u64>())
+                        .prop_map(|(db, first, last)| Op::Sweep { db, first, last }),
                 ],
                 0..4,
             )

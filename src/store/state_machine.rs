@@ -38,6 +38,35 @@ const MEMBERSHIP_KEY: &str = "membership";
 const DATA_KEYSPACE_KEY: &str = "data_keyspace";
 const DATA_KEYSPACE_PREFIX: &str = "data-";
 
+/// The data keyspace in use, with each database's flush mark (every command
+/// reads one, so they are kept in memory). Both are switched under one lock:
+/// an install replaces them together, and an apply that flushes commits its
+/// batch and sets the new marks while holding the lock for writing, so a
+/// reader's marks always belong to the same moment as its view of the data.
+#[derive(Clone)]
+struct ActiveData {
+    keyspace: Keyspace,
+    flush_marks: FlushMarks,
+}
+
+type FlushMarks = [u64; record::DATABASES as usize];
+
+impl ActiveData {
+    fn open(keyspace: Keyspace) -> Result<ActiveData, String> {
+        let mut flush_marks = [0; record::DATABASES as usize];
+        for (db, mark) in (0..record::DATABASES).zip(flush_marks.iter_mut()) {
+            let stored = keyspace
+                .get(record::flush_mark_key(db))
+                .map_err(|e| describe_fjall_error(&e))?;
+            *mark = record::decode_counter(stored.as_deref());
+        }
+        Ok(ActiveData {
+            keyspace,
+            flush_marks,
+        })
+    }
+}
+
 /// Counters that make recovery and snapshots observable in `status`.
 #[derive(Debug, Default)]
 pub struct ApplyStats {
@@ -67,7 +96,7 @@ pub struct StateChecksum {
 pub struct StateReader {
     db: fjall::Database,
     sm_meta: Keyspace,
-    data: Arc<RwLock<Keyspace>>,
+    data: Arc<RwLock<ActiveData>>,
     pub stats: Arc<ApplyStats>,
 }
 
@@ -82,7 +111,7 @@ impl StateReader {
             let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut keys = 0u64;
-            for pair in view.iter(&*data) {
+            for pair in view.iter(&data.keyspace) {
                 let (key, value) = pair.into_inner().map_err(|e| describe_fjall_error(&e))?;
                 hasher.update(&(key.len() as u64).to_be_bytes());
                 hasher.update(&key);
@@ -145,6 +174,17 @@ impl StateReader {
         machine::due_expiries(&view, now, limit)
     }
 
+    /// Where the leader's sweep of `db` goes next (see `machine::next_sweep`).
+    pub async fn next_sweep(
+        &self,
+        db: u8,
+        from: u64,
+        limit: usize,
+    ) -> Result<Option<machine::SweepRange>, String> {
+        let view = self.read_view().await;
+        tokio::task::block_in_place(|| machine::next_sweep(&view, db, from, limit))
+    }
+
     /// Keys and keys with an expiry, per database that has any (for INFO).
     pub async fn keyspace_counts(&self) -> Result<Vec<(u8, u64, u64)>, String> {
         machine::database_sizes(&self.read_view().await)
@@ -152,9 +192,11 @@ impl StateReader {
 
     /// The data keyspace as it is now, from one point-in-time view.
     async fn read_view(&self) -> ReadView {
+        let active = self.data.read().await;
         ReadView {
-            data: self.data.read().await.clone(),
             view: self.db.snapshot(),
+            data: active.keyspace.clone(),
+            flush_marks: active.flush_marks,
         }
     }
 }
@@ -163,6 +205,7 @@ impl StateReader {
 struct ReadView {
     view: fjall::Snapshot,
     data: Keyspace,
+    flush_marks: FlushMarks,
 }
 
 impl Space for ReadView {
@@ -188,6 +231,10 @@ impl Space for ReadView {
         }
         Ok(found)
     }
+
+    fn flush_mark(&self, db: u8) -> Result<u64, String> {
+        Ok(self.flush_marks.get(db as usize).copied().unwrap_or(0))
+    }
 }
 
 /// The data keyspace as one run of entries changes it: reads see the run's
@@ -197,6 +244,8 @@ struct ApplyView<'a> {
     batch: &'a mut OwnedWriteBatch,
     /// Values are shared with the batch, not copied (a `Slice` is counted).
     pending: &'a mut BTreeMap<Vec<u8>, Option<fjall::Slice>>,
+    /// The marks as this run leaves them so far.
+    flush_marks: &'a mut FlushMarks,
 }
 
 impl Space for ApplyView<'_> {
@@ -247,6 +296,10 @@ impl Space for ApplyView<'_> {
         }
         Ok(found)
     }
+
+    fn flush_mark(&self, db: u8) -> Result<u64, String> {
+        Ok(self.flush_marks.get(db as usize).copied().unwrap_or(0))
+    }
 }
 
 impl SpaceMut for ApplyView<'_> {
@@ -260,12 +313,22 @@ impl SpaceMut for ApplyView<'_> {
         self.batch.remove(self.data, key.clone());
         self.pending.insert(key, None);
     }
+
+    fn set_flush_mark(&mut self, db: u8, mark: u64) {
+        if let Some(slot) = self.flush_marks.get_mut(db as usize) {
+            *slot = mark;
+            self.put(
+                record::flush_mark_key(db).to_vec(),
+                mark.to_be_bytes().to_vec(),
+            );
+        }
+    }
 }
 
 /// The state machine handed to openraft.
 pub struct StateMachine {
     store: Db,
-    data: Arc<RwLock<Keyspace>>,
+    data: Arc<RwLock<ActiveData>>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     stats: Arc<ApplyStats>,
@@ -391,7 +454,7 @@ impl StateMachine {
             "state machine recovered at applied index {recovered_at} (log id {last_applied:?})"
         );
 
-        let data = Arc::new(RwLock::new(data));
+        let data = Arc::new(RwLock::new(ActiveData::open(data).map_err(read_error)?));
         if let Some((path, _)) = &current_snapshot {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
@@ -424,16 +487,18 @@ impl StateMachine {
         &self.store.sm_meta
     }
 
-    /// The body of `apply` (see there for the contract).
+    /// The body of `apply` (see there for the contract): everything but the
+    /// commit of the batch.
     fn apply_run(
         &mut self,
-        data: &Keyspace,
+        active: &ActiveData,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<Vec<ProposalOutcome>, StorageError> {
+    ) -> Result<AppliedRun, StorageError> {
         let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
         // What this run has already written, so later entries see it (the
         // database does not, until the batch commits).
         let mut pending = BTreeMap::new();
+        let mut flush_marks = active.flush_marks;
         let mut outcomes = Vec::new();
         let mut failure = None;
         let mut membership_changed = false;
@@ -466,9 +531,10 @@ impl StateMachine {
                         }
                     };
                     let mut view = ApplyView {
-                        data,
+                        data: &active.keyspace,
                         batch: &mut batch,
                         pending: &mut pending,
+                        flush_marks: &mut flush_marks,
                     };
                     outcome.replies =
                         machine::apply_entry(&mut view, entry.log_id.index, proposal.time_ms, ops)
@@ -498,15 +564,22 @@ impl StateMachine {
                 serde_json::to_vec(&self.membership).expect("serialises"),
             );
         }
-        batch
-            .commit()
-            .map_err(|e| write_error(describe_fjall_error(&e)))?;
-
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(outcomes),
-        }
+        Ok(AppliedRun {
+            batch,
+            outcomes,
+            failure,
+            flush_marks,
+        })
     }
+}
+
+/// A run of entries applied to a batch that is not committed yet.
+struct AppliedRun {
+    batch: OwnedWriteBatch,
+    outcomes: Vec<ProposalOutcome>,
+    /// An entry this build cannot apply: the run stopped before it.
+    failure: Option<StorageError>,
+    flush_marks: FlushMarks,
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -524,14 +597,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let data = self.data.read().await.clone();
+        let active = self.data.read().await.clone();
         // Run right here on the async worker. The batch is not fsynced (rule 4),
         // so the commit is memtable inserts and one write to the page cache (a
         // DEL's lookup may read a cached block); handing the worker off with
         // `block_in_place` cost more than that. Together with the log append on
         // the blocking pool (`log.rs`), 50-client SETs went from 9,700/s to
         // 10,800/s on average over seven interleaved A/B runs.
-        self.apply_run(&data, entries)
+        let run = self.apply_run(&active, entries)?;
+        let commit = |batch: OwnedWriteBatch| {
+            batch
+                .commit()
+                .map_err(|e| write_error(describe_fjall_error(&e)))
+        };
+        if run.flush_marks == active.flush_marks {
+            commit(run.batch)?;
+        } else {
+            // A flush: readers must not see the new marks without the data, or
+            // the data without the new marks (see `ActiveData`).
+            let mut guard = self.data.write().await;
+            commit(run.batch)?;
+            guard.flush_marks = run.flush_marks;
+        }
+        match run.failure {
+            Some(error) => Err(error),
+            None => Ok(run.outcomes),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -595,6 +686,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let new_data =
             tokio::task::block_in_place(|| load_snapshot(&store, received, meta, &new_name))?;
         crash_point("install:loaded");
+        let new_data = match ActiveData::open(new_data.clone()) {
+            Ok(active) => active,
+            Err(e) => {
+                let _ = store.db.delete_keyspace(new_data);
+                return Err(read_error(e));
+            }
+        };
 
         let mut data = self.data.write().await;
         let switched = tokio::task::block_in_place(|| {
@@ -614,10 +712,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         });
         if let Err(e) = switched {
             drop(data);
-            let _ = store.db.delete_keyspace(new_data);
+            let _ = store.db.delete_keyspace(new_data.keyspace);
             return Err(snapshot_error(describe_fjall_error(&e)));
         }
-        let old_data = std::mem::replace(&mut *data, new_data);
+        let old_data = std::mem::replace(&mut *data, new_data).keyspace;
         // Counted while readers are still held off, so that whoever sees the
         // new state (CHECKSUM, say) also sees the install in `status`; dropping
         // the old keyspace below can take a while.
@@ -779,7 +877,7 @@ fn unique_suffix() -> u128 {
 /// Builds a snapshot from a point-in-time view while applies go on.
 pub struct SnapshotBuilder {
     store: Db,
-    data: Arc<RwLock<Keyspace>>,
+    data: Arc<RwLock<ActiveData>>,
     stats: Arc<ApplyStats>,
     known_whole: snapshot::KnownWhole,
 }
@@ -809,7 +907,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             let mut writer =
                 SnapshotWriter::create(&store.snapshot_dir, &meta).map_err(snapshot_error)?;
-            for pair in view.iter(&*data) {
+            for pair in view.iter(&data.keyspace) {
                 let (key, value) = pair
                     .into_inner()
                     .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
