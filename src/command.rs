@@ -3,7 +3,7 @@
 //! A proposal is stored as JSON inside each log entry, on disk and on the wire:
 //!
 //! ```json
-//! {"format":2,"time_ms":1764467520000,"ops":[{"Run":{"db":0,"args":["SET","k","v"]}}]}
+//! {"format":3,"time_ms":1764467520000,"ops":[{"Run":{"db":0,"args":["SET","k","v"]}}]}
 //! ```
 //!
 //! The `format` number is read before anything else. A replica that meets a
@@ -29,9 +29,11 @@ use serde_json::value::RawValue;
 
 use crate::machine::Reply;
 
-/// The proposal format this build writes and understands. Format 1 (plain
+/// The proposal format this build writes. Format 3 added `Op::Sweep`; format
+/// 2 is the same without it, so this build still applies it. Format 1 (plain
 /// puts and deletes, no time) is gone with on-disk layout 1.
-pub const PROPOSAL_FORMAT: u32 = 2;
+pub const PROPOSAL_FORMAT: u32 = 3;
+const OLDEST_PROPOSAL_FORMAT: u32 = 2;
 
 /// Longest key accepted from a person or a client, in bytes. fjall takes
 /// keys of up to 64 KiB, and a stored key adds a few bytes (see
@@ -126,7 +128,7 @@ pub struct ProposalOutcome {
 pub enum DecodeError {
     #[error(
         "the log holds a command of format {found}, but this build of example-ondisk only \
-         understands format {PROPOSAL_FORMAT}; upgrade this replica before it can go on"
+         understands formats {OLDEST_PROPOSAL_FORMAT} to {PROPOSAL_FORMAT}; upgrade this replica before it can go on"
     )]
     UnknownFormat { found: u32 },
     #[error("a command of format {PROPOSAL_FORMAT} in the log is malformed: {0}")]
@@ -157,7 +159,7 @@ impl Proposal {
 
     /// The operations, if this build understands the proposal's format.
     pub fn decode(&self) -> Result<Vec<Op>, DecodeError> {
-        if self.format != PROPOSAL_FORMAT {
+        if !(OLDEST_PROPOSAL_FORMAT..=PROPOSAL_FORMAT).contains(&self.format) {
             return Err(DecodeError::UnknownFormat { found: self.format });
         }
         serde_json::from_str(self.ops.get()).map_err(DecodeError::Malformed)
@@ -293,7 +295,7 @@ mod tests {
             }]),
         ];
         let json = serde_json::to_string(&Proposal::new(&ops)).unwrap();
-        assert!(json.contains(r#""format":2"#), "{json}");
+        assert!(json.contains(r#""format":3"#), "{json}");
         assert!(json.contains(r#"{"b64":"/wCA"}"#), "{json}");
         let back: Proposal = serde_json::from_str(&json).unwrap();
         assert_eq!(back.decode().unwrap(), ops);
@@ -301,11 +303,18 @@ mod tests {
 
     #[test]
     fn unknown_format_is_refused_not_guessed() {
-        let json = r#"{"format":3,"ops":{"something":"new"}}"#;
+        let json = r#"{"format":4,"ops":{"something":"new"}}"#;
         let proposal: Proposal = serde_json::from_str(json).unwrap();
         let err = proposal.decode().unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 3 }));
-        assert!(err.to_string().contains("only understands format 2"));
+        assert!(matches!(err, DecodeError::UnknownFormat { found: 4 }));
+        assert!(err.to_string().contains("only understands formats 2 to 3"));
+    }
+
+    #[test]
+    fn format_2_is_still_applied() {
+        let json = r#"{"format":2,"time_ms":5,"ops":[{"Run":{"db":0,"args":["SET","k","v"]}}]}"#;
+        let proposal: Proposal = serde_json::from_str(json).unwrap();
+        assert_eq!(proposal.decode().unwrap().len(), 1);
     }
 
     #[test]

@@ -444,11 +444,11 @@ fn set_layout(data_dir: &Path, id: u64, layout: u32) {
 
 /// A folder from an older release (layout 1: values without type, expiry or
 /// write index) or a newer one is refused with one line, and works again once
-/// its layout is this release's.
+/// its layout is this release's. Layout 2 (no flush marks) opens, as layout 3.
 #[test]
 fn a_folder_of_another_layout_is_refused_and_left_intact() {
     let (mut cluster, applied) = cluster_with_data_then_stopped();
-    for layout in [1, 3] {
+    for layout in [1, 4] {
         set_layout(cluster.data_dir(), 1, layout);
         let outcome = run_once(
             &replica_args(1, cluster.data_dir(), &cluster.peers, &[]),
@@ -456,12 +456,34 @@ fn a_folder_of_another_layout_is_refused_and_left_intact() {
         );
         let error = assert_refused(&outcome, 1);
         assert!(
-            error.contains(&format!("layout {layout}")) && error.contains("layout 2"),
+            error.contains(&format!("layout {layout}")) && error.contains("layout 3"),
             "should name both layouts: {error}"
         );
     }
     set_layout(cluster.data_dir(), 1, 2);
     assert_cluster_data_intact(&mut cluster, &applied);
+    cluster.replica(1).exit();
+    assert_eq!(
+        layout_of(cluster.data_dir(), 1),
+        3,
+        "layout 2 is recorded as 3"
+    );
+}
+
+fn layout_of(data_dir: &Path, id: u64) -> u64 {
+    let db = fjall::Database::builder(data_dir.join(format!("replica-{id}")).join("db"))
+        .open()
+        .expect("open the stopped replica's database");
+    let meta = db
+        .keyspace("raft_meta", fjall::KeyspaceCreateOptions::default)
+        .expect("its raft_meta keyspace");
+    let stored = meta
+        .get("identity")
+        .expect("read the identity")
+        .expect("an identity record");
+    let identity: serde_json::Value =
+        serde_json::from_slice(&stored).expect("the identity is JSON");
+    identity["layout"].as_u64().expect("a layout number")
 }
 
 #[test]

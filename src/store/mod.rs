@@ -52,8 +52,11 @@ pub use self::log::LogStore;
 pub use self::state_machine::{StateChecksum, StateMachine, StateReader};
 
 /// The version of the on-disk layout described above. A folder written with
-/// another layout is refused rather than misread.
-pub const LAYOUT_VERSION: u32 = 2;
+/// another layout is refused rather than misread, except layout 2: it is
+/// layout 3 without flush marks (it never flushed that way), so it is opened
+/// and recorded as 3, after which older builds refuse it.
+pub const LAYOUT_VERSION: u32 = 3;
+const UPGRADABLE_LAYOUT: u32 = 2;
 
 pub(crate) const RAFT_LOG: &str = "raft_log";
 pub(crate) const RAFT_META: &str = "raft_meta";
@@ -242,7 +245,7 @@ fn check_identity(
         path: path.into(),
         why: format!("its identity record is unreadable: {e}"),
     })?;
-    if found.layout != LAYOUT_VERSION {
+    if found.layout != LAYOUT_VERSION && found.layout != UPGRADABLE_LAYOUT {
         return Err(OpenError::WrongLayout {
             path: path.into(),
             found: found.layout,
@@ -261,6 +264,24 @@ fn check_identity(
             found: found.cluster_id,
             expected: expected.cluster_id.clone(),
         });
+    }
+    if found.layout == UPGRADABLE_LAYOUT {
+        let upgraded = Identity {
+            layout: LAYOUT_VERSION,
+            ..found
+        };
+        let json = serde_json::to_vec(&upgraded).expect("identity serialises");
+        raft_meta
+            .insert(IDENTITY_KEY, json)
+            .and_then(|()| db.persist(PersistMode::SyncAll))
+            .map_err(|e| OpenError::Damaged {
+                path: path.into(),
+                why: describe_fjall_error(&e),
+            })?;
+        tracing::info!(
+            "{} upgraded from layout {UPGRADABLE_LAYOUT} to {LAYOUT_VERSION}",
+            path.display()
+        );
     }
     Ok(())
 }

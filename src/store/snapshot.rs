@@ -6,12 +6,13 @@
 //! `StateMachine::install_snapshot`). The file is written and read as a
 //! stream, so memory does not grow with the state's size.
 //!
-//! # File format (version 2: the data keyspace of layout 2, see `machine/record.rs`)
+//! # File format (version 3: the data keyspace of layout 3, see `machine/record.rs`)
 //! ```text
 //! "EXODSNAP"  u32 version
 //! u32 len, JSON SnapshotMeta          -- applied log id, membership, id
 //! repeated: u8 1, u32 klen, key, u32 vlen, value   -- keys strictly increasing
-//! u8 0, u64 record count, u32 CRC-32 of the header JSON and every record
+//! u8 0, u64 record count, u32 CRC-32 of the version, the header JSON and
+//!   every record (format 2's CRC left the version out)
 //! ```
 //! All integers big-endian. A reader checks the order, the count and the CRC
 //! before anything it read is allowed to replace the current state.
@@ -24,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"EXODSNAP";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
+/// Format 2 holds layout 2's data keyspace, which layout 3 reads as it is.
+const OLDEST_FORMAT_READ: u32 = 2;
 const RECORD: u8 = 1;
 const END: u8 = 0;
 /// A header bigger than this is damage, not a membership list.
@@ -59,6 +62,7 @@ impl SnapshotWriter {
         out.write_all(&(header.len() as u32).to_be_bytes())?;
         out.write_all(&header)?;
         let mut crc = crc32fast::Hasher::new();
+        crc.update(&FORMAT_VERSION.to_be_bytes());
         crc.update(&header);
         Ok(SnapshotWriter {
             out,
@@ -132,9 +136,9 @@ impl<R: Read> SnapshotReader<R> {
             return Err(damaged("not an example-ondisk snapshot file"));
         }
         let version = read_u32(&mut input)?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_READ..=FORMAT_VERSION).contains(&version) {
             return Err(damaged(format!(
-                "format {version}, this build reads format {FORMAT_VERSION}"
+                "format {version}, this build reads formats {OLDEST_FORMAT_READ} to {FORMAT_VERSION}"
             )));
         }
         let header_len = read_u32(&mut input)?;
@@ -147,6 +151,9 @@ impl<R: Read> SnapshotReader<R> {
         let meta: SnapshotMeta = serde_json::from_slice(&header)
             .map_err(|e| damaged(format!("header unreadable: {e}")))?;
         let mut crc = crc32fast::Hasher::new();
+        if version >= 3 {
+            crc.update(&version.to_be_bytes());
+        }
         crc.update(&header);
         let reader = SnapshotReader {
             input,
