@@ -478,11 +478,12 @@ pub fn apply_entry<S: SpaceMut>(
     if now != clock {
         space.put(record::CLOCK_KEY.to_vec(), now.to_be_bytes().to_vec());
     }
+    let may_flush = ops.iter().any(may_flush);
     let mut writer = Writer {
         space,
         index,
         now,
-        written: Vec::new(),
+        written: may_flush.then(Vec::new),
     };
     ops.into_iter().map(|op| writer.apply(op)).collect()
 }
@@ -492,10 +493,25 @@ struct Writer<'a, S> {
     space: &'a mut S,
     index: u64,
     now: u64,
-    /// Keys this entry has stored (database, key). They carry the entry's own
-    /// index, which a flush later in the same entry does not mark stale, so
-    /// that flush removes them itself.
-    written: Vec<(u8, Vec<u8>)>,
+    /// Keys this entry has stored (database, key), if it holds a flush. They
+    /// carry the entry's own index, which a flush later in the same entry does
+    /// not mark stale, so that flush removes them itself.
+    written: Option<Vec<(u8, Vec<u8>)>>,
+}
+
+/// Whether an operation may flush a database (the common entry does not, and
+/// is spared remembering every key it writes).
+fn may_flush(op: &Op) -> bool {
+    let is_flush = |queued: &Queued| {
+        queued.args.first().is_some_and(|name| {
+            name.eq_ignore_ascii_case(b"flushdb") || name.eq_ignore_ascii_case(b"flushall")
+        })
+    };
+    match op {
+        Op::Run(queued) => is_flush(queued),
+        Op::Exec { commands, .. } => commands.iter().any(is_flush),
+        Op::Reap(_) | Op::Sweep { .. } => false,
+    }
 }
 
 impl<S: SpaceMut> Writer<'_, S> {
@@ -695,7 +711,9 @@ impl<S: SpaceMut> Writer<'_, S> {
         }
         let record = Record::string(value, self.index, expires_at);
         self.space.put(record::data_key(db, key), record.encode());
-        self.written.push((db, key.to_vec()));
+        if let Some(written) = &mut self.written {
+            written.push((db, key.to_vec()));
+        }
         Ok(())
     }
 
@@ -1057,10 +1075,13 @@ impl<S: SpaceMut> Writer<'_, S> {
             return Ok(());
         }
         let mut removed_now = 0;
-        let (here, elsewhere) = std::mem::take(&mut self.written)
+        let (here, elsewhere): (Vec<_>, Vec<_>) = self
+            .written
+            .take()
+            .unwrap_or_default()
             .into_iter()
             .partition(|(written_db, _)| *written_db == db);
-        self.written = elsewhere;
+        self.written = Some(elsewhere);
         for (_, key) in here {
             if let Some(record) = stored(&*self.space, db, &key)? {
                 if record.modified == self.index {
