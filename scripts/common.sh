@@ -1,7 +1,8 @@
 # Shared by the benchmark scripts (sourced, not run): Debian packages, a
 # release build, a temporary work folder cleaned up at exit with every
 # process started (kept, with the replicas' logs, if KEEP_WORK is set), free
-# loopback ports, and waiting for a port to answer.
+# loopback ports, waiting for a port to answer, stopping processes, and
+# starting a three-replica cluster.
 
 # Installs Debian packages that provide the given commands, if any is missing:
 #   need_packages "redis-server redis-tools" redis-server redis-benchmark
@@ -52,4 +53,59 @@ wait_for_port() {
     [ $SECONDS -lt $deadline ] || { echo "error: nothing answers on port $1" >&2; exit 1; }
     sleep 0.1
   done
+}
+
+# Stops the given processes: SIGTERM, then SIGKILL after 10 s.
+stop() {
+  local deadline=$((SECONDS + 10)) pid alive
+  kill "$@" 2>/dev/null || true
+  while :; do
+    alive=""
+    for pid in "$@"; do if kill -0 "$pid" 2>/dev/null; then alive=yes; fi; done
+    if [ -z "$alive" ] || [ $SECONDS -ge $deadline ]; then break; fi
+    sleep 0.1
+  done
+  [ -z "$alive" ] || kill -9 "$@" 2>/dev/null || true
+  wait "$@" 2>/dev/null || true
+}
+
+# Starts three replicas with data in folder $1 and waits for a leader; sets
+# client_ports, replica_pids and leader. Up to 3 tries, as for redis-server.
+start_cluster() {
+  local dir="$1" attempt deadline id p1 p2 p3 c1 c2 c3 peers dead
+  for attempt in 1 2 3; do
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    read -r p1 p2 p3 c1 c2 c3 < <(free_ports 6)
+    peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
+    client_ports=("$c1" "$c2" "$c3")
+    replica_pids=()
+    for id in 1 2 3; do
+      "$bin" --replica-id "$id" --data-dir "$dir/data" --peers "$peers" \
+        --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" --no-prompt 2> "$dir/err$id" &
+      pids+=($!); replica_pids+=($!)
+    done
+    leader=""
+    dead=""
+    deadline=$((SECONDS + 30))
+    while [ -z "$leader" ] && [ -z "$dead" ] && [ $SECONDS -lt $deadline ]; do
+      sleep 0.2
+      for id in 1 2 3; do
+        kill -0 "${replica_pids[$((id - 1))]}" 2>/dev/null || dead=$id
+        if redis-cli -p "${client_ports[$((id - 1))]}" INFO raft 2>/dev/null | grep -q '^role:leader'; then
+          leader=$id
+        fi
+      done
+    done
+    [ -n "$leader" ] && [ -z "$dead" ] && return 0
+    if [ -n "$dead" ]; then
+      echo "warning: replica $dead exited at start (try $attempt): $(grep -v '^[[:space:]]*$' "$dir/err$dead" | tail -n 1 | cut -c1-300)" >&2
+    else
+      echo "warning: no leader within 30 s (try $attempt)" >&2
+    fi
+    stop "${replica_pids[@]}"
+  done
+  echo "error: the cluster did not start in 3 tries; last replica logs:" >&2
+  tail -n 5 "$dir"/err* >&2
+  exit 1
 }
