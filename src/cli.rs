@@ -64,6 +64,13 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub client_addr: Option<String>,
 
+    /// A file whose one line is the password Redis clients must give (AUTH,
+    /// HELLO ... AUTH, `redis-cli --pass`). Without it, the password is
+    /// taken from EXAMPLE_ONDISK_PASSWORD if that is set; otherwise none is
+    /// asked. The prompt never asks.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
     /// Run without a prompt until SIGINT or SIGTERM.
     #[arg(long)]
     pub no_prompt: bool,

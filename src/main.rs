@@ -37,6 +37,11 @@ use openraft::error::Fatal;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_and_check();
+    // Read before anything else, so a bad password setting changes nothing.
+    let client_password = match client::auth::Password::configured(cli.password_file.as_deref()) {
+        Ok(password) => password,
+        Err(e) => return fail(&e),
+    };
 
     // The data folder is checked before anything is written into it.
     let db = match node::open_store(&cli) {
@@ -72,7 +77,11 @@ fn main() -> ExitCode {
     };
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
-    runtime.spawn(client::serve(client_listener, node.clone()));
+    runtime.spawn(client::serve(
+        client_listener,
+        node.clone(),
+        client_password,
+    ));
     runtime.spawn(expiry::remove_expired_keys(node.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(node.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);

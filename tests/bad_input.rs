@@ -800,3 +800,27 @@ fn bad_membership_changes_are_refused_and_change_nothing() {
         assert_eq!(cluster.replica(id).status().get("members"), "1,2,3");
     }
 }
+
+/// A password file that cannot serve is refused before anything is written.
+#[test]
+fn a_missing_or_empty_password_file_is_refused_with_one_line() {
+    let tmp = temp_dir();
+    let peers = fresh_peers(3);
+    let empty = tmp.path().join("empty-password");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = tmp.path().join("no-such-file");
+    for (file, says) in [
+        (&empty, "empty password"),
+        (&missing, "cannot read --password-file"),
+    ] {
+        let file = file.to_string_lossy().into_owned();
+        let data = tmp.path().join("data");
+        let outcome = run_once(
+            &replica_args(1, &data, &peers, &["--password-file", &file]),
+            QUICK,
+        );
+        let error = assert_refused(&outcome, 1);
+        assert!(error.contains(says), "{error}");
+        assert!(!data.exists(), "a refused start created {}", data.display());
+    }
+}

@@ -32,10 +32,17 @@ pub enum ClientCommand {
     Time,
     /// A command whose answer does not depend on the store or the connection.
     Constant(Frame),
-    /// HELLO [protover] [SETNAME name]: maybe switch protocol, answer who we are.
+    /// HELLO [protover] [AUTH user pass] [SETNAME name]: maybe log in and
+    /// switch protocol, answer who we are.
     Hello {
         protocol: Option<Protocol>,
+        auth: Option<(Bytes, Bytes)>,
         name: Option<Bytes>,
+    },
+    /// AUTH [user] password.
+    Auth {
+        user: Option<Bytes>,
+        password: Bytes,
     },
     Select(u8),
     Multi,
@@ -112,6 +119,17 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         "command" => command_command(rest)?,
         "client" => client_command(rest)?,
         "hello" => hello_command(rest)?,
+        "auth" => match rest {
+            [password] => ClientCommand::Auth {
+                user: None,
+                password: password.clone(),
+            },
+            [user, password] => ClientCommand::Auth {
+                user: Some(user.clone()),
+                password: password.clone(),
+            },
+            _ => return Err(wrong_arity()),
+        },
         "config" => config_command(rest)?,
         "cluster" => cluster_command(rest)?,
         "checksum" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time" => {
@@ -219,12 +237,12 @@ fn checked_name(name: &Bytes) -> Result<Bytes, String> {
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. There is no password
-/// to check yet, so AUTH is accepted as Redis accepts it without one.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
 fn hello_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
     let Some((version, options)) = rest.split_first() else {
         return Ok(ClientCommand::Hello {
             protocol: None,
+            auth: None,
             name: None,
         });
     };
@@ -237,11 +255,15 @@ fn hello_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
         _ => return Err("ERR Protocol version is not an integer or out of range".into()),
     };
     let mut name = None;
+    let mut auth = None;
     let mut i = 0;
     while i < options.len() {
         let option = options[i].to_ascii_lowercase();
         match option.as_slice() {
-            b"auth" if i + 2 < options.len() => i += 3,
+            b"auth" if i + 2 < options.len() => {
+                auth = Some((options[i + 1].clone(), options[i + 2].clone()));
+                i += 3;
+            }
             b"setname" if i + 1 < options.len() => {
                 name = Some(checked_name(&options[i + 1])?);
                 i += 2;
@@ -256,6 +278,7 @@ fn hello_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
     }
     Ok(ClientCommand::Hello {
         protocol: Some(protocol),
+        auth,
         name,
     })
 }
@@ -464,6 +487,7 @@ mod tests {
             parsed(&["hello"]),
             Ok(ClientCommand::Hello {
                 protocol: None,
+                auth: None,
                 name: None
             })
         );
@@ -471,9 +495,30 @@ mod tests {
             parsed(&["HELLO", "3", "AUTH", "default", "pw", "SETNAME", "me"]),
             Ok(ClientCommand::Hello {
                 protocol: Some(Protocol::Resp3),
+                auth: Some((Bytes::from_static(b"default"), Bytes::from_static(b"pw"))),
                 name: Some(Bytes::from_static(b"me"))
             })
         );
+        assert_eq!(
+            parsed(&["auth", "pw"]),
+            Ok(ClientCommand::Auth {
+                user: None,
+                password: Bytes::from_static(b"pw")
+            })
+        );
+        assert_eq!(
+            parsed(&["AUTH", "default", "pw"]),
+            Ok(ClientCommand::Auth {
+                user: Some(Bytes::from_static(b"default")),
+                password: Bytes::from_static(b"pw")
+            })
+        );
+        assert!(parsed(&["auth"])
+            .unwrap_err()
+            .contains("wrong number of arguments"));
+        assert!(parsed(&["auth", "a", "b", "c"])
+            .unwrap_err()
+            .contains("wrong number of arguments"));
         assert_eq!(parsed(&["select", "15"]), Ok(ClientCommand::Select(15)));
         assert_eq!(
             parsed(&["function", "flush"]),

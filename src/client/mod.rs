@@ -10,6 +10,7 @@
 //! Files: `resp.rs` reads requests and writes replies, `commands.rs` says what
 //! each command means, this file serves connections.
 
+pub mod auth;
 mod commands;
 mod resp;
 
@@ -131,7 +132,8 @@ impl ClientStats {
 }
 
 /// Accepts clients until the process ends.
-pub async fn serve(listener: TcpListener, node: Node) {
+pub async fn serve(listener: TcpListener, node: Node, password: Option<auth::Password>) {
+    let password = password.map(Arc::new);
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let stats = Arc::new(ClientStats::default());
     tokio::spawn(stats.clone().sample_forever());
@@ -159,7 +161,8 @@ pub async fn serve(listener: TcpListener, node: Node) {
         let mut connection = Connection {
             node: node.clone(),
             stats: stats.clone(),
-            session: Session::new(next_id, peer.to_string()),
+            session: Session::new(next_id, peer.to_string(), password.is_none()),
+            password: password.clone(),
             run: Vec::new(),
         };
         tokio::spawn(async move {
@@ -177,6 +180,9 @@ pub async fn serve(listener: TcpListener, node: Node) {
 struct Session {
     id: u64,
     addr: String,
+    /// Whether this client may run commands: it gave the password, or the
+    /// port asks for none.
+    authenticated: bool,
     name: Option<Bytes>,
     protocol: Protocol,
     db: u8,
@@ -224,10 +230,11 @@ impl Transaction {
 }
 
 impl Session {
-    fn new(id: u64, addr: String) -> Session {
+    fn new(id: u64, addr: String, authenticated: bool) -> Session {
         Session {
             id,
             addr,
+            authenticated,
             name: None,
             protocol: Protocol::Resp2,
             db: 0,
@@ -264,6 +271,8 @@ struct Connection {
     node: Node,
     stats: Arc<ClientStats>,
     session: Session,
+    /// What AUTH must match, if the port asks for a password.
+    password: Option<Arc<auth::Password>>,
     run: Vec<(Request, Instant, Bytes)>,
 }
 
@@ -313,6 +322,21 @@ impl Connection {
         for args in requests {
             let started = Instant::now();
             let command = commands::parse(&args, self.session.db);
+            // Before AUTH, only the ways to log in (or leave) are served; a
+            // request that cannot be understood still hears why, as in Redis.
+            let may_run = self.session.authenticated
+                || matches!(
+                    command,
+                    Err(_)
+                        | Ok(ClientCommand::Auth { .. }
+                            | ClientCommand::Hello { .. }
+                            | ClientCommand::Quit)
+                );
+            if !may_run {
+                self.flush_run(out).await;
+                Frame::error(auth::NOAUTH).write_to(out, self.session.protocol);
+                continue;
+            }
             let in_transaction = self.session.transaction.is_some();
             let ends_transaction = matches!(
                 command,
@@ -439,7 +463,33 @@ impl Connection {
                     Frame::bulk(since_epoch.subsec_micros().to_string()),
                 ])
             }
-            ClientCommand::Hello { protocol, name } => {
+            ClientCommand::Auth { user, password } => {
+                match auth::check(self.password.as_deref(), user.as_deref(), &password) {
+                    Ok(()) => {
+                        session.authenticated = true;
+                        Frame::ok()
+                    }
+                    Err(refused) => Frame::error(refused),
+                }
+            }
+            ClientCommand::Hello {
+                protocol,
+                auth,
+                name,
+            } => {
+                // A refused HELLO changes nothing, not even the protocol.
+                match auth {
+                    Some((user, password)) => {
+                        if let Err(refused) =
+                            auth::check(self.password.as_deref(), Some(&user), &password)
+                        {
+                            return Frame::error(refused);
+                        }
+                        session.authenticated = true;
+                    }
+                    None if !session.authenticated => return Frame::error(auth::NOAUTH_HELLO),
+                    None => {}
+                }
                 if let Some(protocol) = protocol {
                     session.protocol = protocol;
                 }
