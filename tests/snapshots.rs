@@ -531,11 +531,17 @@ fn damaged_snapshots_are_set_aside(damage: Damage) {
     cluster.assert_all_readable(VICTIM, &pairs);
     if damage != Damage::WhileDown {
         // Found by the leader when it went to send it (in place: after the
-        // lagging replica refused it).
-        let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-        let notes = snapshot_notes(&mut cluster, leader);
-        assert_eq!(notes.len(), 1, "replica {leader}: {notes:?}");
-        assert!(notes[0].contains("damaged snapshot"), "{}", notes[0]);
+        // lagging replica refused it). On a loaded machine the leader may have
+        // changed since, so every replica but the victim is asked.
+        let notes: Vec<String> = OTHERS
+            .iter()
+            .flat_map(|&id| snapshot_notes(&mut cluster, id))
+            .collect();
+        assert!(!notes.is_empty(), "no sender noted the damage");
+        assert!(
+            notes.iter().all(|note| note.contains("damaged snapshot")),
+            "{notes:?}"
+        );
     }
     let refusals = stderr_lines(&mut cluster, VICTIM, "note: refused snapshot");
     if damage == Damage::InPlaceUnseen {
