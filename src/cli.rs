@@ -71,6 +71,20 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 
+    /// Serve Redis clients over TLS only, with this certificate chain (PEM),
+    /// as Redis's tls-port does. Needs --tls-key-file.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Ask every client for a certificate signed by a CA in this file (PEM),
+    /// as Redis's tls-auth-clients does. Needs --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// Run without a prompt until SIGINT or SIGTERM.
     #[arg(long)]
     pub no_prompt: bool,

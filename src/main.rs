@@ -37,10 +37,19 @@ use openraft::error::Fatal;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_and_check();
-    // Read before anything else, so a bad password setting changes nothing.
+    // Read before anything else, so a bad password or TLS file changes nothing.
     let client_password = match client::auth::Password::configured(cli.password_file.as_deref()) {
         Ok(password) => password,
         Err(e) => return fail(&e),
+    };
+    let client_tls = match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            match client::tls::acceptor(cert, key, cli.tls_client_ca_file.as_deref()) {
+                Ok(acceptor) => Some(acceptor),
+                Err(e) => return fail(&e),
+            }
+        }
+        _ => None,
     };
 
     // The data folder is checked before anything is written into it.
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
         client_listener,
         node.clone(),
         client_password,
+        client_tls,
     ));
     runtime.spawn(expiry::remove_expired_keys(node.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(node.clone()));

@@ -13,6 +13,7 @@
 pub mod auth;
 mod commands;
 mod resp;
+pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use commands::ClientCommand;
@@ -132,7 +133,12 @@ impl ClientStats {
 }
 
 /// Accepts clients until the process ends.
-pub async fn serve(listener: TcpListener, node: Node, password: Option<auth::Password>) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Node,
+    password: Option<auth::Password>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let password = password.map(Arc::new);
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let stats = Arc::new(ClientStats::default());
@@ -165,9 +171,21 @@ pub async fn serve(listener: TcpListener, node: Node, password: Option<auth::Pas
             password: password.clone(),
             run: Vec::new(),
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("client {peer}: {e}");
+                return;
+            }
             connection.stats.connected.fetch_add(1, Relaxed);
-            if let Err(e) = connection.serve(stream).await {
+            let served = match &tls {
+                None => connection.serve(stream).await,
+                Some(acceptor) => match tls::handshake(acceptor, stream, &peer.to_string()).await {
+                    Some(stream) => connection.serve(stream).await,
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!("client {peer}: {e}");
             }
             connection.stats.connected.fetch_sub(1, Relaxed);
@@ -277,9 +295,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(&mut self, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_nodelay(true)?;
-        let (mut reader, mut writer) = stream.into_split();
+    async fn serve(
+        &mut self,
+        stream: impl AsyncRead + AsyncWrite + Unpin + Send,
+    ) -> std::io::Result<()> {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut input = BytesMut::with_capacity(16 * 1024);
         let mut output = BytesMut::with_capacity(16 * 1024);
         let mut requests_in = resp::RequestReader::default();
