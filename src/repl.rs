@@ -526,6 +526,25 @@ pub fn quoted(bytes: &[u8]) -> String {
 
 /// The one line `status` prints: `key=value` pairs a script can split.
 pub fn format_status(status: &Status) -> String {
+    let pairs: Vec<String> = status_fields(status)
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    pairs.join(" ")
+}
+
+/// `status` for a person at a terminal: one field a line, values aligned.
+fn status_lines(status: &Status) -> Vec<String> {
+    let fields = status_fields(status);
+    let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    fields
+        .into_iter()
+        .map(|(name, value)| format!("{name:width$}  {value}"))
+        .collect()
+}
+
+/// The fields of `status`, in the order both forms print them.
+fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
     let ids = |ids: &[u64]| {
         if ids.is_empty() {
             "none".to_string()
@@ -533,26 +552,36 @@ pub fn format_status(status: &Status) -> String {
             ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
         }
     };
-    format!(
-        "role={} leader={} term={} last_log_index={} committed={} applied={} members={} learners={} \
-         recovered_at={} replayed={} first_log_index={} snapshot_index={} snapshot_bytes={} \
-         snapshots_installed={} replication={}",
-        status.role,
-        status.leader.map_or("none".to_string(), |id| id.to_string()),
-        status.term,
-        status.last_log_index,
-        status.committed,
-        status.applied,
-        ids(&status.voters),
-        ids(&status.learners),
-        status.recovered_at,
-        status.replayed,
-        status.first_log_index,
-        status.snapshot_index.map_or("none".to_string(), |i| i.to_string()),
-        status.snapshot_bytes,
-        status.snapshots_installed,
-        replication(status),
-    )
+    vec![
+        ("role", status.role.to_string()),
+        (
+            "leader",
+            status
+                .leader
+                .map_or("none".to_string(), |id| id.to_string()),
+        ),
+        ("term", status.term.to_string()),
+        ("last_log_index", status.last_log_index.to_string()),
+        ("committed", status.committed.to_string()),
+        ("applied", status.applied.to_string()),
+        ("members", ids(&status.voters)),
+        ("learners", ids(&status.learners)),
+        ("recovered_at", status.recovered_at.to_string()),
+        ("replayed", status.replayed.to_string()),
+        ("first_log_index", status.first_log_index.to_string()),
+        (
+            "snapshot_index",
+            status
+                .snapshot_index
+                .map_or("none".to_string(), |i| i.to_string()),
+        ),
+        ("snapshot_bytes", status.snapshot_bytes.to_string()),
+        (
+            "snapshots_installed",
+            status.snapshots_installed.to_string(),
+        ),
+        ("replication", replication(status)),
+    ]
 }
 
 /// At the leader, `ID:INDEX` for each member: the last log index it is known
@@ -570,6 +599,9 @@ fn replication(status: &Status) -> String {
             format!("{}:{matched}", member.id)
         })
         .collect();
+    if progress.is_empty() {
+        return "none".into();
+    }
     progress.join(",")
 }
 
@@ -603,6 +635,7 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
             let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
             format!("OK members={}", ids.join(","))
         }),
+        PromptCommand::Status if on_terminal => return status_lines(&node.status()),
         PromptCommand::Status => Ok(format_status(&node.status())),
         PromptCommand::Checksum => node
             .reader
@@ -715,6 +748,40 @@ fn run_interactive(runtime: &Runtime, node: &Node, replica_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_one_line_for_scripts_and_aligned_lines_for_people() {
+        let status = Status {
+            role: "leader",
+            leader: Some(1),
+            term: 3,
+            last_log_index: 42,
+            committed: 42,
+            applied: 41,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            recovered_at: 0,
+            replayed: 0,
+            snapshot_index: None,
+            snapshot_bytes: 0,
+            snapshots_installed: 0,
+            first_log_index: 1,
+            members: vec![],
+        };
+        let line = format_status(&status);
+        assert!(
+            line.starts_with("role=leader leader=1 term=3 last_log_index=42"),
+            "{line}"
+        );
+        let lines = status_lines(&status);
+        assert_eq!(lines.len(), line.split(' ').count());
+        assert_eq!(lines[0], "role                 leader");
+        assert_eq!(lines[6], "members              1,2,3");
+        let value_column = |l: &String| l.len() - l.split_whitespace().last().unwrap().len();
+        assert!(lines
+            .iter()
+            .all(|l| value_column(l) == value_column(&lines[0])));
+    }
 
     /// The words a prompt request carries to the log.
     fn words_of(request: &Request) -> Vec<Vec<u8>> {
