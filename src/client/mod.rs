@@ -31,7 +31,7 @@ use resp::{Frame, Protocol};
 use crate::command::{Queued, Watched};
 use crate::kv::{KvError, Request, Status};
 use crate::machine::parse::shown;
-use crate::machine::Reply;
+use crate::machine::{Reply, REDIS_VERSION};
 use crate::node::Node;
 
 /// Connections served at once; one more is told so and closed (as Redis does
@@ -636,10 +636,6 @@ fn hello_reply(session: &Session) -> Frame {
         field("modules", Frame::Array(Vec::new())),
     ])
 }
-
-/// The Redis version whose command semantics the port follows. Client
-/// libraries and tools gate features on it.
-const REDIS_VERSION: &str = "7.0.15";
 
 /// `INFO`, in the sections tools read.
 async fn info(node: &Node, stats: &ClientStats, section: Option<&str>) -> Frame {

@@ -17,6 +17,7 @@
 
 use super::parse::{Command, ExpireCondition, Expiry, Presence, SetAnswer, SetExpiry, TtlQuery};
 use super::record::{self, Kind, Record};
+use super::script::{self, Host};
 use super::Reply;
 use crate::command::{Bytes, Expired, Op, Queued, Watched, MAX_VALUE_LEN};
 
@@ -263,7 +264,15 @@ fn read_at<S: Space>(space: &S, db: u8, command: &Command, now: u64) -> Result<R
             kind.as_deref(),
             now,
         )?,
-        Command::RandomKey => random_key(space, db, now)?,
+        Command::RandomKey => {
+            // A reply only, never state, so it may use chance (a script's
+            // RANDOMKEY, whose answer may be written, is seeded instead).
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(now);
+            random_key(space, db, now, hasher.finish())?
+        }
+        Command::Eval(eval) => script::run(&mut ReadHost { space, now }, db, eval)?,
         Command::DbSize => Reply::Int(counter(space, &record::key_count_key(db))? as i64),
         Command::GetBit(key, offset) => match value_of(key)? {
             Ok(value) => {
@@ -366,19 +375,15 @@ fn scan<S: Space>(
     ]))
 }
 
-/// RANDOMKEY: a reply only, never state, so it may use chance. It walks on
-/// from a random position, then from the start, past keys that are gone.
-fn random_key<S: Space>(space: &S, db: u8, now: u64) -> Result<Reply, String> {
-    use std::hash::{BuildHasher, Hasher};
+/// RANDOMKEY: the first live key at or after hash position `from`, then
+/// from the start, walking past keys that are gone.
+fn random_key<S: Space>(space: &S, db: u8, now: u64, from: u64) -> Result<Reply, String> {
     const PAGE: usize = 256;
     if counter(space, &record::key_count_key(db))? == 0 {
         return Ok(Reply::Nil);
     }
     let flush_mark = space.flush_mark(db)?;
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now);
-    let random_start = hasher.finish();
-    for mut from in [random_start, 0] {
+    for mut from in [from, 0] {
         loop {
             let page = space.scan(&[db], &record::scan_start(db, from), PAGE)?;
             for (stored, value) in &page {
@@ -500,11 +505,13 @@ struct Writer<'a, S> {
 }
 
 /// Whether an operation may flush a database (the common entry does not, and
-/// is spared remembering every key it writes).
+/// is spared remembering every key it writes). A script may call FLUSHDB.
 fn may_flush(op: &Op) -> bool {
     let is_flush = |queued: &Queued| {
         queued.args.first().is_some_and(|name| {
-            name.eq_ignore_ascii_case(b"flushdb") || name.eq_ignore_ascii_case(b"flushall")
+            [&b"flushdb"[..], b"flushall", b"eval", b"eval_ro"]
+                .iter()
+                .any(|flushing| name.eq_ignore_ascii_case(flushing))
         })
     };
     match op {
@@ -1062,6 +1069,7 @@ impl<S: SpaceMut> Writer<'_, S> {
                 }
                 Reply::Ok
             }
+            Command::Eval(eval) => script::run(self, db, &eval)?,
             read => read_at(&*self.space, db, &read, self.now)?,
         })
     }
@@ -1106,6 +1114,57 @@ impl<S: SpaceMut> Writer<'_, S> {
     }
 }
 
+/// A script that may write runs its calls in the entry's apply batch.
+impl<S: SpaceMut> Host for Writer<'_, S> {
+    fn run(&mut self, db: u8, command: Command) -> Result<Reply, String> {
+        if command.is_read() {
+            read_at(&*self.space, db, &command, self.now)
+        } else {
+            self.write(db, command)
+        }
+    }
+
+    fn random_key(&mut self, db: u8, seed: u64) -> Result<Reply, String> {
+        random_key(&*self.space, db, self.now, script_seed(self.index, seed))
+    }
+
+    fn now(&self) -> u64 {
+        self.now
+    }
+}
+
+/// A read-only script runs its calls on a read view.
+struct ReadHost<'a, S> {
+    space: &'a S,
+    now: u64,
+}
+
+impl<S: Space> Host for ReadHost<'_, S> {
+    fn run(&mut self, db: u8, command: Command) -> Result<Reply, String> {
+        if !command.is_read() {
+            // `script::calls` refuses writes first; never an internal error here.
+            return Ok(Reply::Error(
+                "ERR Write commands are not allowed from read-only scripts.".into(),
+            ));
+        }
+        read_at(self.space, db, &command, self.now)
+    }
+
+    fn random_key(&mut self, db: u8, seed: u64) -> Result<Reply, String> {
+        random_key(self.space, db, self.now, script_seed(self.now, seed))
+    }
+
+    fn now(&self) -> u64 {
+        self.now
+    }
+}
+
+/// Where a script's RANDOMKEY looks: from the entry and the call's number,
+/// so every replica picks the same key.
+fn script_seed(entry: u64, call: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&[entry.to_be_bytes(), call.to_be_bytes()].concat())
+}
+
 fn too_long() -> Reply {
     error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 }
@@ -1123,76 +1182,8 @@ fn format_float(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    /// The whole state in a map: enough to run the machine without a disk.
-    #[derive(Default)]
-    struct MapSpace(BTreeMap<Vec<u8>, Vec<u8>>);
-
-    impl Space for MapSpace {
-        type Value = Vec<u8>;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.get(key).cloned())
-        }
-        fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Entries, String> {
-            Ok(self
-                .0
-                .range(from.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
-        }
-        fn flush_mark(&self, db: u8) -> Result<u64, String> {
-            counter(self, &record::flush_mark_key(db))
-        }
-    }
-
-    impl SpaceMut for MapSpace {
-        fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-            self.0.insert(key, value);
-        }
-        fn remove(&mut self, key: Vec<u8>) {
-            self.0.remove(&key);
-        }
-        fn set_flush_mark(&mut self, db: u8, mark: u64) {
-            self.put(
-                record::flush_mark_key(db).to_vec(),
-                mark.to_be_bytes().to_vec(),
-            );
-        }
-    }
-
-    struct Machine {
-        space: MapSpace,
-        index: u64,
-    }
-
-    impl Machine {
-        fn new() -> Machine {
-            Machine {
-                space: MapSpace::default(),
-                index: 0,
-            }
-        }
-
-        fn run(&mut self, time: u64, words: &[&str]) -> Reply {
-            self.index += 1;
-            let args = words.iter().map(|w| Bytes(w.as_bytes().to_vec())).collect();
-            let op = Op::Run(Queued { db: 0, args });
-            apply_entry(&mut self.space, self.index, time, vec![op])
-                .unwrap()
-                .remove(0)
-        }
-
-        fn read(&self, time: u64, words: &[&str]) -> Reply {
-            let command = Command::parse(words).unwrap().unwrap();
-            read(&self.space, 0, &command, time).unwrap()
-        }
-    }
+    use crate::machine::testing::Machine;
 
     fn bulk(text: &str) -> Reply {
         Reply::bulk(text.as_bytes())

@@ -10,12 +10,16 @@
 //!
 //! Files: `parse.rs` understands a command's words, `record.rs` lays keys and
 //! values out on disk, `execute.rs` runs a command against a [`Space`] (the
-//! store's view: an apply batch, or a point-in-time read view).
+//! store's view: an apply batch, or a point-in-time read view), `script/`
+//! runs Lua scripts (EVAL) inside the machine, deterministically.
 
 mod execute;
 mod lcs;
 pub mod parse;
 pub mod record;
+pub mod script;
+#[cfg(test)]
+pub mod testing;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,11 @@ pub use parse::Command;
 pub use record::DATABASES;
 
 use crate::command::Bytes;
+
+/// The Redis version whose command semantics this server follows. Client
+/// libraries and tools gate features on it; scripts read it as
+/// `redis.REDIS_VERSION`.
+pub const REDIS_VERSION: &str = "7.0.15";
 
 /// A command's answer, in the shapes Redis replies have. It travels back from
 /// the leader to a follower that forwarded the write, so it is serialisable.

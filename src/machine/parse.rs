@@ -136,10 +136,161 @@ pub enum Command {
     Touch(Vec<Key>),
     FlushDb,
     FlushAll,
+    /// EVAL and EVAL_RO: a Lua script, run where the command runs (at apply
+    /// for a write, on a read view for a read-only one). See `machine/script/`.
+    Eval(Eval),
+}
+
+/// EVAL's script, keys and arguments, as the client sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eval {
+    /// The body as sent, shebang line included: its SHA1 names the script.
+    pub body: Vec<u8>,
+    pub keys: Vec<Vec<u8>>,
+    pub args: Vec<Vec<u8>>,
+    /// What a `#!lua` first line says; `None` without one (Redis calls that
+    /// compatibility mode: the script may write unless sent with EVAL_RO).
+    pub shebang: Option<Shebang>,
+    /// EVAL_RO or EVALSHA_RO: writes are refused.
+    pub read_only: bool,
+}
+
+impl Eval {
+    /// Whether the script may not write, so it can be served as a read.
+    pub fn is_read(&self) -> bool {
+        self.read_only || self.shebang.is_some_and(|s| s.no_writes)
+    }
+
+    /// The Lua source to compile: the body after the shebang line (its line
+    /// feed is kept, so line numbers in errors match what the client sent).
+    pub fn code(&self) -> &[u8] {
+        &self.body[self.shebang.map_or(0, |s| s.length)..]
+    }
+}
+
+/// A script's `#!lua flags=...` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shebang {
+    /// Bytes of the line, up to (not including) its line feed.
+    pub length: usize,
+    /// `flags=no-writes`. Redis's other flags (allow-oom, allow-stale,
+    /// no-cluster, allow-cross-slot-keys) are accepted and change nothing here.
+    pub no_writes: bool,
+}
+
+/// Reads a script's first line if it is a shebang (`#!lua [flags=a,b]`), as
+/// Redis 7 does; `Ok(None)` for a script without one.
+pub fn parse_shebang(body: &[u8]) -> Result<Option<Shebang>, ParseError> {
+    if !body.starts_with(b"#!") {
+        return Ok(None);
+    }
+    let Some(length) = body.iter().position(|&b| b == b'\n') else {
+        return Err("ERR Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&body[..length]);
+    let mut parts = line.split_ascii_whitespace();
+    match parts.next() {
+        Some("#!lua") => {}
+        Some(engine) => {
+            return Err(format!(
+                "ERR Unexpected engine in script shebang: {}",
+                shown(engine.as_bytes())
+            ))
+        }
+        None => return Err("ERR Invalid engine in script shebang".into()),
+    }
+    let mut no_writes = false;
+    for part in parts {
+        let Some(flags) = part.strip_prefix("flags=") else {
+            return Err(format!(
+                "ERR Unknown lua shebang option: {}",
+                shown(part.as_bytes())
+            ));
+        };
+        for flag in flags.split(',').filter(|f| !f.is_empty()) {
+            match flag {
+                "no-writes" => no_writes = true,
+                "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                other => {
+                    return Err(format!(
+                        "ERR Unexpected flag in script shebang: {}",
+                        shown(other.as_bytes())
+                    ))
+                }
+            }
+        }
+    }
+    Ok(Some(Shebang { length, no_writes }))
+}
+
+/// EVAL's and EVALSHA's `numkeys`: how many of the words after it are keys,
+/// checked against how many there are (`rest` starts at numkeys).
+pub fn parse_numkeys(rest: &[impl AsRef<[u8]>]) -> Result<usize, ParseError> {
+    let Some(word) = rest.first() else {
+        return Err(not_an_integer());
+    };
+    let n = integer(word.as_ref())?;
+    if n < 0 {
+        return Err("ERR Number of keys can't be negative".into());
+    }
+    match usize::try_from(n) {
+        Ok(n) if n < rest.len() => Ok(n),
+        _ => Err("ERR Number of keys can't be greater than number of args".into()),
+    }
+}
+
+fn parse_eval(read_only: bool, rest: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+    let body = value(rest[0].as_ref())?;
+    let numkeys = parse_numkeys(&rest[1..])?;
+    let (keys, args) = rest[2..].split_at(numkeys);
+    let shebang = parse_shebang(&body)?;
+    if read_only && shebang.is_some_and(|s| !s.no_writes) {
+        return Err("ERR Can not execute a script with write flag using *_ro command.".into());
+    }
+    Ok(Command::Eval(Eval {
+        body,
+        keys: self::keys(keys)?,
+        args: args
+            .iter()
+            .map(|a| value(a.as_ref()))
+            .collect::<Result<_, _>>()?,
+        shebang,
+        read_only,
+    }))
 }
 
 /// Why a command was refused before anything ran: a Redis error line.
 pub type ParseError = String;
+
+/// A refusal, with the one kind code decides by: a script reports a wrong
+/// number of arguments in its own words (Redis's "Wrong number of args
+/// calling Redis command from script").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    WrongArity(ParseError),
+    Invalid(ParseError),
+}
+
+impl Refusal {
+    /// The Redis error line.
+    pub fn into_message(self) -> ParseError {
+        match self {
+            Refusal::WrongArity(message) | Refusal::Invalid(message) => message,
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Refusal {
+        Refusal::Invalid(message)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Refusal {
+        Refusal::Invalid(message.to_string())
+    }
+}
 
 /// A word as it may appear inside an error line: short, printable.
 pub fn shown(word: &[u8]) -> String {
@@ -245,20 +396,26 @@ impl Command {
     /// keyspace: `None` for a name this module does not own (the front end
     /// deals with connection commands), `Some(Err)` for a syntax error.
     pub fn parse(args: &[impl AsRef<[u8]>]) -> Option<Result<Command, ParseError>> {
+        Self::parse_checked(args).map(|parsed| parsed.map_err(Refusal::into_message))
+    }
+
+    /// [`Command::parse`], saying whether a refusal was for the number of
+    /// arguments.
+    pub fn parse_checked(args: &[impl AsRef<[u8]>]) -> Option<Result<Command, Refusal>> {
         let name = String::from_utf8_lossy(args.first()?.as_ref()).to_ascii_lowercase();
         let rest = &args[1..];
-        let arity = |ok: bool| -> Result<(), ParseError> {
+        let arity = |ok: bool| -> Result<(), Refusal> {
             if ok {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Refusal::WrongArity(format!(
                     "ERR wrong number of arguments for '{name}' command"
-                ))
+                )))
             }
         };
         let word = |i: usize| rest[i].as_ref();
         // `Ok(None)`: a name this module does not own.
-        let parsed = (|| -> Result<Option<Command>, ParseError> {
+        let parsed = (|| -> Result<Option<Command>, Refusal> {
             Ok(Some(match name.as_str() {
                 "get" => {
                     arity(rest.len() == 1)?;
@@ -443,7 +600,7 @@ impl Command {
                     if let Some(mode) = rest.first() {
                         let mode = mode.as_ref().to_ascii_lowercase();
                         if mode != b"async" && mode != b"sync" {
-                            return Err(syntax_error());
+                            return Err(syntax_error().into());
                         }
                     }
                     if name == "flushdb" {
@@ -451,6 +608,10 @@ impl Command {
                     } else {
                         Command::FlushAll
                     }
+                }
+                "eval" | "eval_ro" => {
+                    arity(rest.len() >= 2)?;
+                    parse_eval(name == "eval_ro", rest)?
                 }
                 _ => return Ok(None),
             }))
@@ -476,7 +637,7 @@ impl Command {
                 | Command::Touch(_)
                 | Command::GetBit(..)
                 | Command::Lcs { .. }
-        )
+        ) || matches!(self, Command::Eval(eval) if eval.is_read())
     }
 }
 
