@@ -13,6 +13,13 @@
 //! That is why `ops` is kept as raw JSON until [`Proposal::decode`] has checked
 //! the format.
 //!
+//! Format 4 is format 3 that may hold Lua scripts (EVAL). An entry is written
+//! in the oldest format that can carry it (3 unless it holds a script), so
+//! during a rolling upgrade the replicas of the previous release go on
+//! applying everything but scripts, and stop at the first script with the
+//! error above instead of answering "unknown command" to it and drifting
+//! apart from the others.
+//!
 //! `time_ms` is the leader's clock when it proposed the entry: expiry is
 //! decided from it at apply (see `machine/mod.rs`), never from the clock of the
 //! replica applying. The leader stamps it ([`Proposal::stamp`]) even when a
@@ -29,10 +36,13 @@ use serde_json::value::RawValue;
 
 use crate::machine::Reply;
 
-/// The proposal format this build writes. Format 3 added `Op::Sweep`; format
-/// 2 is the same without it, so this build still applies it. Format 1 (plain
-/// puts and deletes, no time) is gone with on-disk layout 1.
-pub const PROPOSAL_FORMAT: u32 = 3;
+/// The newest proposal format this build writes and understands: 4, which
+/// may hold scripts. Format 3 added `Op::Sweep`; format 2 is the same without
+/// it, so this build still applies it. Format 1 (plain puts and deletes, no
+/// time) is gone with on-disk layout 1.
+pub const PROPOSAL_FORMAT: u32 = 4;
+/// The format this build writes for entries without a script.
+pub const SCRIPTLESS_FORMAT: u32 = 3;
 const OLDEST_PROPOSAL_FORMAT: u32 = 2;
 
 /// Longest key accepted from a person or a client, in bytes. fjall takes
@@ -115,6 +125,20 @@ impl Op {
             Op::Sweep { .. } => 17,
         }
     }
+
+    /// Whether the operation runs a Lua script (needs format 4).
+    pub fn runs_a_script(&self) -> bool {
+        let is_eval = |q: &Queued| {
+            q.args.first().is_some_and(|name| {
+                name.eq_ignore_ascii_case(b"eval") || name.eq_ignore_ascii_case(b"eval_ro")
+            })
+        };
+        match self {
+            Op::Run(queued) => is_eval(queued),
+            Op::Exec { commands, .. } => commands.iter().any(is_eval),
+            Op::Reap(_) | Op::Sweep { .. } => false,
+        }
+    }
 }
 
 /// What applying a proposal produced: one reply per op.
@@ -136,14 +160,20 @@ pub enum DecodeError {
 }
 
 impl Proposal {
-    /// Wraps operations in the current format, stamped with this replica's
-    /// clock (a leader that did not build it stamps it again).
+    /// Wraps operations in the oldest format that can carry them, stamped
+    /// with this replica's clock (a leader that did not build it stamps it
+    /// again).
     pub fn new(ops: &[Op]) -> Self {
+        let needed = if ops.iter().any(Op::runs_a_script) {
+            PROPOSAL_FORMAT
+        } else {
+            SCRIPTLESS_FORMAT
+        };
         let ops = serde_json::value::to_raw_value(ops)
             .expect("serialising ops to JSON cannot fail: keys and values are plain data");
         // A test can make this replica write another format, to check that
         // replicas which do not know it stop instead of applying it.
-        let format = crate::faults::proposal_format_override().unwrap_or(PROPOSAL_FORMAT);
+        let format = crate::faults::proposal_format_override().unwrap_or(needed);
         Proposal {
             format,
             time_ms: crate::machine::wall_clock_ms(),
@@ -163,6 +193,11 @@ impl Proposal {
             return Err(DecodeError::UnknownFormat { found: self.format });
         }
         serde_json::from_str(self.ops.get()).map_err(DecodeError::Malformed)
+    }
+
+    /// Whether applying it may run a script (which may take a while).
+    pub fn may_run_scripts(&self) -> bool {
+        self.format >= PROPOSAL_FORMAT
     }
 }
 
@@ -295,6 +330,7 @@ mod tests {
             }]),
         ];
         let json = serde_json::to_string(&Proposal::new(&ops)).unwrap();
+        // No script: the format of the previous release.
         assert!(json.contains(r#""format":3"#), "{json}");
         assert!(json.contains(r#"{"b64":"/wCA"}"#), "{json}");
         let back: Proposal = serde_json::from_str(&json).unwrap();
@@ -302,12 +338,33 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_with_a_script_is_written_in_format_4() {
+        let script = run(&[b"EVAL", b"return 1", b"0"]);
+        let in_exec = Op::Exec {
+            watched: vec![],
+            commands: vec![Queued {
+                db: 0,
+                args: vec!["eval_ro".into(), "return 1".into(), "0".into()],
+            }],
+        };
+        for ops in [vec![run(&[b"SET", b"k", b"v"]), script], vec![in_exec]] {
+            let proposal = Proposal::new(&ops);
+            assert_eq!(proposal.format, 4);
+            assert!(proposal.may_run_scripts());
+            assert_eq!(proposal.decode().unwrap(), ops);
+        }
+        assert!(!Proposal::new(&[run(&[b"GET", b"eval"])]).may_run_scripts());
+    }
+
+    #[test]
     fn unknown_format_is_refused_not_guessed() {
-        let json = r#"{"format":4,"ops":{"something":"new"}}"#;
-        let proposal: Proposal = serde_json::from_str(json).unwrap();
-        let err = proposal.decode().unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownFormat { found: 4 }));
-        assert!(err.to_string().contains("only understands formats 2 to 3"));
+        for found in [1, 5] {
+            let json = format!(r#"{{"format":{found},"ops":{{"something":"new"}}}}"#);
+            let proposal: Proposal = serde_json::from_str(&json).unwrap();
+            let err = proposal.decode().unwrap_err();
+            assert!(matches!(err, DecodeError::UnknownFormat { found: f } if f == found));
+            assert!(err.to_string().contains("only understands formats 2 to 4"));
+        }
     }
 
     #[test]

@@ -983,12 +983,12 @@ fn a_command_of_an_unknown_format_stops_replicas_instead_of_being_applied() {
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     cluster.replica(leader).put("k", "v");
     let before = wait_checksums_agree(&mut cluster, &ALL);
-    // Replica `newer` plays a newer release that proposes format 4.
+    // Replica `newer` plays a newer release that proposes format 5.
     let newer = cluster.other_than(&[leader]);
     cluster.replica(newer).kill();
     cluster
         .replica(newer)
-        .restart_with_env(&[("EXAMPLE_ONDISK_PROPOSE_FORMAT", "4")]);
+        .restart_with_env(&[("EXAMPLE_ONDISK_PROPOSE_FORMAT", "5")]);
     let _ = cluster.replica(newer).try_send("put k changed");
 
     // A replica of the old release that reaches the entry stops there. One may
@@ -1029,7 +1029,7 @@ fn a_command_of_an_unknown_format_stops_replicas_instead_of_being_applied() {
         assert_eq!(exit.code(), Some(1), "replica {id}");
         let stderr = cluster.replica(id).stderr();
         assert!(
-            stderr.contains("format 4") && stderr.contains("upgrade"),
+            stderr.contains("format 5") && stderr.contains("upgrade"),
             "{stderr}"
         );
         stopped.push(id);
