@@ -13,6 +13,11 @@
 //! - Concurrent commands share Raft rounds (`batching.rs`): many writes become
 //!   one log entry, many reads share one read-index round.
 //!
+//! - Scripts: EVALSHA becomes EVAL (the script's body in place of its SHA1)
+//!   before anything else happens to it, and SCRIPT LOAD/EXISTS/FLUSH answer
+//!   from this process's cache (`scripts.rs`); a log entry always carries
+//!   the body.
+//!
 //! The prompt and the client port both turn what they receive into
 //! [`Request`]s and hand them to [`Node::execute`], so a command means the
 //! same thing at either door.
@@ -29,6 +34,7 @@ use crate::machine::{Command, Reply};
 use crate::membership::ChangeError;
 use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
+use crate::scripts::{check_evalsha, ScriptCommand};
 use crate::types::{NodeId, Raft};
 
 /// How long adding a member may take: the new replica must catch up first.
@@ -49,31 +55,59 @@ pub enum Request {
         watched: Vec<Watched>,
         commands: Vec<Queued>,
     },
+    /// EVALSHA or EVALSHA_RO, as sent: turned into EVAL before it runs.
+    EvalSha(Queued),
+    /// SCRIPT LOAD, EXISTS, FLUSH or KILL: answered from this process's cache.
+    Script(ScriptCommand),
 }
 
 impl Request {
     /// Understands a keyspace command's words (`None`: not a keyspace
     /// command; `Some(Err)`: a Redis error line saying what is wrong).
     pub fn parse(db: u8, args: &[impl AsRef<[u8]>]) -> Option<Result<Request, String>> {
+        let queued = || Queued {
+            db,
+            args: args.iter().map(|a| Bytes(a.as_ref().to_vec())).collect(),
+        };
+        let name = String::from_utf8_lossy(args.first()?.as_ref()).to_ascii_lowercase();
+        match name.as_str() {
+            "evalsha" | "evalsha_ro" => {
+                return Some(check_evalsha(&name, args).map(|()| Request::EvalSha(queued())))
+            }
+            "script" => return Some(ScriptCommand::parse(&args[1..]).map(Request::Script)),
+            _ => {}
+        }
         let parsed = Command::parse(args)?;
         Some(parsed.map(|command| Request::Run {
             command,
-            queued: Queued {
-                db,
-                args: args.iter().map(|a| Bytes(a.as_ref().to_vec())).collect(),
-            },
+            queued: queued(),
         }))
     }
+}
 
+/// A request ready to run: what [`Node::prepare`] leaves of a [`Request`].
+#[derive(Debug)]
+pub enum Runnable {
+    Run {
+        command: Command,
+        queued: Queued,
+    },
+    Transaction {
+        watched: Vec<Watched>,
+        commands: Vec<Queued>,
+    },
+}
+
+impl Runnable {
     fn is_read(&self) -> bool {
-        matches!(self, Request::Run { command, .. } if command.is_read())
+        matches!(self, Runnable::Run { command, .. } if command.is_read())
     }
 
     /// The operation a write request proposes.
     fn into_op(self) -> Op {
         match self {
-            Request::Run { queued, .. } => Op::Run(queued),
-            Request::Transaction { watched, commands } => Op::Exec { watched, commands },
+            Runnable::Run { queued, .. } => Op::Run(queued),
+            Runnable::Transaction { watched, commands } => Op::Exec { watched, commands },
         }
     }
 }
@@ -175,8 +209,22 @@ impl Node {
     /// in their order; consecutive reads share one read index. A read after a
     /// write waits for that write, so a pipeline sees its own writes.
     pub async fn execute(&self, requests: Vec<Request>) -> Vec<Result<Reply, KvError>> {
-        let mut replies = Vec::with_capacity(requests.len());
-        let mut requests = requests.into_iter().peekable();
+        // Scripts first, in order: a SCRIPT LOAD before an EVALSHA in the
+        // same pipeline is there for it. What is answered here takes its
+        // place among the replies.
+        let mut answered = Vec::with_capacity(requests.len());
+        let mut runnable = Vec::with_capacity(requests.len());
+        for request in requests {
+            match self.prepare(request) {
+                Ok(request) => {
+                    answered.push(None);
+                    runnable.push(request);
+                }
+                Err(reply) => answered.push(Some(reply)),
+            }
+        }
+        let mut replies = Vec::with_capacity(runnable.len());
+        let mut requests = runnable.into_iter().peekable();
         while let Some(first) = requests.next() {
             let reading = first.is_read();
             let mut run = vec![first];
@@ -189,7 +237,50 @@ impl Node {
                 replies.extend(self.write_run(run).await);
             }
         }
-        replies
+        let mut replies = replies.into_iter();
+        answered
+            .into_iter()
+            .map(|reply| {
+                reply.unwrap_or_else(|| {
+                    replies.next().unwrap_or_else(|| {
+                        Err(KvError::Stopped(
+                            "internal error: replies went missing".into(),
+                        ))
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// What a request is before it runs: EVALSHA as the EVAL it stands for,
+    /// an EVAL's script remembered (SCRIPT EXISTS then finds it) and refused
+    /// here if it does not compile, SCRIPT answered (`Err`: the reply).
+    pub fn prepare(&self, request: Request) -> Result<Runnable, Result<Reply, KvError>> {
+        let request = match request {
+            Request::Script(command) => return Err(Ok(self.scripts.answer(command))),
+            Request::EvalSha(queued) => match self.scripts.resolve(&queued) {
+                Ok(request) => request,
+                Err(refusal) => return Err(Ok(Reply::Error(refusal))),
+            },
+            request => request,
+        };
+        match request {
+            Request::Run { command, queued } => {
+                if let Command::Eval(eval) = &command {
+                    if let Err(refusal) = self.scripts.remember(&eval.body) {
+                        return Err(Ok(Reply::Error(refusal)));
+                    }
+                }
+                Ok(Runnable::Run { command, queued })
+            }
+            Request::Transaction { watched, commands } => {
+                Ok(Runnable::Transaction { watched, commands })
+            }
+            // `resolve` gives a Run; anything else here is a bug, answered as one.
+            other => Err(Err(KvError::Stopped(format!(
+                "internal error: {other:?} could not be prepared"
+            )))),
+        }
     }
 
     /// One request; see [`Node::execute`].
@@ -200,9 +291,9 @@ impl Node {
             .unwrap_or_else(|| Err(KvError::Stopped("no reply was produced".into())))
     }
 
-    async fn write_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
+    async fn write_run(&self, run: Vec<Runnable>) -> Vec<Result<Reply, KvError>> {
         let count = run.len();
-        let ops = run.into_iter().map(Request::into_op).collect();
+        let ops = run.into_iter().map(Runnable::into_op).collect();
         match self.write_batcher.write(ops).await {
             Ok(outcome) if outcome.replies.len() == count => {
                 outcome.replies.into_iter().map(Ok).collect()
@@ -218,7 +309,7 @@ impl Node {
         }
     }
 
-    async fn read_run(&self, run: Vec<Request>) -> Vec<Result<Reply, KvError>> {
+    async fn read_run(&self, run: Vec<Runnable>) -> Vec<Result<Reply, KvError>> {
         let leader_time = match self.wait_until_readable().await {
             Ok(time) => time,
             Err(e) => return run.iter().map(|_| Err(e.clone())).collect(),
@@ -226,7 +317,7 @@ impl Node {
         let mut replies = Vec::with_capacity(run.len());
         for request in run {
             let reply = match request {
-                Request::Run { command, queued } => self
+                Runnable::Run { command, queued } => self
                     .reader
                     .read(queued.db, &command, leader_time)
                     .await

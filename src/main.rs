@@ -26,6 +26,7 @@ mod membership;
 mod network;
 mod node;
 mod repl;
+mod scripts;
 mod store;
 mod sweep;
 mod types;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
 use crate::network::{server, Network, PeerRequest, PeerResponse};
+use crate::scripts::ScriptCache;
 use crate::store::{
     self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
 };
@@ -42,6 +43,8 @@ pub struct Node {
     pub timeout: Duration,
     pub write_batcher: WriteBatcher,
     pub read_rounds: ReadIndexRounds,
+    /// Scripts by SHA1, for EVALSHA (this process's, as in Redis).
+    pub scripts: Arc<ScriptCache>,
 }
 
 /// Log entries kept behind a snapshot when the log is purged.
@@ -168,6 +171,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
         timeout: cli.timeout,
         write_batcher,
         read_rounds: ReadIndexRounds::default(),
+        scripts: Arc::default(),
     };
     tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
     Ok(node)

@@ -49,9 +49,9 @@ pub enum PromptCommand {
 
 const COMMAND_LIST: &str =
     "put, get, delete, status, checksum, add-replica, remove-replica, help, \
-     exit, or a Redis string command (set, incr, expire, ttl, mget, scan, ...)";
+     exit, or a Redis string command (set, incr, expire, ttl, mget, scan, eval, ...)";
 
-const HELP_LINES: [&str; 11] = [
+const HELP_LINES: [&str; 12] = [
     "put KEY VALUE   store VALUE (the rest of the line) under KEY; prints OK once committed",
     "get KEY         print the value under KEY, or (nil); linearizable from any replica",
     "delete KEY      remove KEY; prints OK",
@@ -61,6 +61,7 @@ const HELP_LINES: [&str; 11] = [
     "remove-replica ID          take replica ID out of the members",
     "set KEY VALUE [EX s] [NX] ...   Redis's SET; quote words as in redis-cli: \"a key\" 'it\\'s' \"\\xff\"",
     "incr, expire, ttl, mget, scan, ...   the other Redis string commands, answered as redis-cli prints",
+    "eval SCRIPT NUMKEYS KEY... ARG...   a Lua script, as Redis runs it (evalsha, script load|exists|flush too)",
     "help            this list",
     "exit            leave (Ctrl-D too)",
 ];
@@ -786,7 +787,9 @@ mod tests {
     /// The words a prompt request carries to the log.
     fn words_of(request: &Request) -> Vec<Vec<u8>> {
         match request {
-            Request::Run { queued, .. } => queued.args.iter().map(|a| a.0.clone()).collect(),
+            Request::Run { queued, .. } | Request::EvalSha(queued) => {
+                queued.args.iter().map(|a| a.0.clone()).collect()
+            }
             other => panic!("the prompt made {other:?}"),
         }
     }

@@ -114,7 +114,12 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         ),
         "function" => match rest {
             [sub, ..] if sub.eq_ignore_ascii_case(b"flush") => ClientCommand::Constant(Frame::ok()),
-            _ => return Err("ERR scripting and functions are not supported here".into()),
+            _ => {
+                return Err(
+                    "ERR functions (FUNCTION, FCALL) are not supported here; EVAL and EVALSHA are"
+                        .into(),
+                )
+            }
         },
         "command" => command_command(rest)?,
         "client" => client_command(rest)?,
@@ -384,7 +389,7 @@ mod tests {
     /// The words a keyspace request carries to the log, and its database.
     fn words_of(request: &Request) -> (u8, Vec<&[u8]>) {
         match request {
-            Request::Run { queued, .. } => {
+            Request::Run { queued, .. } | Request::EvalSha(queued) => {
                 (queued.db, queued.args.iter().map(|a| &a[..]).collect())
             }
             other => panic!("a client request became {other:?}"),
@@ -435,7 +440,26 @@ mod tests {
             (&["watch"], "wrong number of arguments"),
             (&["client", "setname", "a b"], "cannot contain spaces"),
             (&["client", "kill"], "unknown subcommand"),
-            (&["eval", "return 1", "0"], "unknown command 'eval'"),
+            (
+                &["eval", "return 1"],
+                "wrong number of arguments for 'eval'",
+            ),
+            (
+                &["eval", "return 1", "-1"],
+                "ERR Number of keys can't be negative",
+            ),
+            (&["eval", "return 1", "x"], "not an integer"),
+            (
+                &["eval", "return 1", "2", "a"],
+                "can't be greater than number of args",
+            ),
+            (
+                &["evalsha", "abc"],
+                "wrong number of arguments for 'evalsha'",
+            ),
+            (&["evalsha", "abc", "0"], "NOSCRIPT"),
+            (&["script", "flush", "now"], "only support SYNC|ASYNC"),
+            (&["function", "load", "x"], "EVAL and EVALSHA are"),
         ] {
             let error = parsed(words).unwrap_err();
             assert!(error.contains(says), "{words:?} gave {error}");

@@ -29,7 +29,7 @@ use commands::ClientCommand;
 use resp::{Frame, Protocol};
 
 use crate::command::{Queued, Watched};
-use crate::kv::{KvError, Request, Status};
+use crate::kv::{KvError, Request, Runnable, Status};
 use crate::machine::parse::shown;
 use crate::machine::{Reply, REDIS_VERSION};
 use crate::node::Node;
@@ -402,10 +402,18 @@ impl Connection {
             return Frame::error("ERR internal error: no transaction to queue in");
         };
         let answer = match command {
-            Ok(ClientCommand::Kv(Request::Run { queued, .. })) => {
-                transaction.queued.push(queued);
-                return Frame::Simple("QUEUED");
-            }
+            // EVALSHA is resolved now, SCRIPT answered now; an error of
+            // either takes the command's place in EXEC's reply, as in Redis.
+            Ok(ClientCommand::Kv(request)) => match self.node.prepare(request) {
+                Ok(Runnable::Run { queued, .. }) => {
+                    transaction.queued.push(queued);
+                    return Frame::Simple("QUEUED");
+                }
+                Ok(Runnable::Transaction { .. }) => {
+                    Frame::error("ERR internal error: a transaction inside a transaction")
+                }
+                Err(answer) => reply_frame(answer),
+            },
             Ok(ClientCommand::Multi) => return Frame::error("ERR MULTI calls can not be nested"),
             Ok(ClientCommand::Watch(_)) => {
                 return Frame::error("ERR WATCH inside MULTI is not allowed")
@@ -685,10 +693,15 @@ fn info_text(
         ("cluster_id", node.cluster_id.clone()),
     ];
     let memory = resident_bytes();
+    let (scripts, script_bytes) = node.scripts.size();
     let memory = [
         ("used_memory", memory.to_string()),
         ("used_memory_rss", memory.to_string()),
         ("maxmemory", "0".to_string()),
+        // No Lua state lives between scripts: each run has its own.
+        ("used_memory_lua", "0".to_string()),
+        ("used_memory_scripts", script_bytes.to_string()),
+        ("number_of_cached_scripts", scripts.to_string()),
     ];
     let clients = [
         (
