@@ -199,8 +199,10 @@ class Checks:
 
     # -- Lock ---------------------------------------------------------------
 
-    def lock(self, r):
-        name = self.key("lock")
+    def lock(self, r, name="lock"):
+        """redis-py's Lock: acquire is SET NX PX; release, extend and reacquire
+        are Lua scripts (EVALSHA, then SCRIPT LOAD on NOSCRIPT)."""
+        name = self.key(name)
         lock = r.lock(name, timeout=5)
         # blocking_timeout only bounds the wait if acquiring never succeeds.
         expect("lock.acquire()", lock.acquire(blocking_timeout=5), True)
@@ -212,24 +214,32 @@ class Checks:
         rival = r.lock(name, timeout=5)
         expect("a second lock's acquire(blocking=False) while held",
                rival.acquire(blocking=False), False)
-        try:
-            lock.release()
-        except redis.ResponseError as error:
-            message = str(error)
-            about_scripting = any(word in message.lower()
-                                  for word in ("evalsha", "script", "unknown command"))
-            if not about_scripting:
-                raise
-            # Lock.release runs a Lua script (EVALSHA, then SCRIPT LOAD on
-            # NOSCRIPT); a server without scripting refuses it. Say so.
-            gap(f"lock.release(): redis-py {redis.__version__} releases a Lock with a Lua "
-                f"script (EVALSHA, then SCRIPT LOAD on NOSCRIPT) and this server refused "
-                f"it: ResponseError: {message}")
-            r.delete(name)
-            expect("lock.locked() after deleting the lock key", lock.locked(), False)
-            return "acquire (SET NX PX) works; release needs Lua, see the gap line"
+        expect("lock.extend(10)", lock.extend(10), True)
+        pttl = r.pttl(name)
+        expect_true("pttl(lock name) after extend(10)", 5000 < pttl <= 15000,
+                    f"expected 5001..15000, got {pttl!r}")
+        expect("lock.reacquire()", lock.reacquire(), True)
+        pttl = r.pttl(name)
+        expect_true("pttl(lock name) after reacquire()", 0 < pttl <= 5000,
+                    f"expected 1..5000, got {pttl!r}")
+        # A rival holding another token may neither release nor extend it
+        # (release forgets the rival's token before it asks, so set it again).
+        for what, attempt in (("release()", rival.release),
+                              ("extend(1)", lambda: rival.extend(1))):
+            rival.local.token = b"not-the-owner"
+            try:
+                attempt()
+            except redis.exceptions.LockNotOwnedError:
+                pass
+            else:
+                raise CheckFailed(f"a rival's {what}: expected LockNotOwnedError")
+        expect("lock.owned() after the rival's attempts", lock.owned(), True)
+        lock.release()
         expect("lock.locked() after release", lock.locked(), False)
-        return f"acquired (ttl={ttl}), a rival was refused, released"
+        expect("rival.acquire(blocking=False) after release",
+               rival.acquire(blocking=False), True)
+        rival.release()
+        return "acquired, extended, reacquired, a rival's release and extend refused, released"
 
     # -- keyspace -----------------------------------------------------------
 
@@ -323,7 +333,7 @@ def main():
     run("watch: without interference the transaction runs",
         lambda: checks.watch_without_interference(r))
     run("an error while queueing applies nothing", lambda: checks.error_while_queueing(r))
-    run("lock: acquire, locked, release", lambda: checks.lock(r))
+    run("lock: acquire, extend, reacquire, a rival refused, release", lambda: checks.lock(r))
     run("scan_iter and keys return exactly the 250 keys", lambda: checks.scan(r))
     run("select: db=1 and db 0 do not see each other's keys", lambda: checks.select(r))
 
@@ -334,6 +344,8 @@ def main():
         lambda: checks.follower_basics(f, r))
     run("follower: a write at the leader aborts a watch at the follower",
         lambda: checks.follower_watch(f, r))
+    run("follower: lock (its own script cache, so NOSCRIPT, then SCRIPT LOAD)",
+        lambda: checks.lock(f, "follower-lock"))
     run("cleanup", lambda: checks.cleanup(r))
     if GAPS:
         print(f"all checks passed, with {len(GAPS)} gap(s) (the gap lines above)", flush=True)
