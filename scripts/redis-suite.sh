@@ -9,6 +9,7 @@
 #   scripts/redis-suite.sh --redis-only          only redis-server (no build, no cluster)
 #   scripts/redis-suite.sh --failures FILE       where the cluster's failing tests go
 #   scripts/redis-suite.sh --unit-timeout SECS   wall-clock limit of one unit (default 120)
+#   scripts/redis-suite.sh --skip-test NAME      skip tests of that name on both servers (repeatable)
 #
 # Default units: unit/type/string unit/type/incr unit/expire unit/keyspace
 # unit/multi. The suite is the `tests/` folder of Debian's `redis` source
@@ -31,6 +32,7 @@ redis_only=""
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/example-ondisk"
 failures="$cache_root/redis-suite-failures.txt"
 unit_limit=120
+skip_tests=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --units) units="${2:?--units needs a list such as \"unit/type/incr unit/multi\"}"; shift ;;
@@ -38,7 +40,8 @@ while [ $# -gt 0 ]; do
     --redis-only) redis_only=yes ;;
     --failures) failures="${2:?--failures needs a file}"; shift ;;
     --unit-timeout) unit_limit="${2:?--unit-timeout needs seconds}"; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --skip-test) skip_tests+=(--skiptest "${2:?--skip-test needs a test name}"); shift ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -149,8 +152,9 @@ units="${checked_units# }"
 # of killing the whole unit; --timeout ends a unit that makes no progress.
 deny_tags=$(grep -rhoE 'needs:[a-z-]+' "$work/suite/tests/unit" "$work/suite/tests/integration" | sort -u | sed 's/^/-/' | paste -sd ' ')
 progress_limit=$((unit_limit / 2))
-suite_flags=(--singledb --ignore-encoding --ignore-digest --durable --timeout "$progress_limit" --tags "$deny_tags")
+suite_flags=(--singledb --ignore-encoding --ignore-digest --durable --timeout "$progress_limit" --tags "$deny_tags" "${skip_tests[@]}")
 flags_text="${suite_flags[*]:0:6} --tags \"$deny_tags\""
+for ((i = 1; i < ${#skip_tests[@]}; i += 2)); do flags_text="$flags_text --skiptest \"${skip_tests[i]}\""; done
 
 # --- running and reading one unit --------------------------------------------
 slug() { echo "${1//\//-}"; }

@@ -14,6 +14,7 @@
 
 use mlua::{Lua, Table, Value};
 
+use super::COPY_LIMIT;
 use crate::machine::Reply;
 
 /// Tables nested deeper than this in a script's answer end in Redis's
@@ -78,12 +79,44 @@ pub fn one_line(text: &str) -> String {
     text.trim_matches(['\r', '\n']).replace(['\r', '\n'], " ")
 }
 
-/// The script's answer.
+/// What a reply element costs besides its bytes, for [`COPY_LIMIT`].
+const ELEMENT_COST: usize = 32;
+
+/// The script's answer; an error if it would be larger than [`COPY_LIMIT`].
 pub fn lua_to_reply(value: &Value) -> Reply {
-    to_reply(value, 0)
+    let mut left = COPY_LIMIT;
+    let reply = to_reply(value, 0, &mut left);
+    if left == 0 {
+        return Reply::Error(format!(
+            "ERR the script's answer is larger than {} MiB",
+            COPY_LIMIT >> 20
+        ));
+    }
+    reply
 }
 
-fn to_reply(value: &Value, depth: usize) -> Reply {
+/// Takes `cost` from `left`; false (and `left` 0) when it does not fit.
+fn charge(left: &mut usize, cost: usize) -> bool {
+    match left.checked_sub(cost) {
+        Some(rest) if rest > 0 => {
+            *left = rest;
+            true
+        }
+        _ => {
+            *left = 0;
+            false
+        }
+    }
+}
+
+fn to_reply(value: &Value, depth: usize, left: &mut usize) -> Reply {
+    let size = match value {
+        Value::String(text) => text.as_bytes().len(),
+        _ => 0,
+    };
+    if !charge(left, ELEMENT_COST + size) {
+        return Reply::Nil;
+    }
     match value {
         Value::String(text) => Reply::bulk(text.as_bytes().to_vec()),
         Value::Boolean(true) => Reply::Int(1),
@@ -92,7 +125,7 @@ fn to_reply(value: &Value, depth: usize) -> Reply {
         Value::Table(_) if depth >= REPLY_DEPTH => {
             Reply::Error("ERR reached lua stack limit".into())
         }
-        Value::Table(table) => table_to_reply(table, depth),
+        Value::Table(table) => table_to_reply(table, depth, left),
         _ => Reply::Nil,
     }
 }
@@ -115,7 +148,7 @@ fn text_field(table: &Table, field: &str) -> Option<String> {
     }
 }
 
-fn table_to_reply(table: &Table, depth: usize) -> Reply {
+fn table_to_reply(table: &Table, depth: usize, left: &mut usize) -> Reply {
     if let Some(text) = text_field(table, "err") {
         return Reply::Error(one_line(&text));
     }
@@ -142,7 +175,12 @@ fn table_to_reply(table: &Table, depth: usize) -> Reply {
         let pairs = map
             .pairs::<Value, Value>()
             .filter_map(Result::ok)
-            .map(|(key, value)| (to_reply(&key, depth + 1), to_reply(&value, depth + 1)))
+            .map(|(key, value)| {
+                (
+                    to_reply(&key, depth + 1, left),
+                    to_reply(&value, depth + 1, left),
+                )
+            })
             .collect();
         return Reply::Map(pairs);
     }
@@ -150,15 +188,18 @@ fn table_to_reply(table: &Table, depth: usize) -> Reply {
         let members = set
             .pairs::<Value, Value>()
             .filter_map(Result::ok)
-            .map(|(member, _)| to_reply(&member, depth + 1))
+            .map(|(member, _)| to_reply(&member, depth + 1, left))
             .collect();
         return Reply::Array(members);
     }
     let mut items = Vec::new();
     for i in 1.. {
+        if *left == 0 {
+            break;
+        }
         match table.raw_get::<Value>(i) {
             Ok(Value::Nil) | Err(_) => break,
-            Ok(item) => items.push(to_reply(&item, depth + 1)),
+            Ok(item) => items.push(to_reply(&item, depth + 1, left)),
         }
     }
     Reply::Array(items)
@@ -167,16 +208,29 @@ fn table_to_reply(table: &Table, depth: usize) -> Reply {
 /// The words of a redis.call: strings as they are, numbers as C's `%.17g`
 /// writes them (so 2^53 is "9007199254740992" and 0.1 "0.10000000000000001"),
 /// anything else refused with Redis's error.
-pub fn words_of(args: &[Value]) -> Result<Vec<Vec<u8>>, &'static str> {
+pub fn words_of(args: &[Value]) -> Result<Vec<Vec<u8>>, String> {
     if args.is_empty() {
-        return Err("ERR Please specify at least one argument for this redis lib call");
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
+    }
+    let size: usize = args
+        .iter()
+        .map(|arg| match arg {
+            Value::String(text) => text.as_bytes().len(),
+            _ => 24,
+        })
+        .sum();
+    if size > COPY_LIMIT {
+        return Err(format!(
+            "ERR the arguments of this call are {size} bytes; a call from a script may pass at most {} MiB",
+            COPY_LIMIT >> 20
+        ));
     }
     args.iter()
         .map(|arg| match arg {
             Value::String(text) => Ok(text.as_bytes().to_vec()),
             Value::Integer(n) => Ok(format_g(*n as f64, 17).into_bytes()),
             Value::Number(n) => Ok(format_g(*n, 17).into_bytes()),
-            _ => Err("ERR Lua redis lib command arguments must be strings or integers"),
+            _ => Err("ERR Lua redis lib command arguments must be strings or integers".into()),
         })
         .collect()
 }

@@ -1,6 +1,9 @@
 //! The libraries Redis gives scripts beyond Lua's own, written in Rust:
-//! `bit` (LuaBitOp's functions on 32-bit integers) and `cjson` (JSON), and
-//! the rand48 generator behind `math.random`.
+//! `bit` (LuaBitOp's functions on 32-bit integers), `cjson` (JSON) and
+//! `cmsgpack` (MessagePack), and the rand48 generator behind `math.random`.
+//! Their decoders bound how deep they nest: the C originals recurse once per
+//! level of the input, and a few megabytes of `[[[[...` would overflow the
+//! stack of every replica.
 //!
 //! A function's error is a Lua error message, as the C libraries raise it.
 
@@ -11,6 +14,7 @@ use mlua::{LightUserData, Lua, Table, Value, Variadic};
 
 use super::convert::format_g;
 use super::sandbox::Raised;
+use super::COPY_LIMIT;
 
 /// A library function: its arguments, and a value or the error to raise.
 type Native = fn(&Lua, &[Value], &Settings) -> Result<Value, String>;
@@ -30,6 +34,28 @@ fn library(
         table.raw_set(name, native)?;
     }
     Ok(table)
+}
+
+/// A library function with several results.
+type NativeMany = fn(&Lua, &[Value], &Settings) -> Result<Vec<Value>, String>;
+
+/// Adds functions with several results to a library table.
+fn add_many(
+    lua: &Lua,
+    table: &Table,
+    settings: &Rc<Settings>,
+    functions: &[(&str, NativeMany)],
+) -> mlua::Result<()> {
+    for &(name, function) in functions {
+        let settings = settings.clone();
+        let native = lua.create_function(move |lua, args: Variadic<Value>| {
+            function(lua, &args, &settings)
+                .map(Variadic::from_iter)
+                .map_err(Raised::message)
+        })?;
+        table.raw_set(name, native)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -290,7 +316,16 @@ pub fn cjson(lua: &Lua, settings: &Rc<Settings>) -> mlua::Result<Table> {
     Ok(table)
 }
 
+/// Refuses an output growing past [`COPY_LIMIT`] (with Lua's words).
+fn within_limit(out: &[u8]) -> Result<(), String> {
+    if out.len() > COPY_LIMIT {
+        return Err("not enough memory".into());
+    }
+    Ok(())
+}
+
 fn encode(value: &Value, depth: usize, s: &Settings, out: &mut Vec<u8>) -> Result<(), String> {
+    within_limit(out)?;
     match value {
         Value::Nil => out.extend_from_slice(b"null"),
         Value::LightUserData(ud) if ud.0.is_null() => out.extend_from_slice(b"null"),
@@ -450,6 +485,328 @@ fn to_lua(lua: &Lua, json: serde_json::Value) -> mlua::Result<Value> {
             Value::Table(table)
         }
     })
+}
+
+// ---------------------------------------------------------------------------
+// cmsgpack
+// ---------------------------------------------------------------------------
+
+/// Tables nested deeper than this are packed as nil (lua-cmsgpack's rule, so
+/// a table that contains itself can be packed).
+const MSGPACK_MAX_NESTING: usize = 16;
+/// How deep an input may nest when unpacked.
+const MSGPACK_MAX_DEPTH: usize = 1000;
+/// Values one unpack call may return (Lua's C stack holds about 8000).
+const MSGPACK_MAX_RESULTS: usize = 7000;
+
+/// The `cmsgpack` library.
+pub fn cmsgpack(lua: &Lua, settings: &Rc<Settings>) -> mlua::Result<Table> {
+    let functions: &[(&str, Native)] = &[("pack", |lua, a, _| {
+        if a.is_empty() {
+            return Err("bad argument #0 to 'pack' (MessagePack pack needs input.)".into());
+        }
+        let mut out = Vec::new();
+        for value in a {
+            pack(value, 0, &mut out)?;
+        }
+        lua.create_string(&out)
+            .map(Value::String)
+            .map_err(|e| e.to_string())
+    })];
+    let table = library(lua, settings, functions)?;
+    let unpacking: &[(&str, NativeMany)] = &[
+        ("unpack", |lua, a, _| unpack(lua, a, None, 0.0)),
+        ("unpack_one", |lua, a, _| {
+            let offset = number_of(a.get(1)).unwrap_or(0.0);
+            unpack(lua, a, Some(1.0), offset)
+        }),
+        ("unpack_limit", |lua, a, _| {
+            let limit = number_of(a.get(1))
+                .ok_or_else(|| bad_argument(1, "unpack_limit", "number expected"))?;
+            let offset = number_of(a.get(2)).unwrap_or(0.0);
+            unpack(lua, a, Some(limit), offset)
+        }),
+    ];
+    add_many(lua, &table, settings, unpacking)?;
+    Ok(table)
+}
+
+fn pack(value: &Value, level: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    within_limit(out)?;
+    match value {
+        Value::String(text) => pack_bytes(&text.as_bytes(), out),
+        Value::Boolean(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Integer(n) => pack_int(*n, out),
+        Value::Number(n) if n.is_finite() && (*n as i64) as f64 == *n => pack_int(*n as i64, out),
+        Value::Number(n) => {
+            let single = *n as f32;
+            if f64::from(single) == *n {
+                out.push(0xca);
+                out.extend_from_slice(&single.to_be_bytes());
+            } else {
+                out.push(0xcb);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        Value::Table(table) if level < MSGPACK_MAX_NESTING => pack_table(table, level, out)?,
+        _ => out.push(0xc0),
+    }
+    Ok(())
+}
+
+fn pack_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    let len = bytes.len();
+    match len {
+        0..=31 => out.push(0xa0 | len as u8),
+        32..=0xff => out.extend_from_slice(&[0xd9, len as u8]),
+        0x100..=0xffff => {
+            out.push(0xda);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdb);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(bytes);
+}
+
+fn pack_int(n: i64, out: &mut Vec<u8>) {
+    match n {
+        0..=127 => out.push(n as u8),
+        128..=0xff => out.extend_from_slice(&[0xcc, n as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        0x1_0000_0000.. => {
+            out.push(0xcf);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        -32..=-1 => out.push(n as i8 as u8),
+        -128..=-33 => out.extend_from_slice(&[0xd0, n as i8 as u8]),
+        -32768..=-129 => {
+            out.push(0xd1);
+            out.extend_from_slice(&(n as i16).to_be_bytes());
+        }
+        -2_147_483_648..=-32769 => {
+            out.push(0xd2);
+            out.extend_from_slice(&(n as i32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xd3);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+fn pack_header(small: u8, sixteen: u8, len: usize, out: &mut Vec<u8>) {
+    match len {
+        0..=15 => out.push(small | len as u8),
+        16..=0xffff => {
+            out.push(sixteen);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(sixteen + 1);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+}
+
+/// A table whose keys are exactly 1..n packs as an array, any other as a map.
+fn pack_table(table: &Table, level: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    let pairs: Vec<(Value, Value)> = table
+        .pairs::<Value, Value>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let index = |key: &Value| match key {
+        Value::Integer(n) if *n > 0 => Some(*n as usize),
+        Value::Number(n) if *n > 0.0 && n.fract() == 0.0 && *n < 2_147_483_648.0 => {
+            Some(*n as usize)
+        }
+        _ => None,
+    };
+    let max = pairs
+        .iter()
+        .map(|(key, _)| index(key))
+        .try_fold(0, |max, i| i.map(|i| max.max(i)));
+    if max == Some(pairs.len()) {
+        pack_header(0x90, 0xdc, pairs.len(), out);
+        for i in 1..=pairs.len() {
+            let item = table.get::<Value>(i).map_err(|e| e.to_string())?;
+            pack(&item, level + 1, out)?;
+        }
+    } else {
+        pack_header(0x80, 0xde, pairs.len(), out);
+        for (key, value) in &pairs {
+            pack(key, level + 1, out)?;
+            pack(value, level + 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// unpack, unpack_one and unpack_limit: `limit` values from `offset` on
+/// (all of them without a limit), and for the last two the offset to go on
+/// from first (-1 once the input is used up).
+fn unpack(
+    lua: &Lua,
+    args: &[Value],
+    limit: Option<f64>,
+    offset: f64,
+) -> Result<Vec<Value>, String> {
+    let Some(Value::String(text)) = args.first() else {
+        return Err(bad_argument(0, "unpack", "string expected"));
+    };
+    let bytes = text.as_bytes();
+    if offset < 0.0 || limit.is_some_and(|l| l < 0.0) {
+        return Err(format!(
+            "Invalid request to unpack with offset of {} and limit of {}.",
+            offset as i64,
+            bytes.len()
+        ));
+    }
+    let offset = offset as usize;
+    if offset > bytes.len() {
+        return Err(format!(
+            "Start offset {offset} greater than input length {}.",
+            bytes.len()
+        ));
+    }
+    let limit = limit.map_or(usize::MAX, |l| l as usize);
+    let mut cursor = Cursor {
+        bytes: &bytes[offset..],
+        at: 0,
+    };
+    let mut values = Vec::new();
+    while cursor.at < cursor.bytes.len() && values.len() < limit {
+        if values.len() >= MSGPACK_MAX_RESULTS {
+            return Err(
+                "too many return values at once; use unpack_one or unpack_limit instead.".into(),
+            );
+        }
+        values.push(cursor.value(lua, 0)?);
+    }
+    let mut results = Vec::with_capacity(values.len() + 1);
+    if limit != usize::MAX {
+        let next = if cursor.at == cursor.bytes.len() {
+            -1.0
+        } else {
+            (offset + cursor.at) as f64
+        };
+        results.push(Value::Number(next));
+    }
+    results.extend(values);
+    Ok(results)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err("Missing bytes in input.".into());
+        };
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn number<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut bytes = [0u8; N];
+        bytes.copy_from_slice(self.take(N)?);
+        Ok(bytes)
+    }
+
+    fn length(&mut self, size: usize) -> Result<usize, String> {
+        Ok(match size {
+            1 => usize::from(self.take(1)?[0]),
+            2 => usize::from(u16::from_be_bytes(self.number()?)),
+            _ => u32::from_be_bytes(self.number()?) as usize,
+        })
+    }
+
+    fn value(&mut self, lua: &Lua, depth: usize) -> Result<Value, String> {
+        if depth > MSGPACK_MAX_DEPTH {
+            return Err("Bad data format in input: nested too deeply.".into());
+        }
+        let string = |lua: &Lua, bytes: &[u8]| {
+            lua.create_string(bytes)
+                .map(Value::String)
+                .map_err(|e| e.to_string())
+        };
+        let first = self.take(1)?[0];
+        Ok(match first {
+            0x00..=0x7f => Value::Number(f64::from(first)),
+            0xe0..=0xff => Value::Number(f64::from(first as i8)),
+            0xa0..=0xbf => {
+                let bytes = self.take(usize::from(first & 0x1f))?;
+                string(lua, bytes)?
+            }
+            0x90..=0x9f => self.array(lua, usize::from(first & 0x0f), depth)?,
+            0x80..=0x8f => self.map(lua, usize::from(first & 0x0f), depth)?,
+            0xc0 => Value::Nil,
+            0xc2 => Value::Boolean(false),
+            0xc3 => Value::Boolean(true),
+            0xcc => Value::Number(f64::from(self.take(1)?[0])),
+            0xcd => Value::Number(f64::from(u16::from_be_bytes(self.number()?))),
+            0xce => Value::Number(f64::from(u32::from_be_bytes(self.number()?))),
+            0xcf => Value::Number(u64::from_be_bytes(self.number()?) as f64),
+            0xd0 => Value::Number(f64::from(self.take(1)?[0] as i8)),
+            0xd1 => Value::Number(f64::from(i16::from_be_bytes(self.number()?))),
+            0xd2 => Value::Number(f64::from(i32::from_be_bytes(self.number()?))),
+            0xd3 => Value::Number(i64::from_be_bytes(self.number()?) as f64),
+            0xca => Value::Number(f64::from(f32::from_be_bytes(self.number()?))),
+            0xcb => Value::Number(f64::from_be_bytes(self.number()?)),
+            0xd9..=0xdb => {
+                let len = self.length(1 << (first - 0xd9))?;
+                let bytes = self.take(len)?;
+                string(lua, bytes)?
+            }
+            0xdc | 0xdd => {
+                let len = self.length(if first == 0xdc { 2 } else { 4 })?;
+                self.array(lua, len, depth)?
+            }
+            0xde | 0xdf => {
+                let len = self.length(if first == 0xde { 2 } else { 4 })?;
+                self.map(lua, len, depth)?
+            }
+            _ => return Err("Bad data format in input.".into()),
+        })
+    }
+
+    fn array(&mut self, lua: &Lua, len: usize, depth: usize) -> Result<Value, String> {
+        let table = lua.create_table().map_err(|e| e.to_string())?;
+        for i in 1..=len {
+            let item = self.value(lua, depth + 1)?;
+            table.raw_set(i, item).map_err(|e| e.to_string())?;
+        }
+        Ok(Value::Table(table))
+    }
+
+    fn map(&mut self, lua: &Lua, len: usize, depth: usize) -> Result<Value, String> {
+        let table = lua.create_table().map_err(|e| e.to_string())?;
+        for _ in 0..len {
+            let key = self.value(lua, depth + 1)?;
+            let value = self.value(lua, depth + 1)?;
+            if !matches!(key, Value::Nil) {
+                table.raw_set(key, value).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(Value::Table(table))
+    }
 }
 
 #[cfg(test)]

@@ -202,6 +202,14 @@ local coroutine_lib = {
   yield = co_yield,
 }
 
+-- String patterns matched in Rust, every step counted (see pattern.rs). Set
+-- in the real string table: ("x"):find() reaches it through the strings'
+-- metatable.
+raw_rawset(string, 'find', native.find)
+raw_rawset(string, 'match', native.match)
+raw_rawset(string, 'gmatch', native.gmatch)
+raw_rawset(string, 'gsub', native.gsub)
+
 -- The globals. Everything a script may name is here; what Redis leaves out
 -- (dofile, loadfile, print, and the os, io, package and debug libraries,
 -- which this state never loads) is absent, and so is newproxy (its __gc
@@ -222,6 +230,7 @@ raw_rawset(G, 'xpcall', function(f, handler)
   end))
 end)
 raw_rawset(G, 'tostring', numbered_tostring)
+raw_rawset(G, 'unpack', native.unpack)
 raw_rawset(G, 'loadstring', text_loadstring)
 raw_rawset(G, 'load', text_load)
 raw_rawset(G, 'setmetatable', function(t, mt)
@@ -243,6 +252,7 @@ raw_rawset(G, 'table', readonly_view(table))
 raw_rawset(G, 'coroutine', readonly_view(coroutine_lib))
 raw_rawset(G, 'bit', readonly_view(native.bit))
 raw_rawset(G, 'cjson', readonly_view(native.cjson))
+raw_rawset(G, 'cmsgpack', readonly_view(native.cmsgpack))
 raw_rawset(G, 'KEYS', native.keys)
 raw_rawset(G, 'ARGV', native.args)
 -- ("a"):upper() finds string functions through the strings' metatable,

@@ -17,6 +17,7 @@ use mlua::{
 use super::calls::Calls;
 use super::convert::{self, lua_to_reply, one_line, reply_to_lua, words_of};
 use super::libs::{self, Rand48};
+use super::pattern;
 use super::{Host, INSTRUCTION_BUDGET, MEMORY_LIMIT};
 use crate::machine::parse::{parse_shebang, Eval};
 use crate::machine::{Reply, REDIS_VERSION};
@@ -99,6 +100,12 @@ pub fn compile_check(body: &[u8]) -> Result<(), String> {
 }
 
 fn compile(lua: &Lua, code: &[u8]) -> Result<Function, String> {
+    // Lua 5.1's parser does not keep its chunk name alive while it runs
+    // (CVE-2025-49844, a use-after-free if the collector runs meanwhile).
+    // Names are interned: holding the same string here keeps it alive.
+    let _name = lua
+        .create_string(SCRIPT_NAME)
+        .map_err(|e| format!("ERR Error compiling script (new function): {e}"))?;
     lua.load(code)
         .set_name(SCRIPT_NAME)
         .set_mode(ChunkMode::Text)
@@ -115,8 +122,20 @@ fn compile(lua: &Lua, code: &[u8]) -> Result<Function, String> {
         })
 }
 
-/// Runs `eval` (see `script::run`).
+/// The stack a script runs on (see `run`).
+const SCRIPT_STACK: usize = 32 * 1024 * 1024;
+
+/// Runs `eval` (see `script::run`), on a stack of its own: how deep a script
+/// can make Lua and the libraries recurse is bounded (Lua's 200 nested C
+/// calls, cjson's and cmsgpack's depth limits, the pattern matcher's), but
+/// not small enough for a worker thread's 2 MiB in every build. A stack
+/// overflow would abort every replica at the same entry, again after each
+/// restart. The stack is mapped when needed and only touched pages cost.
 pub fn run(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply, String> {
+    stacker::grow(SCRIPT_STACK, || run_here(host, db, eval, sha))
+}
+
+fn run_here(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply, String> {
     let lua = match new_state() {
         Ok(lua) => lua,
         Err(e) => return Ok(Reply::Error(format!("ERR the script could not start: {e}"))),
@@ -149,6 +168,7 @@ pub fn run(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply
         let native = natives(&lua, &state, eval)?;
         native.raw_set("call", raising)?;
         native.raw_set("pcall", returning)?;
+        let _name = lua.create_string("=prelude")?; // see `compile`
         let runner: Function = lua.load(PRELUDE).set_name("=prelude").call(native)?;
         let script = match compile(&lua, eval.code()) {
             Ok(script) => script,
@@ -184,6 +204,18 @@ pub fn run(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply
     }))
 }
 
+/// A string pattern's steps are charged like instructions.
+impl pattern::Meter for RunState {
+    fn step(&self) -> bool {
+        let spent = self.instructions.get() + 1;
+        self.instructions.set(spent);
+        if spent > INSTRUCTION_BUDGET {
+            self.stopped.set(true);
+        }
+        !self.stopped.get()
+    }
+}
+
 /// The count hook: counts, and once the budget is spent stops the script
 /// every time it fires (see `prelude.lua` for why once is not enough).
 fn count(state: &RunState) -> mlua::Result<VmState> {
@@ -213,7 +245,7 @@ fn call(
     }
     let words = match words_of(args) {
         Ok(words) => words,
-        Err(message) => return Ok(Err(message.into())),
+        Err(message) => return Ok(Err(message)),
     };
     Ok(match calls.run(host, &words) {
         Ok(Reply::Error(text)) => Err(convert::error_text(&format!("-{text}"))),
@@ -282,10 +314,12 @@ fn natives(lua: &Lua, state: &Rc<RunState>, eval: &Eval) -> mlua::Result<Table> 
     let settings = Rc::new(libs::Settings::default());
     native.raw_set("bit", libs::bit(lua, &settings)?)?;
     native.raw_set("cjson", libs::cjson(lua, &settings)?)?;
+    native.raw_set("cmsgpack", libs::cmsgpack(lua, &settings)?)?;
     native.raw_set("handler", lua.create_function(handler)?)?;
     native.raw_set("as_lua_error", lua.create_function(as_lua_error)?)?;
     native.raw_set("has_tostring", lua.create_function(has_tostring)?)?;
     native.raw_set("sha1hex", lua.create_function(sha1hex)?)?;
+    native.raw_set("unpack", lua.create_function(unpack)?)?;
     native.raw_set("log", lua.create_function(log)?)?;
     native.raw_set(
         "error_text",
@@ -300,6 +334,32 @@ fn natives(lua: &Lua, state: &Rc<RunState>, eval: &Eval) -> mlua::Result<Table> 
     native.raw_set(
         "stopped",
         lua.create_function(move |_, ()| Ok(s.stopped.get()))?,
+    )?;
+    let s = state.clone();
+    native.raw_set(
+        "find",
+        lua.create_function(move |lua, args: Variadic<Value>| {
+            pattern::find(lua, &*s, &args, true)
+        })?,
+    )?;
+    let s = state.clone();
+    native.raw_set(
+        "match",
+        lua.create_function(move |lua, args: Variadic<Value>| {
+            pattern::find(lua, &*s, &args, false)
+        })?,
+    )?;
+    let s = state.clone();
+    native.raw_set(
+        "gmatch",
+        lua.create_function(move |lua, args: Variadic<Value>| {
+            pattern::gmatch(lua, s.clone(), &args)
+        })?,
+    )?;
+    let s = state.clone();
+    native.raw_set(
+        "gsub",
+        lua.create_function(move |lua, args: Variadic<Value>| pattern::gsub(lua, &*s, &args))?,
     )?;
     let s = state.clone();
     native.raw_set(
@@ -484,6 +544,38 @@ fn checkint(lua: &Lua, value: Option<&Value>, position: usize, name: &str) -> ml
             )))
         }
     }
+}
+
+/// Values one call may hold, arguments and results: Lua's `LUAI_MAXCSTACK`,
+/// less the slot mlua keeps for itself.
+const MAX_RESULTS: i64 = 7999;
+
+/// `unpack(t [, i [, j]])`, in place of Lua 5.1's, whose count of results
+/// overflows a C int for extreme ranges (`unpack({}, -2, 2^31-1)`) and then
+/// writes past the stack (CVE-2025-46817): every replica would crash at the
+/// same entry.
+fn unpack(lua: &Lua, args: Variadic<Value>) -> mlua::Result<Variadic<Value>> {
+    let Some(Value::Table(table)) = args.first() else {
+        let got = args.first().map_or("no value", Value::type_name);
+        return Err(Raised::message(format!(
+            "bad argument #1 to 'unpack' (table expected, got {got})"
+        )));
+    };
+    let first = match args.get(1) {
+        None | Some(Value::Nil) => 1,
+        value => i64::from(checkint(lua, value, 2, "unpack")?),
+    };
+    let last = match args.get(2) {
+        None | Some(Value::Nil) => table.raw_len() as i64,
+        value => i64::from(checkint(lua, value, 3, "unpack")?),
+    };
+    if first > last {
+        return Ok(Variadic::new());
+    }
+    if last - first + 1 + args.len() as i64 > MAX_RESULTS {
+        return Err(Raised::message("too many results to unpack"));
+    }
+    (first..=last).map(|i| table.raw_get::<Value>(i)).collect()
 }
 
 /// math.random, as Lua 5.1 defines it, drawing from Redis's rand48.

@@ -245,7 +245,7 @@ fn a_runaway_script_is_stopped_and_its_earlier_writes_stay() {
     ] {
         let e = error_of(eval(&mut m, script, &[], &[]));
         assert!(
-            e.contains("was stopped after 100000000 Lua instructions"),
+            e.contains("was stopped after 10000000 Lua instructions"),
             "{script}: {e}"
         );
     }
@@ -382,5 +382,310 @@ fn bit_and_cjson_work_as_in_redis() {
     assert_eq!(
         run("cjson.decode_max_depth(1); return tostring(pcall(cjson.decode, '[[1]]'))"),
         bulk("false")
+    );
+}
+
+/// Lua 5.1's string patterns, matched in Rust (`pattern.rs`): each case's
+/// answer is redis-server 7.0.15's (its Lua runs lstrlib.c), joined with `|`.
+const PATTERN_CASES: &[(&str, &str)] = &[
+    (r#"string.find('hello world', 'o w')"#, r#"5|7"#),
+    (r#"string.find('hello world', 'o', 6)"#, r#"8|8"#),
+    (r#"string.find('hello world', 'l+')"#, r#"3|4"#),
+    (r#"string.find('hello', '')"#, r#"1|0"#),
+    (r#"string.find('hello', '', 10)"#, r#"6|5"#),
+    (r#"string.find('hello', 'l', -2)"#, r#"4|4"#),
+    (r#"string.find('a.b', '.', 1, true)"#, r#"2|2"#),
+    (r#"string.find('hello', '^h(e)(l+)')"#, r#"1|4|e|ll"#),
+    (r#"string.find('hello', '^e')"#, r#""#),
+    (
+        r#"string.match('key:value', '(%w+):(%w+)')"#,
+        r#"key|value"#,
+    ),
+    (r#"string.match('  trim  ', '^%s*(.-)%s*$')"#, r#"trim"#),
+    (r#"string.match('hello', '()ll()')"#, r#"3|5"#),
+    (
+        r#"string.match('THE (quick) fox', '%((%a+)%)')"#,
+        r#"quick"#,
+    ),
+    (r#"string.match('f(a(b)c)d', '%b()')"#, r#"(a(b)c)"#),
+    (
+        r#"string.match('THE (quick) fox', '%f[%a]%a+', 5)"#,
+        r#"quick"#,
+    ),
+    (r#"string.match('hello hello', '(h%a+) %1')"#, r#"hello"#),
+    (r#"string.match('abc', '[^%a]')"#, r#""#),
+    (r#"string.match('a-b', '[a%-]+')"#, r#"a-"#),
+    (r#"string.match('x]y', '[]]')"#, r#"]"#),
+    (
+        r#"string.match('2024-01-05', '(%d+)-(%d+)-(%d+)')"#,
+        r#"2024|01|05"#,
+    ),
+    (r#"string.match('abc', 'b*')"#, r#""#),
+    (r#"string.match('abc', 'x?a')"#, r#"a"#),
+    (r#"string.match('aaa', 'a-$')"#, r#"aaa"#),
+    (r#"string.match('hello', '.-l')"#, r#"hel"#),
+    (r#"string.match('\0a', '%za')"#, "\0a"),
+    (
+        r#"string.gsub('hello world', 'o', '0')"#,
+        r#"hell0 w0rld|2"#,
+    ),
+    (
+        r#"string.gsub('hello world', '(%w+)', '<%1>')"#,
+        r#"<hello> <world>|2"#,
+    ),
+    (r#"string.gsub('hello', '', '-')"#, r#"-h-e-l-l-o-|6"#),
+    (r#"string.gsub('abc', '%w', '%0%0', 2)"#, r#"aabbc|2"#),
+    (
+        r#"string.gsub('$name is $age', '%$(%w+)', {name='bob', age=42})"#,
+        r#"bob is 42|2"#,
+    ),
+    (
+        r#"string.gsub('abc', '.', function(c) if c == 'b' then return nil end return c:upper() end)"#,
+        r#"AbC|3"#,
+    ),
+    (r#"string.gsub('hello', '^h', 'H')"#, r#"Hello|1"#),
+    (r#"string.gsub('a,b,,c', ',', ';')"#, r#"a;b;;c|3"#),
+    (r#"string.gsub('x', 'x', '%%')"#, r#"%|1"#),
+    (
+        r#"(function() local t = {} for w in string.gmatch('one two  three', '%a+') do t[#t+1] = w end return table.concat(t, ',') end)()"#,
+        r#"one,two,three"#,
+    ),
+    (
+        r#"(function() local t = {} for k, v in string.gmatch('a=1, b=2', '(%w+)=(%w+)') do t[#t+1] = k .. v end return table.concat(t, ',') end)()"#,
+        r#"a1,b2"#,
+    ),
+    (
+        r#"(function() local t = {} for w in string.gmatch('abc', '') do t[#t+1] = '[' .. w .. ']' end return table.concat(t, ',') end)()"#,
+        r#"[],[],[],[]"#,
+    ),
+    (
+        r#"(function() local t = {} for w in string.gmatch('^a^a', '^a') do t[#t+1] = w end return table.concat(t, ',') end)()"#,
+        r#"^a,^a"#,
+    ),
+    (r#"("x-y"):find("-", 1, true)"#, r#"2|2"#),
+    (r#"("hello"):gsub("l", "L")"#, r#"heLLo|2"#),
+    (
+        r#"pcall(string.find, 'x', '%')"#,
+        r#"false|malformed pattern (ends with '%')"#,
+    ),
+    (
+        r#"pcall(string.find, 'x', '[a')"#,
+        r#"false|malformed pattern (missing ']')"#,
+    ),
+    (
+        r#"pcall(string.find, 'x', '(')"#,
+        r#"false|unfinished capture"#,
+    ),
+    (r#"pcall(string.find, 'x', ')')"#, r#"true"#),
+    (
+        r#"pcall(string.find, 'x', '%b')"#,
+        r#"false|unbalanced pattern"#,
+    ),
+    (
+        r#"pcall(string.find, 'x', '%f')"#,
+        r#"false|missing '[' after '%f' in pattern"#,
+    ),
+    (
+        r#"pcall(string.match, 'x', '%1')"#,
+        r#"false|invalid capture index"#,
+    ),
+    (
+        r#"pcall(string.gsub, 'x', 'x', '%2')"#,
+        r#"false|invalid capture index"#,
+    ),
+    (
+        r#"pcall(string.gsub, 'x', 'x', true)"#,
+        r#"false|bad argument #3 to 'gsub' (string/function/table expected)"#,
+    ),
+    (
+        r#"pcall(string.gsub, 'x', 'x', function() return {} end)"#,
+        r#"false|invalid replacement value (a table)"#,
+    ),
+    (r#"string.find(12345, 34)"#, r#"3|4"#),
+    (r#"string.match('  x', '^%s*()')"#, r#"3"#),
+    (r#"string.gsub('abc', 'b', 5)"#, r#"a5c|1"#),
+];
+
+#[test]
+fn string_patterns_match_as_lua_5_1_does() {
+    for (expression, expected) in PATTERN_CASES {
+        let script = format!(
+            "local r = {{{expression}}} local o = {{}} \
+             for i = 1, table.maxn(r) do o[#o+1] = tostring(r[i]) end \
+             return table.concat(o, '|')"
+        );
+        assert_eq!(
+            run(&script),
+            Reply::bulk(expected.as_bytes()),
+            "{expression}"
+        );
+    }
+}
+
+#[test]
+fn a_pattern_that_would_backtrack_for_ever_is_stopped_like_a_loop() {
+    for script in [
+        // Quadratic: every start, every length, no `b` anywhere.
+        "return string.find(string.rep('a', 200000), 'a.-b')",
+        // Exponential.
+        "return string.match(string.rep('a', 40), string.rep('a?', 40) .. string.rep('a', 40) .. 'b')",
+        "for w in string.gmatch(string.rep('x', 100000), '.-y') do end",
+        "return string.gsub(string.rep('a', 100000), '(a*)*b', '')",
+    ] {
+        let e = error_of(run(script));
+        assert!(e.contains("was stopped after 10000000 Lua instructions"), "{script}: {e}");
+    }
+    let e = error_of(run(
+        "return string.find(string.rep('a', 300), string.rep('a?', 300))",
+    ));
+    assert!(e.contains("pattern too complex"), "{e}");
+}
+
+#[test]
+fn cmsgpack_packs_as_redis_and_unpacks_what_it_packed() {
+    let hex = "local function hex(s) local h = '' for i = 1, #s do \
+               h = h .. string.format('%02x', s:byte(i)) end return h end ";
+    for (value, expected) in [
+        ("0.1", "cb3fb999999999999a"),
+        ("0.5", "ca3f000000"),
+        ("-1099511627776", "d3ffffff0000000000"),
+        ("-1", "ff"),
+        ("200", "cccc8"),
+        ("{1, 2, 'x'}", "930102a178"),
+        ("{a = true}", "81a161c3"),
+        ("nil", "c0"),
+    ] {
+        let expected = if value == "200" { "ccc8" } else { expected };
+        assert_eq!(
+            run(&format!("{hex} return hex(cmsgpack.pack({value}))")),
+            bulk(expected),
+            "{value}"
+        );
+    }
+    assert_eq!(
+        run(
+            "local t = {s = string.rep('x', 70000), n = -3147483648, a = {1, 2, {3}}, f = 2.5} \
+             local back = cmsgpack.unpack(cmsgpack.pack(t)) \
+             return {#back.s, back.n, back.a[3][1], tostring(back.f)}"
+        ),
+        Reply::Array(vec![
+            Reply::Int(70000),
+            Reply::Int(-3147483648),
+            Reply::Int(3),
+            bulk("2.5")
+        ])
+    );
+    assert_eq!(
+        run("local s = cmsgpack.pack('a', 'b', 3) \
+             local o1, v1 = cmsgpack.unpack_one(s) \
+             local o2, v2 = cmsgpack.unpack_one(s, o1) \
+             local o3, v3 = cmsgpack.unpack_limit(s, 5, o2) \
+             return {o1, v1, o2, v2, o3, v3, select('#', cmsgpack.unpack(s))}"),
+        Reply::Array(vec![
+            Reply::Int(2),
+            bulk("a"),
+            Reply::Int(4),
+            bulk("b"),
+            Reply::Int(-1),
+            Reply::Int(3),
+            Reply::Int(3)
+        ])
+    );
+    // A table that contains itself packs to a depth of 16, as lua-cmsgpack does.
+    assert_eq!(
+        run(
+            "local a = {} a.x = a local back = cmsgpack.unpack(cmsgpack.pack(a)) \
+             local depth = 0 while back do depth = depth + 1 back = back.x end return depth"
+        ),
+        Reply::Int(16)
+    );
+    let e = error_of(run("return cmsgpack.unpack('\\220\\0\\5')"));
+    assert!(e.contains("Missing bytes in input."), "{e}");
+    let e = error_of(run("return cmsgpack.unpack(string.rep('\\145', 5000))"));
+    assert!(e.contains("nested too deeply"), "{e}");
+}
+
+#[test]
+fn deep_structures_end_in_errors_not_in_a_stack_overflow() {
+    let e = error_of(run(
+        "local t = {} local c = t for i = 1, 5000 do c[1] = {} c = c[1] end return cjson.encode(t)",
+    ));
+    assert!(e.contains("excessive nesting"), "{e}");
+    assert_eq!(
+        run(
+            "local t = {} local c = t for i = 1, 999 do c[1] = {} c = c[1] end \
+             return #cjson.encode(t)"
+        ),
+        Reply::Int(2000)
+    );
+    let e = error_of(run("return cjson.decode(string.rep('[', 100000))"));
+    assert!(e.contains("recursion limit"), "{e}");
+    let e = error_of(run(
+        "local f f = function(n) return setmetatable({}, {__index = function() return f(n + 1)[1] end}) end \
+         return f(0)[1]",
+    ));
+    assert!(e.contains("stack overflow"), "{e}");
+}
+
+#[test]
+fn unpack_refuses_ranges_that_crash_lua_5_1() {
+    // redis-server 7.0.15 (Debian, with the CVE-2025-46817 fix) answers these.
+    for script in [
+        "return {unpack({1,2,3}, -2, 2147483647)}",
+        "return {unpack({1,2,3}, 0, 2147483647)}",
+        "return {unpack({1,2,3}, -2147483648, -2)}",
+    ] {
+        let e = error_of(run(script));
+        assert!(e.contains("too many results to unpack"), "{script}: {e}");
+    }
+    assert_eq!(
+        run("return {unpack({1,2,3}, -1, -2)}"),
+        Reply::Array(vec![])
+    );
+    assert_eq!(
+        run("return {unpack({1,2,3}, 2)}"),
+        Reply::Array(vec![Reply::Int(2), Reply::Int(3)])
+    );
+    assert_eq!(
+        run(
+            "local n, v = select('#', unpack({1,2,3}, -1, 5)), {unpack({1,2,3}, -1, 5)} \
+             for i = 1, n do v[i] = v[i] or '_' end return table.concat(v, ' ')"
+        ),
+        bulk("_ _ 1 2 3 _ _")
+    );
+    let spread = |n: usize| {
+        run(&format!(
+            "local a = {{}} for i = 1, {n} do a[i] = i end return select('#', unpack(a))"
+        ))
+    };
+    // Lua's limit is 8000 values a call; mlua keeps one slot for itself.
+    assert_eq!(spread(7998), Reply::Int(7998));
+    assert!(error_of(spread(7999)).contains("too many results to unpack"));
+}
+
+#[test]
+fn what_rust_copies_out_of_lua_is_bounded() {
+    let big = "local s = string.rep('x', 1000000) local t = {} for i = 1, 100 do t[i] = s end ";
+    let e = error_of(run(&format!("{big} return t")));
+    assert_eq!(e, "ERR the script's answer is larger than 64 MiB");
+    for (call, says) in [
+        ("return cjson.encode(t)", "not enough memory"),
+        ("return cmsgpack.pack(t)", "not enough memory"),
+        (
+            "return string.gsub(string.rep('a', 100), 'a', s)",
+            "not enough memory",
+        ),
+        (
+            "return redis.call('mset', unpack(t))",
+            "a call from a script may pass at most 64 MiB",
+        ),
+    ] {
+        let e = error_of(run(&format!("{big} {call}")));
+        assert!(e.contains(says), "{call}: {e}");
+    }
+    // A plain find is linear, whatever the strings.
+    assert_eq!(
+        run("return string.find(string.rep('a', 4000000), string.rep('a', 2000000) .. 'b', 1, true)"),
+        Reply::Nil
     );
 }
