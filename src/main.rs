@@ -64,6 +64,8 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Lua scripts run at apply and on reads; see machine::script::STACK.
+        .thread_stack_size(machine::script::STACK)
         .build()
     {
         Ok(runtime) => runtime,

@@ -131,9 +131,13 @@ impl StateReader {
     /// `leader_time` (the leader's clock when the read's round confirmed it).
     pub async fn read(&self, db: u8, command: &Command, leader_time: u64) -> Result<Reply, String> {
         let view = self.read_view().await;
-        // KEYS and SCAN read many keys; a point read is served from memory in
+        // KEYS and SCAN read many keys, and a read-only script may run up to
+        // its instruction budget; a point read is served from memory in
         // microseconds, and handing the worker off for it costs more than that.
-        if matches!(command, Command::Keys(_) | Command::Scan { .. }) {
+        if matches!(
+            command,
+            Command::Keys(_) | Command::Scan { .. } | Command::Eval(_)
+        ) {
             tokio::task::block_in_place(|| machine::read(&view, db, command, leader_time))
         } else {
             machine::read(&view, db, command, leader_time)

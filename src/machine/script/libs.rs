@@ -620,10 +620,9 @@ fn pack_header(small: u8, sixteen: u8, len: usize, out: &mut Vec<u8>) {
 
 /// A table whose keys are exactly 1..n packs as an array, any other as a map.
 fn pack_table(table: &Table, level: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    let pairs: Vec<(Value, Value)> = table
-        .pairs::<Value, Value>()
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    // Two passes rather than collecting the pairs: every Lua value Rust
+    // holds takes one of about 8000 reference slots (mlua), and a table may
+    // have many more entries than that.
     let index = |key: &Value| match key {
         Value::Integer(n) if *n > 0 => Some(*n as usize),
         Value::Number(n) if *n > 0.0 && n.fract() == 0.0 && *n < 2_147_483_648.0 => {
@@ -631,21 +630,24 @@ fn pack_table(table: &Table, level: usize, out: &mut Vec<u8>) -> Result<(), Stri
         }
         _ => None,
     };
-    let max = pairs
-        .iter()
-        .map(|(key, _)| index(key))
-        .try_fold(0, |max, i| i.map(|i| max.max(i)));
-    if max == Some(pairs.len()) {
-        pack_header(0x90, 0xdc, pairs.len(), out);
-        for i in 1..=pairs.len() {
+    let (mut count, mut max) = (0usize, Some(0usize));
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.map_err(|e| e.to_string())?;
+        count += 1;
+        max = max.zip(index(&key)).map(|(max, i)| max.max(i));
+    }
+    if max == Some(count) {
+        pack_header(0x90, 0xdc, count, out);
+        for i in 1..=count {
             let item = table.get::<Value>(i).map_err(|e| e.to_string())?;
             pack(&item, level + 1, out)?;
         }
     } else {
-        pack_header(0x80, 0xde, pairs.len(), out);
-        for (key, value) in &pairs {
-            pack(key, level + 1, out)?;
-            pack(value, level + 1, out)?;
+        pack_header(0x80, 0xde, count, out);
+        for pair in table.pairs::<Value, Value>() {
+            let (key, value) = pair.map_err(|e| e.to_string())?;
+            pack(&key, level + 1, out)?;
+            pack(&value, level + 1, out)?;
         }
     }
     Ok(())

@@ -59,6 +59,12 @@ pub const INSTRUCTION_BUDGET: u64 = 10_000_000;
 /// Bytes of memory a script's Lua state may use.
 pub const MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The stack a script may need, and what the runtime's threads get so that
+/// a script never has to switch stacks (see `sandbox::run`).
+pub const STACK: usize = 32 * 1024 * 1024;
+/// Below this much stack left, a script runs on a fresh stack of [`STACK`].
+const STACK_NEEDED: usize = 24 * 1024 * 1024;
+
 /// Bytes of a script's data Rust may hold at once outside the Lua state: the
 /// words of one redis.call, one result of cjson, cmsgpack or gsub, the
 /// script's answer. The same short string repeated in a table costs Lua

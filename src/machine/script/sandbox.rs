@@ -18,11 +18,37 @@ use super::calls::Calls;
 use super::convert::{self, lua_to_reply, one_line, reply_to_lua, words_of};
 use super::libs::{self, Rand48};
 use super::pattern;
-use super::{Host, INSTRUCTION_BUDGET, MEMORY_LIMIT};
+use super::{Host, INSTRUCTION_BUDGET, MEMORY_LIMIT, STACK, STACK_NEEDED};
 use crate::machine::parse::{parse_shebang, Eval};
 use crate::machine::{Reply, REDIS_VERSION};
 
 const PRELUDE: &str = include_str!("prelude.lua");
+
+/// The prelude compiled once per process: parsing it took longer than the
+/// rest of a short script's run. This build's own bytecode, never a
+/// client's (a client's script is always loaded as text).
+fn prelude_bytecode() -> &'static [u8] {
+    static BYTECODE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTECODE.get_or_init(|| {
+        let lua = Lua::new();
+        let _name = lua.create_string("=prelude"); // see `compile`
+        match lua.load(PRELUDE).set_name("=prelude").into_function() {
+            Ok(prelude) => prelude.dump(false),
+            // A syntax error in our own prelude: every script then answers
+            // this error (and the unit tests fail).
+            Err(e) => {
+                let message = format!(
+                    "error({:?}, 0)",
+                    format!("the prelude does not compile: {e}")
+                );
+                lua.load(message.as_str())
+                    .into_function()
+                    .map(|f| f.dump(false))
+                    .unwrap_or_default()
+            }
+        }
+    })
+}
 
 /// The count hook fires every this many instructions.
 const HOOK_EVERY: u32 = 1000;
@@ -122,17 +148,16 @@ fn compile(lua: &Lua, code: &[u8]) -> Result<Function, String> {
         })
 }
 
-/// The stack a script runs on (see `run`).
-const SCRIPT_STACK: usize = 32 * 1024 * 1024;
-
-/// Runs `eval` (see `script::run`), on a stack of its own: how deep a script
-/// can make Lua and the libraries recurse is bounded (Lua's 200 nested C
-/// calls, cjson's and cmsgpack's depth limits, the pattern matcher's), but
-/// not small enough for a worker thread's 2 MiB in every build. A stack
-/// overflow would abort every replica at the same entry, again after each
-/// restart. The stack is mapped when needed and only touched pages cost.
+/// Runs `eval` (see `script::run`) with at least [`STACK_NEEDED`] of stack
+/// left, switching to a fresh stack of [`STACK`] if this thread has less:
+/// how deep a script can make Lua and the libraries recurse is bounded (Lua's
+/// 200 nested C calls, cjson's and cmsgpack's depth limits, the pattern
+/// matcher's), but not within the 2 MiB of a test thread in a debug build.
+/// A stack overflow would abort every replica at the same entry, again
+/// after each restart. The runtime's threads are given [`STACK`] (`main.rs`),
+/// so the switch only happens elsewhere (tests).
 pub fn run(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply, String> {
-    stacker::grow(SCRIPT_STACK, || run_here(host, db, eval, sha))
+    stacker::maybe_grow(STACK_NEEDED, STACK, || run_here(host, db, eval, sha))
 }
 
 fn run_here(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Reply, String> {
@@ -168,8 +193,10 @@ fn run_here(host: &mut impl Host, db: u8, eval: &Eval, sha: &str) -> Result<Repl
         let native = natives(&lua, &state, eval)?;
         native.raw_set("call", raising)?;
         native.raw_set("pcall", returning)?;
-        let _name = lua.create_string("=prelude")?; // see `compile`
-        let runner: Function = lua.load(PRELUDE).set_name("=prelude").call(native)?;
+        let runner: Function = lua
+            .load(prelude_bytecode())
+            .set_mode(ChunkMode::Binary)
+            .call(native)?;
         let script = match compile(&lua, eval.code()) {
             Ok(script) => script,
             Err(message) => return Ok(Reply::Error(message)),

@@ -689,3 +689,21 @@ fn what_rust_copies_out_of_lua_is_bounded() {
         Reply::Nil
     );
 }
+
+#[test]
+fn large_tables_pack_and_encode() {
+    assert_eq!(
+        run(
+            "local a, m = {}, {} for i = 1, 100000 do a[i] = 'v' .. i; m['k' .. i] = i end \
+             local back = cmsgpack.unpack(cmsgpack.pack({a = a, m = m})) \
+             local json = cjson.decode(cjson.encode({a = a, m = m})) \
+             return {#back.a, back.m.k99999, #json.a, json.m.k5}"
+        ),
+        Reply::Array(vec![
+            Reply::Int(100000),
+            Reply::Int(99999),
+            Reply::Int(100000),
+            Reply::Int(5)
+        ])
+    );
+}
