@@ -707,3 +707,21 @@ fn large_tables_pack_and_encode() {
         ])
     );
 }
+
+#[test]
+fn a_flush_inside_a_script_removes_what_the_entry_wrote_before_it() {
+    let mut m = Machine::new();
+    m.run(0, &["set", "old", "1"]);
+    assert_eq!(
+        eval(
+            &mut m,
+            "redis.call('set', 'new', '1') redis.call('flushdb') \
+             return {redis.call('exists', 'old', 'new'), redis.call('dbsize')}",
+            &[],
+            &[]
+        ),
+        Reply::Array(vec![Reply::Int(0), Reply::Int(0)])
+    );
+    assert_eq!(m.read(0, &["dbsize"]), Reply::Int(0));
+    assert_eq!(m.read(0, &["exists", "new"]), Reply::Int(0));
+}
