@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+
 use crate::command::Op;
 use crate::machine::wall_clock_ms;
 use crate::node::Node;
@@ -26,7 +28,7 @@ pub async fn remove_expired_keys(node: Node) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if node.raft.metrics().borrow().current_leader != Some(node.id) {
+        if node.raft.metrics().borrow_watched().current_leader != Some(node.id) {
             continue;
         }
         let due = match node

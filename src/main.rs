@@ -34,7 +34,8 @@ mod types;
 use std::process::ExitCode;
 
 use cli::Cli;
-use openraft::error::Fatal;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::Fatal;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_and_check();
@@ -124,7 +125,7 @@ fn fail(error: &dyn std::fmt::Display) -> ExitCode {
 async fn exit_on_fatal(node: node::Node) {
     let mut metrics = node.raft.metrics();
     loop {
-        if let Err(fatal) = &metrics.borrow().running_state {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
             if !matches!(fatal, Fatal::Stopped) {
                 // openraft wraps the cause in what it was doing; the person
                 // needs the cause, the log keeps the rest.
@@ -156,7 +157,7 @@ async fn exit_when_removed(node: node::Node, joining: bool) {
     let mut was_member = !joining;
     loop {
         let (member, known) = {
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let membership = m.membership_config.membership();
             let member = membership.voter_ids().any(|id| id == node.id)
                 || membership.learner_ids().any(|id| id == node.id);

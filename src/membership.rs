@@ -15,13 +15,14 @@
 
 use std::collections::BTreeSet;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::VoteRequest;
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use crate::network::{Network, PeerRequest, PeerResponse};
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, TypeConfig};
 
 /// A change a person asked for at the prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +90,7 @@ pub type ChangeResult = Result<Vec<NodeId>, ChangeError>;
 /// What an openraft write error means for a membership change.
 fn change_error(
     what: &str,
-    error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
 ) -> ChangeError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ChangeError::NotLeader {
@@ -110,7 +111,7 @@ pub async fn change_at_leader(
     change: MembershipChange,
 ) -> ChangeResult {
     let (voters, addresses) = {
-        let metrics = raft.metrics().borrow().clone();
+        let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let addresses: Vec<(NodeId, String)> = membership
@@ -190,12 +191,12 @@ const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45)
 /// entries, even if it never answered at all.
 async fn wait_until_caught_up(raft: &Raft, id: NodeId, addr: &str) -> Result<(), ChangeError> {
     let mut metrics = raft.metrics();
-    let target = metrics.borrow().last_log_index.unwrap_or(0);
+    let target = metrics.borrow_watched().last_log_index.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
     let mut matched: Option<u64>;
     loop {
         {
-            let now = metrics.borrow();
+            let now = metrics.borrow_watched();
             let Some(progress) = &now.replication else {
                 return Err(ChangeError::NotLeader { leader: None });
             };
@@ -277,8 +278,8 @@ const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// without the candidate, so that membership is committed, and the
 /// candidate's log ends before it, so the candidate cannot hold any later
 /// membership that added it back.
-pub fn removed_while_away(raft: &Raft, request: &VoteRequest<NodeId>) -> Option<String> {
-    let metrics = raft.metrics().borrow().clone();
+pub fn removed_while_away(raft: &Raft, request: &VoteRequest<TypeConfig>) -> Option<String> {
+    let metrics = raft.metrics().borrow_watched().clone();
     let stored = &metrics.membership_config;
     let at = stored.log_id().as_ref()?.index;
     let applied = metrics.last_applied.map_or(0, |id| id.index);

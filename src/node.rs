@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 
@@ -84,6 +85,10 @@ fn raft_config(cli: &Cli) -> Result<Config, StartError> {
         // and installed it: about 3 s at a million keys. openraft's 200 ms
         // gave up on every large install and sent the whole snapshot again.
         install_snapshot_timeout: 10_000,
+        // A replica whose folder was deleted rejoins empty: its log goes
+        // backwards, which a debug-build leader would otherwise take for a
+        // bug and panic on (openraft 0.9's `loosen-follower-log-revert`).
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     config
@@ -127,6 +132,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     let (state_machine, reader) =
         StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
     let network = Network::new(cluster_id.clone(), id, state_machine.known_whole_snapshot());
+    let snapshot_inbox = state_machine.snapshot_inbox();
     let config = Arc::new(raft_config(cli)?);
     let raft = Raft::new(id, config, network.clone(), log_store, state_machine)
         .await
@@ -136,6 +142,7 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
         listener,
         raft.clone(),
         network.clone(),
+        snapshot_inbox,
         cluster_id.clone(),
         id,
     ));
@@ -195,7 +202,7 @@ async fn founded_peer(network: &Network, peers: &Peers, my_id: NodeId) -> Option
 /// restarts), and the flag is not consulted again. Say so when the two differ,
 /// so nobody believes an edited `--peers` took effect.
 fn note_peers_that_differ(raft: &Raft, peers: &Peers, joining: bool) {
-    let stored = raft.metrics().borrow().membership_config.clone();
+    let stored = raft.metrics().borrow_watched().membership_config.clone();
     if stored.log_id().is_none() {
         return; // a replica still waiting to be added: nothing is stored yet
     }
@@ -252,7 +259,7 @@ async fn bootstrap(
     let place = peers.0.keys().position(|id| *id == my_id).unwrap_or(0) as u32;
     let deadline = tokio::time::Instant::now() + LISTEN_FOR_A_CLUSTER + LISTEN_STAGGER * place;
     while tokio::time::Instant::now() < deadline {
-        if let Some(leader) = raft.metrics().borrow().current_leader {
+        if let Some(leader) = raft.metrics().borrow_watched().current_leader {
             tracing::info!("replica {leader} leads a running cluster: following it");
             return Ok(());
         }

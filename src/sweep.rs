@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
+
 use crate::command::Op;
 use crate::machine::DATABASES;
 use crate::node::Node;
@@ -28,7 +30,7 @@ pub async fn sweep_flushed_keys(node: Node) {
     let mut resume_at = [0u64; DATABASES as usize];
     loop {
         ticks.tick().await;
-        if node.raft.metrics().borrow().current_leader != Some(node.id) {
+        if node.raft.metrics().borrow_watched().current_leader != Some(node.id) {
             continue;
         }
         for (db, from) in (0..DATABASES).zip(resume_at.iter_mut()) {

@@ -4,28 +4,62 @@
 //! can see at a glance what travels through the log (`Proposal`), what apply
 //! returns (`ProposalOutcome`), and how a snapshot is carried (a file on disk,
 //! so its size never has to fit in memory).
+//!
+//! openraft 0.10 keeps the snapshot's data type out of the type configuration:
+//! the state machine names it (`RaftStateMachine::SnapshotData`), the network
+//! must carry the same type, and the `Raft` handle is typed by the state
+//! machine (`Raft<C, SM>`).
+
+use openraft::errors::ErrorSource;
+use openraft::type_config::alias;
+use serde::{Deserialize, Serialize};
 
 use crate::command::{Proposal, ProposalOutcome};
+use crate::store::StateMachine;
 
 /// Replica ids are small integers chosen by the operator (`--replica-id N`).
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// The Raft type configuration of example-ondisk.
+    /// The Raft type configuration of example-ondisk. Terms, leader ids, votes
+    /// and entries are openraft's defaults, which store and travel exactly as
+    /// 0.9's did (`{"leader_id":{"term":..,"node_id":..},"index":..}`), so
+    /// data folders and snapshot files written by 0.9 read back unchanged.
     pub TypeConfig:
         D = Proposal,
         R = ProposalOutcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        ErrorSource = ErrorText,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+/// The leader id a log id carries (`{"term":..,"node_id":..}`); tests build log ids with it.
+#[cfg(test)]
+pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot is a file (`store/snapshot.rs` gives its format), with its path.
+pub type SnapshotData = crate::store::snapshot::SnapshotFile;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// How openraft carries the cause of a storage or network error: its message,
+/// nothing else. openraft's default (`AnyError`) puts the Rust type's name in
+/// front ("std::io::error::Error: the disk is full"), and the cause is what a
+/// stopped replica prints as its one line (`main.rs`, `exit_on_fatal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct ErrorText(String);
+
+impl ErrorSource for ErrorText {
+    fn from_error<E: std::error::Error + 'static>(error: &E) -> Self {
+        ErrorText(error.to_string())
+    }
+
+    fn from_string(msg: impl ToString) -> Self {
+        ErrorText(msg.to_string())
+    }
+}

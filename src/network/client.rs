@@ -2,26 +2,24 @@
 //! RPCs and by the request path for forwarding.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode, StorageIOError};
+use openraft::BasicNode;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::{frame_codec, PeerRequest, PeerResponse, MAX_FRAME_LEN};
-use crate::store::snapshot::KnownWhole;
-use crate::types::{NodeId, TypeConfig};
+use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
+use crate::store::snapshot::{KnownWhole, SnapshotFile};
+use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -186,103 +184,117 @@ pub struct PeerClient {
     addr: String,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+/// The most snapshot bytes one chunk carries when openraft does not say
+/// (it passes `Config::snapshot_max_chunk_size`).
+const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl PeerClient {
     async fn rpc(
         &self,
         request: PeerRequest,
-        option: &RPCOption,
+        timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
         self.network
-            .call(self.target, &self.addr, &request, option.hard_ttl())
+            .call(self.target, &self.addr, &request, timeout)
             .await
     }
 
-    fn remote<E: std::error::Error>(
+    /// An error the peer answered with. openraft's own examples treat it as
+    /// the peer being unreachable for now, as openraft 0.9 did: back off, then
+    /// try again.
+    fn remote(&self, error: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
+        RPCError::Unreachable(Unreachable::new(&error))
+    }
+
+    /// Sends one snapshot chunk and waits for its answer (for the last chunk,
+    /// that comes after the peer has checked and installed the snapshot).
+    async fn send_chunk(
         &self,
-        e: RaftError<NodeId, E>,
-    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-        RPCError::RemoteError(RemoteError::new(self.target, e))
+        chunk: SnapshotChunk,
+        option: &RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let meta = chunk.meta.clone();
+        match self
+            .rpc(PeerRequest::InstallSnapshot(chunk), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::InstallSnapshot(Ok(response))) => Ok(response),
+            Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(self.remote(e).into()),
+            Ok(PeerResponse::SnapshotDamaged(why)) => {
+                // Our file decayed in a way its length and time do not show.
+                // The next attempt reads it through, sets it aside and builds
+                // a new one; openraft backs off, then sends afresh.
+                self.network.known_whole_snapshot.forget();
+                tracing::warn!(
+                    "replica {} refused our snapshot at {:?}: {why}",
+                    self.target,
+                    meta.last_log_id
+                );
+                Err(StreamingError::Unreachable(Unreachable::from_string(why)))
+            }
+            Ok(PeerResponse::Refused(why)) => {
+                Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "replica {} refused a chunk: {why}",
+                    self.target
+                ))))
+            }
+            Ok(_) => Err(unexpected("install-snapshot").into()),
+            Err(e) => Err(transport_error(e).into()),
+        }
     }
 }
 
-fn transport_error<E: std::error::Error>(
-    error: CallError,
-    entries: usize,
-) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+fn transport_error(error: CallError) -> RPCError<TypeConfig> {
     match error {
         CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+        // openraft 0.10 has no "payload too large" answer any more: the
+        // request cannot be sent as it is, so back off like for a lost peer.
+        CallError::TooLarge(_) => RPCError::Unreachable(Unreachable::new(&error)),
         CallError::Interrupted { .. } => RPCError::Network(NetworkError::new(&error)),
-        CallError::TooLarge(_) => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-            (entries as u64 / 2).max(1),
-        )),
     }
 }
 
-fn unexpected<E: std::error::Error>(
-    what: &str,
-) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    let error = CallError::Interrupted {
-        target: 0,
-        why: format!("peer gave an unexpected answer to {what}"),
-    };
-    RPCError::Network(NetworkError::new(&error))
+fn unexpected(what: &str) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!(
+        "peer gave an unexpected answer to {what}"
+    )))
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+/// A name for one transfer of a snapshot, unique enough that a receiver never
+/// mistakes chunks of two transfers for one.
+fn transfer_name(me: NodeId) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{me}-{nanos}")
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let entries = rpc.entries.len();
-        match self.rpc(PeerRequest::AppendEntries(rpc), &option).await {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .rpc(PeerRequest::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
             Ok(PeerResponse::AppendEntries(Ok(response))) => Ok(response),
             Ok(PeerResponse::AppendEntries(Err(e))) => Err(self.remote(e)),
             Ok(_) => Err(unexpected("append-entries")),
-            Err(e) => Err(transport_error(e, entries)),
-        }
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        let rpc_snapshot_id = rpc.meta.snapshot_id.clone();
-        match self
-            .rpc(PeerRequest::InstallSnapshot(rpc.into()), &option)
-            .await
-        {
-            Ok(PeerResponse::InstallSnapshot(Ok(response))) => Ok(response),
-            Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(self.remote(e)),
-            Ok(PeerResponse::SnapshotDamaged(why)) => {
-                // Our file decayed in a way its length and time do not show.
-                // The next attempt reads it through, sets it aside and builds
-                // a new one. openraft treats a remote fatal error as the
-                // replica being unreachable: it backs off, then sends afresh.
-                self.network.known_whole_snapshot.forget();
-                tracing::warn!(
-                    "replica {} refused our snapshot {}: {why}",
-                    self.target,
-                    rpc_snapshot_id
-                );
-                let refused = StorageIOError::read_snapshot(None, AnyError::error(why));
-                Err(self.remote(RaftError::Fatal(Fatal::StorageError(refused.into()))))
-            }
-            Ok(_) => Err(unexpected("install-snapshot")),
-            Err(e) => Err(transport_error(e, 1)),
+            Err(e) => Err(transport_error(e)),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
-        match self.rpc(PeerRequest::Vote(rpc), &option).await {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(PeerRequest::Vote(rpc), option.hard_ttl()).await {
             Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
             Ok(PeerResponse::Vote(Err(e))) => Err(self.remote(e)),
             Ok(PeerResponse::NotAMember(why)) => {
@@ -290,7 +302,72 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 crate::membership::stop_as_removed(self.network.my_id)
             }
             Ok(_) => Err(unexpected("vote")),
-            Err(e) => Err(transport_error(e, 1)),
+            Err(e) => Err(transport_error(e)),
         }
     }
+
+    /// Streams our snapshot file in chunks, one after another, each answered
+    /// before the next is sent (`server.rs` writes them into a file and
+    /// installs it after the last). openraft 0.10 leaves the whole transfer
+    /// to the network; this is the chunked protocol 0.9 ran for us, over our
+    /// own frames. Each chunk gets `install_snapshot_timeout`, and the last
+    /// one's answer waits for the install.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let Snapshot { meta, snapshot } = snapshot;
+        let mut file = snapshot;
+        let chunk_bytes = option.snapshot_chunk_size().unwrap_or(DEFAULT_CHUNK_BYTES);
+        let transfer = transfer_name(self.network.my_id);
+        let mut buffer = vec![0u8; chunk_bytes.max(1)];
+        let mut offset = 0u64;
+        tokio::pin!(cancel);
+        loop {
+            let filled = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                read = read_full(&mut file, &mut buffer) => read.map_err(|e| {
+                    StreamingError::StorageError(openraft::StorageError::read_snapshot(
+                        None,
+                        openraft::errors::ErrorSource::from_error(&e),
+                    ))
+                })?,
+            };
+            let done = filled < buffer.len();
+            let chunk = SnapshotChunk::new(
+                vote,
+                meta.clone(),
+                transfer.clone(),
+                offset,
+                &buffer[..filled],
+                done,
+            );
+            let response = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                response = self.send_chunk(chunk, &option) => response?,
+            };
+            // A receiver with a newer vote: stop, and let openraft step down.
+            if done || response.vote > vote {
+                return Ok(response);
+            }
+            offset += filled as u64;
+        }
+    }
+}
+
+/// Fills `buffer` from the snapshot file, short only at its end. Returns how
+/// many bytes it holds.
+async fn read_full(file: &mut SnapshotFile, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let read = file.file.read(&mut buffer[filled..]).await?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    Ok(filled)
 }

@@ -7,7 +7,11 @@
 //!
 //! A frame is a 4-byte big-endian length and a JSON body. Frames over
 //! [`MAX_FRAME_LEN`] are refused by both sides: the receiver closes that
-//! connection only; the sender asks openraft to send fewer entries.
+//! connection only; the sender reports the request as undeliverable.
+//!
+//! A snapshot travels as a run of [`SnapshotChunk`]s, one frame each, sent one
+//! after another by `client.rs` (openraft 0.10's `full_snapshot` leaves the
+//! transfer to the network) and put back together by `server.rs`.
 //!
 //! Besides Raft's own RPCs the port carries the two requests a follower makes
 //! of its leader on behalf of a person at its prompt: `Propose` (forward a
@@ -16,12 +20,11 @@
 pub mod client;
 pub mod server;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -52,7 +55,7 @@ pub enum PeerRequest {
         to: NodeId,
     },
     AppendEntries(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
+    Vote(VoteRequest<TypeConfig>),
     InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
@@ -65,21 +68,21 @@ pub enum PeerRequest {
 }
 
 pub type ProposeResult =
-    Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>;
+    Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
 /// The index a read at a follower must wait for (see `kv::leader_read_index`).
 pub type ReadIndexResult =
-    Result<crate::kv::ReadPoint, RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>>;
+    Result<crate::kv::ReadPoint, RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
 
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
     Welcome,
     Refused(String),
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
+    AppendEntries(Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>),
+    Vote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
+    /// To each snapshot chunk: the receiver's vote (a sender with an older
+    /// one steps down). To the last chunk, after the install.
+    InstallSnapshot(Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>>),
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
     ChangeMembership(crate::membership::ChangeResult),
@@ -94,46 +97,47 @@ pub enum PeerResponse {
     Founded(bool),
 }
 
-/// One piece of a snapshot on the wire. openraft's own request carries the
-/// bytes as a `Vec<u8>`, which JSON writes as an array of numbers (about 3.5
-/// bytes per byte, slow to parse); base64 costs 1.33 and is quick.
+/// One piece of a snapshot on the wire: the bytes of the snapshot file from
+/// `offset` on, as base64 (JSON would write bytes as an array of numbers,
+/// about 3.5 bytes per byte and slow to parse; base64 costs 1.33 and is quick).
+/// A transfer starts at offset 0 and goes on in order; `transfer` names it, so
+/// that the receiver never splices two transfers together.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     pub vote: Vote,
     pub meta: SnapshotMeta,
+    pub transfer: String,
     pub offset: u64,
     pub done: bool,
     pub data_base64: String,
 }
 
-impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
-    fn from(rpc: InstallSnapshotRequest<TypeConfig>) -> Self {
+impl SnapshotChunk {
+    pub fn new(
+        vote: Vote,
+        meta: SnapshotMeta,
+        transfer: String,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+    ) -> Self {
         use base64::Engine as _;
         SnapshotChunk {
-            vote: rpc.vote,
-            meta: rpc.meta,
-            offset: rpc.offset,
-            done: rpc.done,
-            data_base64: base64::engine::general_purpose::STANDARD.encode(&rpc.data),
+            vote,
+            meta,
+            transfer,
+            offset,
+            done,
+            data_base64: base64::engine::general_purpose::STANDARD.encode(data),
         }
     }
-}
 
-impl TryFrom<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
-    type Error = String;
-
-    fn try_from(chunk: SnapshotChunk) -> Result<Self, String> {
+    /// The chunk's bytes.
+    pub fn data(&self) -> Result<Vec<u8>, String> {
         use base64::Engine as _;
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(chunk.data_base64.as_bytes())
-            .map_err(|e| format!("snapshot chunk is not valid base64: {e}"))?;
-        Ok(InstallSnapshotRequest {
-            vote: chunk.vote,
-            meta: chunk.meta,
-            offset: chunk.offset,
-            data,
-            done: chunk.done,
-        })
+        base64::engine::general_purpose::STANDARD
+            .decode(self.data_base64.as_bytes())
+            .map_err(|e| format!("snapshot chunk is not valid base64: {e}"))
     }
 }
 
@@ -236,7 +240,7 @@ mod tests {
         use std::collections::{BTreeMap, BTreeSet};
 
         use bytes::Bytes;
-        use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership};
+        use openraft::{BasicNode, EntryPayload, Membership, StoredMembership};
         use proptest::prelude::*;
         use proptest::sample::Index;
         use proptest::strategy::LazyJust;
@@ -246,7 +250,7 @@ mod tests {
         use super::*;
         use crate::command::{Bytes as KvBytes, Expired, Op, Queued};
         use crate::membership::MembershipChange;
-        use crate::types::Entry;
+        use crate::types::{CommittedLeaderId, Entry, LogId, NodeId};
 
         fn config(cases: u32) -> ProptestConfig {
             crate::fuzz::proptest_config(cases, 0x5e5b_0004)
@@ -299,7 +303,7 @@ mod tests {
             "offset",
             "done",
             "data_base64",
-            "snapshot_id",
+            "transfer",
             "last_membership",
             "membership",
             "Add",
@@ -324,12 +328,8 @@ mod tests {
                         }
                     }
                 }
-                PeerRequest::InstallSnapshot(_) => {
-                    let Ok(PeerRequest::InstallSnapshot(chunk)) = serde_json::from_slice(body)
-                    else {
-                        unreachable!("it decoded once")
-                    };
-                    openraft::raft::InstallSnapshotRequest::<TypeConfig>::try_from(chunk)?;
+                PeerRequest::InstallSnapshot(chunk) => {
+                    chunk.data()?;
                 }
                 _ => {}
             }
@@ -415,9 +415,9 @@ mod tests {
             ]
         }
 
-        fn log_id() -> impl Strategy<Value = LogId<NodeId>> {
-            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(term, node, index)| {
-                LogId::new(CommittedLeaderId::new(term, node), index)
+        fn log_id() -> impl Strategy<Value = LogId> {
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(term, node_id, index)| {
+                LogId::new(CommittedLeaderId { term, node_id }, index)
             })
         }
 
@@ -461,7 +461,7 @@ mod tests {
                     .into_iter()
                     .map(|(id, addr)| (id, BasicNode { addr }))
                     .collect();
-                Membership::new(vec![voters], nodes)
+                Membership::new(vec![voters], nodes).expect("the voters are among the nodes")
             })
         }
 
@@ -516,26 +516,20 @@ mod tests {
                             last_log_id,
                             membership_log_id,
                             membership,
-                            snapshot_id,
+                            transfer,
                             offset,
                             done,
                             data,
                         )| {
-                            PeerRequest::InstallSnapshot(SnapshotChunk::from(
-                                InstallSnapshotRequest::<TypeConfig> {
-                                    vote,
-                                    meta: SnapshotMeta {
-                                        last_log_id,
-                                        last_membership: StoredMembership::new(
-                                            membership_log_id,
-                                            membership,
-                                        ),
-                                        snapshot_id,
-                                    },
-                                    offset,
-                                    data,
-                                    done,
-                                },
+                            let meta = SnapshotMeta {
+                                last_log_id,
+                                last_membership: StoredMembership::new(
+                                    membership_log_id,
+                                    membership,
+                                ),
+                            };
+                            PeerRequest::InstallSnapshot(SnapshotChunk::new(
+                                vote, meta, transfer, offset, &data, done,
                             ))
                         }
                     ),

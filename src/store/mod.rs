@@ -18,6 +18,11 @@
 //! 2. **Log entries**: fsynced before openraft is told they are flushed
 //!    (`log.rs`, `append`). The leader counts this replica towards a quorum only
 //!    after that, so an acknowledged write is on the disks of a majority.
+//!    openraft 0.10 separates the two moments: entries must be readable when
+//!    `append` returns, and durable when its `IOFlushed` callback is completed,
+//!    which may come later. Ours fsyncs, completes the callback, then returns,
+//!    so both hold at once. (A group commit would return first; this rule then
+//!    rests on the callback alone, and on nothing completing it early.)
 //! 3. **Applying**: the data changes of a whole run of entries, the last applied
 //!    log id and the last membership go into ONE fjall batch
 //!    (`state_machine.rs`, `apply`). After any crash the state machine therefore
@@ -35,7 +40,10 @@
 //!    `data-<gen>` keyspace; one fsynced batch then switches `data_keyspace`,
 //!    the applied id and the membership together. A crash before that batch
 //!    leaves the old state; after it, the new one. Leftover keyspaces are
-//!    dropped at the next start.
+//!    dropped at the next start. openraft 0.10 also takes this path at start-up
+//!    when this replica's own snapshot holds more than its state machine (a
+//!    power cut lost unsynced apply batches, rule 4, after a snapshot of them
+//!    was fsynced): the state is loaded back from the file.
 
 pub mod log;
 pub mod snapshot;
@@ -290,6 +298,16 @@ fn is_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path)
         .map(|mut entries| entries.next().is_none())
         .unwrap_or(false)
+}
+
+/// A fjall error as openraft 0.10's storage traits take it: an `io::Error`
+/// of the same kind, whose message says in words what went wrong.
+pub(crate) fn fjall_io_error(error: fjall::Error) -> std::io::Error {
+    let kind = match &error {
+        fjall::Error::Io(e) => e.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, describe_fjall_error(&error))
 }
 
 /// fjall's own `Display` is its `Debug`; say the common cases in words.

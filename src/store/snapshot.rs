@@ -16,6 +16,11 @@
 //! ```
 //! All integers big-endian. A reader checks the order, the count and the CRC
 //! before anything it read is allowed to replace the current state.
+//!
+//! The header's JSON is openraft's `SnapshotMeta`. openraft 0.10 dropped its
+//! `snapshot_id` but still writes the field (empty) and ignores it on read, so
+//! files written under 0.9 and 0.10 read the same. The file name carries our
+//! own id: `snapshot-TERM-NODE-INDEX-NANOS.snap`.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -23,6 +28,90 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::types::SnapshotMeta;
+
+/// A snapshot file as openraft carries it (`RaftStateMachine::SnapshotData`):
+/// the open file, and where it lies, so that an install can keep a received
+/// file as this replica's own snapshot instead of writing it again.
+///
+/// A file received from a leader (see [`Inbox`]) is removed when openraft lets
+/// go of it without an install keeping it: openraft drops a snapshot that is
+/// not newer than what this replica has committed, or one sent under an old
+/// vote. This replica's own snapshots are never removed on drop.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub file: tokio::fs::File,
+    path: PathBuf,
+    remove_on_drop: bool,
+}
+
+impl SnapshotFile {
+    /// A finished snapshot of this replica, opened at `path`.
+    pub fn finished(path: PathBuf, file: tokio::fs::File) -> Self {
+        SnapshotFile {
+            file,
+            path,
+            remove_on_drop: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this file came from a leader and is not installed yet.
+    pub fn is_received(&self) -> bool {
+        self.remove_on_drop
+    }
+
+    /// The install has taken the received file over (renamed it into place).
+    pub fn keep(&mut self) {
+        self.remove_on_drop = false;
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("could not remove {}: {e}", self.path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Where snapshots sent by a leader are written as they arrive. The network
+/// server fills the file; the state machine's install reads it and keeps it.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    dir: PathBuf,
+}
+
+impl Inbox {
+    pub fn new(dir: &Path) -> Self {
+        Inbox {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A new, empty file for a snapshot about to arrive. Opened for reading
+    /// and writing: the network writes the chunks, the install reads them back.
+    pub fn create(&self) -> io::Result<SnapshotFile> {
+        let path = incoming_path(&self.dir);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        crate::faults::crash_point("install:receiving");
+        Ok(SnapshotFile {
+            file: tokio::fs::File::from_std(file),
+            path,
+            remove_on_drop: true,
+        })
+    }
+}
 
 const MAGIC: &[u8; 8] = b"EXODSNAP";
 const FORMAT_VERSION: u32 = 3;
@@ -53,8 +142,8 @@ pub struct SnapshotWriter {
 
 impl SnapshotWriter {
     pub fn create(dir: &Path, meta: &SnapshotMeta) -> io::Result<Self> {
-        let final_path = dir.join(format!("snapshot-{}{FINISHED_SUFFIX}", meta.snapshot_id));
-        let temp_path = dir.join(format!("snapshot-{}{WRITING_SUFFIX}", meta.snapshot_id));
+        let final_path = finished_path(dir, meta);
+        let temp_path = final_path.with_extension(&WRITING_SUFFIX[1..]);
         let mut out = BufWriter::with_capacity(256 * 1024, File::create(&temp_path)?);
         out.write_all(MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_be_bytes())?;
@@ -439,18 +528,30 @@ pub fn remove_others(dir: &Path, keep: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A fresh path for receiving a snapshot from the leader.
-pub fn incoming_path(dir: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    dir.join(format!("incoming-{nanos}{INCOMING_SUFFIX}"))
+        .unwrap_or_default()
 }
 
-/// The name a received snapshot is kept under once installed.
+/// A fresh path for receiving a snapshot from the leader.
+fn incoming_path(dir: &Path) -> PathBuf {
+    dir.join(format!("incoming-{}{INCOMING_SUFFIX}", now_nanos()))
+}
+
+/// A fresh name for a finished snapshot of the state at `meta`'s log id
+/// (built here, or received and kept once installed). The name is only for
+/// people and for telling files apart: readers take the meta from the header.
 pub fn finished_path(dir: &Path, meta: &SnapshotMeta) -> PathBuf {
-    dir.join(format!("snapshot-{}{FINISHED_SUFFIX}", meta.snapshot_id))
+    let at = match &meta.last_log_id {
+        Some(id) => format!(
+            "{}-{}-{}",
+            id.leader_id.term, id.leader_id.node_id, id.index
+        ),
+        None => "0-0-0".to_string(),
+    };
+    dir.join(format!("snapshot-{at}-{}{FINISHED_SUFFIX}", now_nanos()))
 }
 
 /// Makes a rename inside `dir` durable.
@@ -461,13 +562,16 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::LogId;
+    use crate::types::{CommittedLeaderId, LogId};
 
     fn meta_at(index: u64) -> SnapshotMeta {
+        let leader_id = CommittedLeaderId {
+            term: 1,
+            node_id: 1,
+        };
         SnapshotMeta {
-            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_log_id: Some(LogId::new(leader_id, index)),
             last_membership: Default::default(),
-            snapshot_id: format!("1-{index}-test"),
         }
     }
 

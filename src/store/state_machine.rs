@@ -9,28 +9,32 @@
 //! What may run at the same time:
 //! - `apply` and `install_snapshot` are called one at a time by openraft's
 //!   state-machine task.
+//! - openraft 0.10 hands `apply` a stream of entries, each with the responder
+//!   of the client waiting for it (on the leader). Every responder taken from
+//!   the stream is answered once its entry's effects are committed; a
+//!   responder left unanswered would leave its client waiting forever.
 //! - Snapshot building runs beside `apply` from a point-in-time view, holding a
 //!   read lock on the active data keyspace so an install cannot drop it midway.
 //! - Reads (`StateReader`) run beside everything and see whole applied batches
 //!   (each `get` is a single key).
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::{Keyspace, OwnedWriteBatch, PersistMode, Readable};
-use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::RwLock;
 
-use super::snapshot::{self, SnapshotReader, SnapshotWriter};
+use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, Db};
 use crate::command::{ProposalOutcome, Watched};
 use crate::faults::crash_point;
 use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
-use crate::types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED_KEY: &str = "applied";
 const MEMBERSHIP_KEY: &str = "membership";
@@ -337,29 +341,31 @@ pub struct StateMachine {
     membership: StoredMembership,
     stats: Arc<ApplyStats>,
     current_snapshot: Option<(std::path::PathBuf, SnapshotMeta)>,
-    incoming_snapshot: Option<std::path::PathBuf>,
     /// The snapshot file last known whole (shared with the builder and the
     /// network client).
     known_whole: snapshot::KnownWhole,
 }
 
-fn read_error(e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::read_state_machine(AnyError::error(e)).into()
+// openraft 0.10's storage traits take `io::Error`; it records itself what was
+// being done (reading the state machine, installing a snapshot, ...), so these
+// only carry the cause, in words.
+fn read_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-fn write_error(e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::write_state_machine(AnyError::error(e)).into()
+fn write_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-fn snapshot_error(e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::write_snapshot(None, AnyError::error(e)).into()
+fn snapshot_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
     view: &impl Readable,
     keyspace: &Keyspace,
     key: &str,
-) -> Result<Option<T>, StorageError> {
+) -> io::Result<Option<T>> {
     match view
         .get(keyspace, key)
         .map_err(|e| read_error(describe_fjall_error(&e)))?
@@ -373,12 +379,12 @@ fn get_json<T: serde::de::DeserializeOwned>(
 
 /// The applied log id as the database holds it now (not necessarily fsynced,
 /// but ahead of any later record in the shared journal).
-pub(crate) fn applied_log_id(store: &Db) -> Result<Option<LogId>, StorageError> {
+pub(crate) fn applied_log_id(store: &Db) -> io::Result<Option<LogId>> {
     read_applied(&store.db.snapshot(), &store.sm_meta)
 }
 
 /// The applied log id recorded in `view` (stored as an optional log id).
-fn read_applied(view: &impl Readable, sm_meta: &Keyspace) -> Result<Option<LogId>, StorageError> {
+fn read_applied(view: &impl Readable, sm_meta: &Keyspace) -> io::Result<Option<LogId>> {
     Ok(get_json::<Option<LogId>>(view, sm_meta, APPLIED_KEY)?.flatten())
 }
 
@@ -390,9 +396,15 @@ impl StateMachine {
         self.known_whole.clone()
     }
 
+    /// Where the network server writes a snapshot sent by the leader, before
+    /// openraft hands it to `install_snapshot`.
+    pub fn snapshot_inbox(&self) -> snapshot::Inbox {
+        snapshot::Inbox::new(&self.store.snapshot_dir)
+    }
+
     /// Opens the state machine at what is on disk, and drops any data keyspace
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
-    pub fn open(store: Db) -> Result<(StateMachine, StateReader), StorageError> {
+    pub fn open(store: Db) -> io::Result<(StateMachine, StateReader)> {
         let view = store.db.snapshot();
         let last_applied = read_applied(&view, &store.sm_meta)?;
         let membership: StoredMembership =
@@ -481,7 +493,6 @@ impl StateMachine {
             membership,
             stats,
             current_snapshot,
-            incoming_snapshot: None,
             known_whole,
         };
         Ok((machine, reader))
@@ -492,12 +503,14 @@ impl StateMachine {
     }
 
     /// The body of `apply` (see there for the contract): everything but the
-    /// commit of the batch.
+    /// commit of the batch. The run holds one outcome per entry applied, in
+    /// order: all of them, or, when an entry cannot be applied, those before
+    /// it and the error that stopped it.
     fn apply_run(
         &mut self,
         active: &ActiveData,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<AppliedRun, StorageError> {
+    ) -> io::Result<AppliedRun> {
         let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
         // What this run has already written, so later entries see it (the
         // database does not, until the batch commits).
@@ -528,9 +541,7 @@ impl StateMachine {
                         Ok(ops) => ops,
                         Err(e) => {
                             // Stop here: apply what came before, refuse this one.
-                            failure = Some(
-                                StorageIOError::apply(entry.log_id, AnyError::error(e)).into(),
-                            );
+                            failure = Some(io::Error::new(io::ErrorKind::InvalidData, e));
                             break;
                         }
                     };
@@ -540,14 +551,11 @@ impl StateMachine {
                         pending: &mut pending,
                         flush_marks: &mut flush_marks,
                     };
+                    // On an error the batch holds part of this entry: none of
+                    // it is committed (nothing is applied, nothing answered).
                     outcome.replies =
                         machine::apply_entry(&mut view, entry.log_id.index, proposal.time_ms, ops)
-                            .map_err(|e| {
-                                StorageError::from(StorageIOError::apply(
-                                    entry.log_id,
-                                    AnyError::error(e),
-                                ))
-                            })?;
+                            .map_err(io::Error::other)?;
                 }
             }
             self.last_applied = Some(entry.log_id);
@@ -582,27 +590,35 @@ struct AppliedRun {
     batch: OwnedWriteBatch,
     outcomes: Vec<ProposalOutcome>,
     /// An entry this build cannot apply: the run stopped before it.
-    failure: Option<StorageError>,
+    failure: Option<io::Error>,
     flush_marks: FlushMarks,
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
     /// Applies a run of committed entries in one atomic batch together with the
-    /// last applied log id and membership (rule 3). The batch is not fsynced on
-    /// its own; rule 4 in `store/mod.rs` says why that is safe.
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError>
+    /// last applied log id and membership (rule 3), then answers the clients
+    /// waiting for them. The batch is not fsynced on its own; rule 4 in
+    /// `store/mod.rs` says why that is safe.
+    ///
+    /// openraft 0.10 hands the run as a stream of `(entry, responder)`; it is
+    /// read to its end first (openraft 0.9 handed a list), so the run still
+    /// commits as one batch. Each responder is answered after the commit, so a
+    /// client that reads right after its write was acknowledged sees it.
+    async fn apply<S>(&mut self, entries: S) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
+        let run: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let active = self.data.read().await.clone();
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (entries, responders): (Vec<Entry>, Vec<Option<ApplyResponder<TypeConfig>>>) =
+            run.into_iter().unzip();
         let scripts = entries.iter().any(|entry| {
             matches!(&entry.payload, EntryPayload::Normal(proposal) if proposal.may_run_scripts())
         });
@@ -633,9 +649,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             commit(run.batch)?;
             guard.flush_marks = run.flush_marks;
         }
+        // Outcomes come for the entries applied, in order. A responder whose
+        // entry was not applied (the run stopped at an entry this build cannot
+        // apply) is dropped: openraft then stops this replica, and its waiting
+        // client is told so, rather than told a write happened that did not.
+        for (responder, outcome) in responders.into_iter().zip(run.outcomes) {
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
         match run.failure {
             Some(error) => Err(error),
-            None => Ok(run.outcomes),
+            None => Ok(()),
         }
     }
 
@@ -648,30 +673,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        // Snapshots come in one at a time, so one still here was abandoned:
-        // the leader changed, or the network server refused it as damaged.
-        if let Some(abandoned) = self.incoming_snapshot.take() {
-            if let Err(e) = std::fs::remove_file(&abandoned) {
-                tracing::warn!("could not remove {}: {e}", abandoned.display());
-            }
-        }
-        let path = snapshot::incoming_path(&self.store.snapshot_dir);
-        // Read and write: openraft writes the chunks, install reads them back.
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(snapshot_error)?;
-        self.incoming_snapshot = Some(path);
-        crash_point("install:receiving");
-        Ok(Box::new(file))
-    }
-
-    /// Replaces the whole state with a snapshot received from the leader,
-    /// crash-safely (rule 5 in `store/mod.rs`):
+    /// Replaces the whole state with a snapshot, crash-safely (rule 5 in
+    /// `store/mod.rs`):
     /// 1. load the snapshot into a fresh, unreferenced keyspace and let fjall
     ///    make it durable (a crash here leaves the old state; the next start
     ///    drops the unreferenced keyspace);
@@ -680,20 +683,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// 3. drop the old keyspace (a crash before this is tidied at the next start).
     ///
     /// Reads keep being served from the old state until step 2.
+    ///
+    /// The snapshot is one received from the leader (the network server wrote
+    /// it into the inbox), or, at start-up, this replica's own current
+    /// snapshot when it holds more than the state machine does: openraft 0.10
+    /// restores from it then. That happens after a power cut that lost the
+    /// last unsynced apply batches (rule 4) while a snapshot of them had been
+    /// written (snapshot files are fsynced).
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
-        // openraft wrote the chunks through tokio's file, which buffers: flush
-        // and sync before reading it back as a plain file.
-        let mut snapshot = snapshot;
-        tokio::io::AsyncWriteExt::flush(&mut *snapshot)
+        mut snapshot: SnapshotFile,
+    ) -> io::Result<()> {
+        // The network server wrote the chunks through tokio's file, which
+        // buffers: flush and sync before reading it back as a plain file.
+        tokio::io::AsyncWriteExt::flush(&mut snapshot.file)
             .await
             .map_err(snapshot_error)?;
-        snapshot.sync_all().await.map_err(snapshot_error)?;
-        let received = snapshot.into_std().await;
-        let received_path = self.incoming_snapshot.take();
+        snapshot.file.sync_all().await.map_err(snapshot_error)?;
+        let received = snapshot.file.try_clone().await?.into_std().await;
         let store = self.store.clone();
         let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
 
@@ -735,9 +743,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // the old keyspace below can take a while.
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.stats
-            .snapshots_installed
-            .fetch_add(1, Ordering::Relaxed);
+        if snapshot.is_received() {
+            self.stats
+                .snapshots_installed
+                .fetch_add(1, Ordering::Relaxed);
+        }
         drop(data);
         crash_point("install:switched");
 
@@ -751,16 +761,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         tracing::info!(
             "installed snapshot {} at {:?}",
-            meta.snapshot_id,
+            snapshot.path().display(),
             meta.last_log_id
         );
 
-        // Keep the received file as this replica's current snapshot, so it can
-        // serve it in turn without building one first.
-        if let Some(path) = received_path {
+        // Keep a received file as this replica's current snapshot, so it can
+        // serve it in turn without building one first. (Its own snapshot,
+        // restored at start-up, is already in place.)
+        if snapshot.is_received() {
             let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
-            std::fs::rename(&path, &kept)
-                .and_then(|()| snapshot::sync_dir(&self.store.snapshot_dir))
+            std::fs::rename(snapshot.path(), &kept).map_err(snapshot_error)?;
+            snapshot.keep();
+            snapshot::sync_dir(&self.store.snapshot_dir)
                 .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
                 .map_err(snapshot_error)?;
             let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
@@ -774,7 +786,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     /// openraft asks for the snapshot to send it to a replica that fell behind.
     /// It is read through first: that replica would refuse a damaged file
-    /// (`network/server.rs` checks before its install, which openraft 0.9 would
+    /// (`network/server.rs` checks before its install, which openraft would
     /// make fatal), and it would be sent the same file again and again. A
     /// damaged file is set aside and a new snapshot built from this replica's
     /// state. The read is skipped for a file unchanged since it was last known
@@ -782,7 +794,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// a million keys it took about a second, during which nothing is applied.
     /// Decay that the skip misses is caught by the receiver, whose refusal
     /// makes the network client forget the file was whole.
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         // A snapshot being built beside this one may replace the file picked
         // here, and remove it, before it is opened: then look again.
         for _ in 0..3 {
@@ -816,9 +828,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match checked {
                 Ok(()) => {
                     self.known_whole.set(stamp);
+                    let file = tokio::fs::File::from_std(file);
                     return Ok(Some(Snapshot {
                         meta,
-                        snapshot: Box::new(tokio::fs::File::from_std(file)),
+                        snapshot: SnapshotFile::finished(path, file),
                     }));
                 }
                 Err(damage) => {
@@ -845,7 +858,7 @@ fn load_snapshot(
     received: std::fs::File,
     meta: &SnapshotMeta,
     name: &str,
-) -> Result<Keyspace, StorageError> {
+) -> io::Result<Keyspace> {
     received.sync_all().map_err(snapshot_error)?;
     let mut file = received;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map_err(snapshot_error)?;
@@ -860,7 +873,7 @@ fn load_snapshot(
         .db
         .keyspace(name, keyspace_options)
         .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-    let loaded = (|| -> Result<(), StorageError> {
+    let loaded = (|| -> io::Result<()> {
         let fjall_error = |e: fjall::Error| snapshot_error(describe_fjall_error(&e));
         let mut ingestion = fresh.start_ingestion().map_err(fjall_error)?;
         // The reader has checked that keys increase, as ingestion requires
@@ -897,27 +910,20 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         // Holding the read lock keeps an install from dropping the keyspace we read.
         let data = self.data.read().await;
         let store = self.store.clone();
-        let (path, meta) = tokio::task::block_in_place(|| -> Result<_, StorageError> {
+        let (path, meta) = tokio::task::block_in_place(|| -> io::Result<_> {
             let view = store.db.snapshot();
             let last_log_id = read_applied(&view, &store.sm_meta)?;
             let last_membership: StoredMembership =
                 get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let snapshot_id = match &last_log_id {
-                Some(id) => format!("{}-{}-{nanos}", id.leader_id.term, id.index),
-                None => format!("0-0-{nanos}"),
-            };
             let meta = SnapshotMeta {
                 last_log_id,
                 last_membership,
-                snapshot_id,
             };
             let mut writer =
                 SnapshotWriter::create(&store.snapshot_dir, &meta).map_err(snapshot_error)?;
@@ -933,7 +939,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             self.stats.snapshot_bytes.store(size, Ordering::Relaxed);
             tracing::info!(
                 "built snapshot {} at {:?}: {size} bytes",
-                meta.snapshot_id,
+                path.display(),
                 meta.last_log_id
             );
             Ok((path, meta))
@@ -942,7 +948,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let file = tokio::fs::File::open(&path).await.map_err(snapshot_error)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: SnapshotFile::finished(path, file),
         })
     }
 }
