@@ -173,8 +173,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(decode_entry(&key, &value)?.log_id)
             }
         };
+        // Entries at or below the purge watermark count as purged even while
+        // they are still on disk: a snapshot install moves the watermark past
+        // the whole old log in its switch batch (`state_machine.rs`), and a
+        // crash can come before they are removed. openraft 0.10 refuses to
+        // start on a last log id below the purged one ("inverted log order").
+        let live = last.filter(|last| {
+            last_purged_log_id
+                .as_ref()
+                .is_none_or(|purged| last.index > purged.index)
+        });
         Ok(LogState {
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id: live.or(last_purged_log_id),
             last_purged_log_id,
         })
     }

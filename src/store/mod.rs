@@ -35,7 +35,9 @@
 //!    id with the matching data, and the entries after it are still in the
 //!    (fsynced) log to be applied again. Purging the log is a later journal
 //!    record than the applies it depends on, so it can never survive a crash
-//!    that the state it relied on did not.
+//!    that the state it relied on did not. Entries at or below the purge
+//!    watermark count as purged even while still on disk (`log.rs`,
+//!    `get_log_state`).
 //! 5. **Snapshot install** (`snapshot.rs`): the new state is loaded into a fresh
 //!    `data-<gen>` keyspace; one fsynced batch then switches `data_keyspace`,
 //!    the applied id and the membership together. A crash before that batch
