@@ -50,8 +50,8 @@ const OLDEST_PROPOSAL_FORMAT: u32 = 2;
 /// `machine/record.rs`); Redis's own tests use keys of 50,000 bytes.
 pub const MAX_KEY_LEN: usize = 60 * 1024;
 /// Longest value accepted from a person or a client, in bytes (Redis allows
-/// 512 MB; its own tests write 4 MB values). openraft 0.9 gives each
-/// AppendEntries one heartbeat interval to cross, be parsed and be fsynced at
+/// 512 MB; its own tests write 4 MB values). openraft (0.9, and 0.10 too)
+/// gives each AppendEntries one heartbeat interval to cross, be parsed and be fsynced at
 /// the follower, or sends it again, so an entry must be small enough to do
 /// that on a loaded machine; notes/findings.md has the sizes that did and did
 /// not get through, and why this one keeps a margin.
