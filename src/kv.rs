@@ -196,8 +196,8 @@ pub struct ReadPoint {
 /// hint `save_committed` left, which a power cut can roll back. So the index
 /// used here is the leader's last log index instead: every acknowledged write
 /// is at or below it, and waiting for it costs a read at most one commit round.
-/// (A workaround for openraft #1511; notes/findings.md, "Session 7", says what
-/// in 0.10 could replace it.)
+/// (A workaround for openraft #1511; notes/findings.md, "Session 7: openraft
+/// 0.10", says what in 0.10 could replace it.)
 ///
 /// `ReadPolicy::ReadIndex`: confirmed by a heartbeat round that started after
 /// this call (openraft 0.10 answers all reads waiting at once with one round).

@@ -43,14 +43,14 @@ const QUIET_AFTER_SNAPSHOT: Duration = Duration::from_millis(1000);
 ///
 /// openraft 0.9 renews a follower's leader lease on append-entries and votes,
 /// not on snapshot chunks, and the leader sent nothing else to a replica it
-/// streamed a snapshot to. (openraft 0.10 sends heartbeats from their own
-/// task, which may make this unnecessary; kept until a test shows it: see
-/// notes/findings.md, "Session 7".) Streaming and installing a million keys takes
-/// seconds, so a replica that was already a voter (restarted with a log the
-/// leader has since purged, or needing a second snapshot because the first
-/// was superseded while it came in) timed out and stood for election in the
-/// middle, costing the cluster its leader. A chunk from the leader is as good
-/// a sign of life as a heartbeat.
+/// streamed a snapshot to. (openraft 0.10 sends heartbeats from their own task,
+/// which may make this unnecessary; kept until a test shows it: see
+/// notes/findings.md, "Session 7: openraft 0.10".) Streaming and installing a
+/// million keys takes seconds, so a replica that was already a voter (restarted
+/// with a log the leader has since purged, or needing a second snapshot because
+/// the first was superseded while it came in) timed out and stood for election
+/// in the middle, costing the cluster its leader. A chunk from the leader is as
+/// good a sign of life as a heartbeat.
 #[derive(Clone, Default)]
 struct ElectionPause(Arc<std::sync::Mutex<PauseState>>);
 

@@ -296,13 +296,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ///
     /// Never past what the state machine holds: when a follower installs a
     /// snapshot, openraft 0.9 asked for this purge while the install was still
-    /// running on another task (kept on 0.10 until a test shows it can go:
-    /// see notes/findings.md, "Session 7"). Were the purge to reach the journal and the
-    /// install then crash, the restarted replica would have neither the
-    /// entries nor the state they led to (and openraft refuses to start). So
-    /// the purge is capped at the state machine's applied id; journal order
-    /// (rule 4 in `store/mod.rs`) keeps that applied id ahead of the purge on
-    /// disk. What the cap leaves is purged at the next snapshot, or at start-up.
+    /// running on another task (kept on 0.10 until a test shows it can go: see
+    /// notes/findings.md, "Session 7: openraft 0.10"). Were the purge to reach the
+    /// journal and the install then crash, the restarted replica would have neither
+    /// the entries nor the state they led to (and openraft refuses to start). So
+    /// the purge is capped at the state machine's applied id; journal order (rule 4
+    /// in `store/mod.rs`) keeps that applied id ahead of the purge on disk. What
+    /// the cap leaves is purged at the next snapshot, or at start-up.
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let applied = super::state_machine::applied_log_id(&self.store)?;
         let upto = match applied {
