@@ -195,6 +195,11 @@ impl Proposal {
         serde_json::from_str(self.ops.get()).map_err(DecodeError::Malformed)
     }
 
+    /// The size of its operations as they travel, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.ops.get().len()
+    }
+
     /// Whether applying it may run a script (which may take a while).
     pub fn may_run_scripts(&self) -> bool {
         self.format >= PROPOSAL_FORMAT

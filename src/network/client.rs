@@ -270,6 +270,28 @@ fn transfer_name(me: NodeId) -> String {
     format!("{me}-{nanos}")
 }
 
+/// Extra time an AppendEntries gets per MiB it carries.
+const APPEND_TIME_PER_MIB: Duration = Duration::from_millis(100);
+
+/// openraft gives every AppendEntries one heartbeat interval. One that carries
+/// megabytes must also be sent, parsed and fsynced in that time, and on a
+/// loaded two-core machine an 8 MiB value sometimes was not: the request was
+/// cut off and sent again until the client's write timed out. So the deadline
+/// grows with the payload. Heartbeats travel apart from appends in 0.10, so a
+/// long append holds up no one's lease.
+fn append_deadline(rpc: &AppendEntriesRequest<TypeConfig>, base: Duration) -> Duration {
+    let bytes: usize = rpc
+        .entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            openraft::EntryPayload::Normal(proposal) => proposal.encoded_len(),
+            _ => 0,
+        })
+        .sum();
+    let mib = u32::try_from(bytes >> 20).unwrap_or(u32::MAX);
+    base.saturating_add(APPEND_TIME_PER_MIB.saturating_mul(mib))
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
 
@@ -278,10 +300,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .rpc(PeerRequest::AppendEntries(rpc), option.hard_ttl())
-            .await
-        {
+        let deadline = append_deadline(&rpc, option.hard_ttl());
+        match self.rpc(PeerRequest::AppendEntries(rpc), deadline).await {
             Ok(PeerResponse::AppendEntries(Ok(response))) => Ok(response),
             Ok(PeerResponse::AppendEntries(Err(e))) => Err(self.remote(e)),
             Ok(_) => Err(unexpected("append-entries")),
