@@ -241,15 +241,7 @@ fn check_identity(
                     .into(),
             });
         }
-        let json = serde_json::to_vec(expected).expect("identity serialises");
-        raft_meta
-            .insert(IDENTITY_KEY, json)
-            .and_then(|()| db.persist(PersistMode::SyncAll))
-            .map_err(|e| OpenError::Damaged {
-                path: path.into(),
-                why: describe_fjall_error(&e),
-            })?;
-        return Ok(());
+        return write_identity(db, raft_meta, path, expected);
     };
     let found: Identity = serde_json::from_slice(&bytes).map_err(|e| OpenError::Foreign {
         path: path.into(),
@@ -276,24 +268,31 @@ fn check_identity(
         });
     }
     if found.layout == UPGRADABLE_LAYOUT {
-        let upgraded = Identity {
-            layout: LAYOUT_VERSION,
-            ..found
-        };
-        let json = serde_json::to_vec(&upgraded).expect("identity serialises");
-        raft_meta
-            .insert(IDENTITY_KEY, json)
-            .and_then(|()| db.persist(PersistMode::SyncAll))
-            .map_err(|e| OpenError::Damaged {
-                path: path.into(),
-                why: describe_fjall_error(&e),
-            })?;
+        // Replica and cluster matched above: the upgraded record is the expected one.
+        write_identity(db, raft_meta, path, expected)?;
         tracing::info!(
             "{} upgraded from layout {UPGRADABLE_LAYOUT} to {LAYOUT_VERSION}",
             path.display()
         );
     }
     Ok(())
+}
+
+/// Records who the folder belongs to, durably, before anything else is written.
+fn write_identity(
+    db: &Database,
+    raft_meta: &Keyspace,
+    path: &Path,
+    identity: &Identity,
+) -> Result<(), OpenError> {
+    let json = serde_json::to_vec(identity).expect("identity serialises");
+    raft_meta
+        .insert(IDENTITY_KEY, json)
+        .and_then(|()| db.persist(PersistMode::SyncAll))
+        .map_err(|e| OpenError::Damaged {
+            path: path.into(),
+            why: describe_fjall_error(&e),
+        })
 }
 
 fn is_empty_dir(path: &Path) -> bool {
