@@ -420,9 +420,9 @@ fn a_folder_of_another_cluster_is_refused_and_left_intact() {
     assert_cluster_data_intact(&mut cluster, &applied);
 }
 
-/// Rewrites the layout number in replica `id`'s identity record, as a folder
-/// written by another release would have it.
-fn set_layout(data_dir: &Path, id: u64, layout: u32) {
+/// Opens replica `id`'s stopped database and hands `edit` its identity
+/// record (JSON); what `edit` leaves there is written back, durably.
+fn with_identity<T>(data_dir: &Path, id: u64, edit: impl FnOnce(&mut serde_json::Value) -> T) -> T {
     let db = fjall::Database::builder(data_dir.join(format!("replica-{id}")).join("db"))
         .open()
         .expect("open the stopped replica's database");
@@ -435,11 +435,28 @@ fn set_layout(data_dir: &Path, id: u64, layout: u32) {
         .expect("an identity record");
     let mut identity: serde_json::Value =
         serde_json::from_slice(&stored).expect("the identity is JSON");
-    identity["layout"] = layout.into();
-    meta.insert("identity", serde_json::to_vec(&identity).unwrap())
-        .expect("write the identity");
-    db.persist(fjall::PersistMode::SyncAll)
-        .expect("make it durable");
+    let before = identity.clone();
+    let result = edit(&mut identity);
+    if identity != before {
+        meta.insert("identity", serde_json::to_vec(&identity).unwrap())
+            .expect("write the identity");
+        db.persist(fjall::PersistMode::SyncAll)
+            .expect("make it durable");
+    }
+    result
+}
+
+/// Rewrites the layout number in replica `id`'s identity record, as a folder
+/// written by another release would have it.
+fn set_layout(data_dir: &Path, id: u64, layout: u32) {
+    with_identity(data_dir, id, |identity| identity["layout"] = layout.into());
+}
+
+/// The layout number replica `id`'s identity record holds.
+fn layout_of(data_dir: &Path, id: u64) -> u64 {
+    with_identity(data_dir, id, |identity| {
+        identity["layout"].as_u64().expect("a layout number")
+    })
 }
 
 /// A folder from an older release (layout 1: values without type, expiry or
@@ -468,22 +485,6 @@ fn a_folder_of_another_layout_is_refused_and_left_intact() {
         3,
         "layout 2 is recorded as 3"
     );
-}
-
-fn layout_of(data_dir: &Path, id: u64) -> u64 {
-    let db = fjall::Database::builder(data_dir.join(format!("replica-{id}")).join("db"))
-        .open()
-        .expect("open the stopped replica's database");
-    let meta = db
-        .keyspace("raft_meta", fjall::KeyspaceCreateOptions::default)
-        .expect("its raft_meta keyspace");
-    let stored = meta
-        .get("identity")
-        .expect("read the identity")
-        .expect("an identity record");
-    let identity: serde_json::Value =
-        serde_json::from_slice(&stored).expect("the identity is JSON");
-    identity["layout"].as_u64().expect("a layout number")
 }
 
 #[test]

@@ -54,33 +54,8 @@ fn bulk(text: &str) -> Value {
     Value::BulkString(text.as_bytes().to_vec())
 }
 
-/// The applied index of the replica `connection` talks to, from INFO, once
-/// it has caught up with that replica's last log index: openraft 0.10 answers
-/// a write a moment before its own figures move, so an index read right after
-/// a reply can be one short.
 fn applied_index(connection: &mut Connection) -> u64 {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let text: String = redis::cmd("INFO")
-            .arg("raft")
-            .query(connection)
-            .expect("INFO answers");
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("INFO has no {name}\n{text}"))
-        };
-        let applied = field("applied_index:");
-        if applied == field("last_log_index:") {
-            return applied;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "applied never caught up:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    harness::settled_applied_index(connection, SETTLE)
 }
 
 /// Polls `check` until it holds or `timeout` passes.

@@ -77,36 +77,6 @@ fn raft_info(connection: &mut Connection) -> (u64, u64) {
     (field("applied_index:"), field("term:"))
 }
 
-/// The applied index once it has caught up with the last log index. A reply
-/// can reach the client a moment before the replica's own figures move
-/// (openraft 0.10 answers a write, then updates its metrics), so a count of
-/// entries taken right after a reply may be one short.
-fn settled_applied(connection: &mut Connection) -> u64 {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let text: String = redis::cmd("INFO")
-            .arg("raft")
-            .query(connection)
-            .expect("INFO answers");
-        let field = |name: &str| -> Option<u64> {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|n| n.trim().parse().ok())
-        };
-        let (applied, last) = (field("applied_index:"), field("last_log_index:"));
-        if let (Some(applied), Some(last)) = (applied, last) {
-            if applied == last {
-                return applied;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "applied never caught up:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Sends `commands` on a fresh connection and returns what came back once
 /// `lines` lines have (each reply expected here is one line, or an array
 /// header followed by one-line elements).
@@ -325,7 +295,8 @@ fn a_script_that_fails_keeps_its_earlier_writes_and_one_inside_multi_runs_in_the
         Value::BulkString(sha) => String::from_utf8(sha).expect("hex"),
         other => panic!("SCRIPT LOAD answered {other:?}"),
     };
-    let applied_before = settled_applied(&mut connect(cluster.replica(leader).client_port()));
+    let applied_before =
+        harness::settled_applied_index(&mut connect(cluster.replica(leader).client_port()), SETTLE);
     let replies: Vec<Value> = redis::pipe()
         .atomic()
         .cmd("SET")
@@ -347,7 +318,8 @@ fn a_script_that_fails_keeps_its_earlier_writes_and_one_inside_multi_runs_in_the
         replies,
         vec![Value::Okay, Value::Int(11), Value::Int(12), bulk("12")]
     );
-    let applied_after = settled_applied(&mut connect(cluster.replica(leader).client_port()));
+    let applied_after =
+        harness::settled_applied_index(&mut connect(cluster.replica(leader).client_port()), SETTLE);
     assert_eq!(
         applied_after,
         applied_before + 1,

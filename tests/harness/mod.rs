@@ -1044,6 +1044,35 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A `redis` crate connection to `url` (`redis://127.0.0.1:PORT/[DB][?protocol=resp3]`),
 /// retried until the port answers or `settle` has passed; its replies may take
 /// `settle` too.
+/// The applied index of the replica `connection` talks to, from INFO, once it
+/// has caught up with that replica's last log index: openraft 0.10 answers a
+/// write a moment before its own figures move, so an index read right after
+/// a reply can be one short.
+pub fn settled_applied_index(connection: &mut redis::Connection, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text: String = redis::cmd("INFO")
+            .arg("raft")
+            .query(connection)
+            .expect("INFO answers");
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("INFO has no {name}\n{text}"))
+        };
+        let applied = field("applied_index:");
+        if applied == field("last_log_index:") {
+            return applied;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "applied never caught up:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn redis_connection(url: &str, settle: Duration) -> redis::Connection {
     let client = redis::Client::open(url).expect("a redis:// address parses");
     let deadline = Instant::now() + settle;
