@@ -35,8 +35,10 @@ use crate::node::Node;
 /// benchmark section for the figures). openraft 0.10 merges queued appends;
 /// measuring more in flight again is a later step of issue 14.
 const ENTRIES_IN_FLIGHT: usize = 1;
-/// A batch stops growing at this many operations or bytes (well under the
-/// peer frame limit, even with non-UTF-8 values written as hex).
+/// A batch holds at most this many operations and bytes, or one write that
+/// is larger on its own (a client's request is at most
+/// `client::resp::MAX_REQUEST_BYTES`), so an entry stays well under the peer
+/// frame limit even with values that are not text (written as base64).
 const MAX_BATCH_OPS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -78,19 +80,32 @@ impl WriteBatcher {
 pub async fn run_write_batches(node: Node, queue: WriteQueue) {
     let WriteQueue(mut waiting) = queue;
     let in_flight = Arc::new(Semaphore::new(ENTRIES_IN_FLIGHT));
-    while let Some(first) = waiting.recv().await {
+    // A write that would have taken a batch over its limits starts the next.
+    let mut held_over: Option<QueuedWrite> = None;
+    loop {
+        let first = match held_over.take() {
+            Some(write) => write,
+            None => match waiting.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
         // Wait for a free slot before gathering: whatever arrives meanwhile
         // joins this batch instead of making its own entry.
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        let mut ops = first.ops.len();
+        let mut bytes = write_bytes(&first);
         let mut batch = vec![first];
-        let mut ops = batch[0].ops.len();
-        let mut bytes = batch[0].ops.iter().map(op_bytes).sum::<usize>();
-        while ops < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
-            let Ok(next) = waiting.try_recv() else { break };
+        while let Ok(next) = waiting.try_recv() {
+            if ops + next.ops.len() > MAX_BATCH_OPS || bytes + write_bytes(&next) > MAX_BATCH_BYTES
+            {
+                held_over = Some(next);
+                break;
+            }
             ops += next.ops.len();
-            bytes += next.ops.iter().map(op_bytes).sum::<usize>();
+            bytes += write_bytes(&next);
             batch.push(next);
         }
         let node = node.clone();
@@ -133,8 +148,8 @@ async fn propose_batch(node: &Node, batch: Vec<QueuedWrite>) {
     }
 }
 
-fn op_bytes(op: &Op) -> usize {
-    op.size()
+fn write_bytes(write: &QueuedWrite) -> usize {
+    write.ops.iter().map(Op::size).sum()
 }
 
 /// Read-index rounds shared by every read that waits for one. Cheap to clone.

@@ -354,7 +354,8 @@ impl Node {
     /// Proposes `ops` as one log entry and waits until it is committed and
     /// applied. Callers go through the write batcher, which calls this.
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
-        let proposal = Proposal::new(&ops);
+        let bytes = ops.iter().map(Op::size).sum();
+        let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.current_leader() {

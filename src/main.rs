@@ -19,6 +19,7 @@ mod expiry;
 mod faults;
 #[cfg(test)]
 mod fuzz;
+mod heavy;
 mod kv;
 mod logging;
 mod machine;

@@ -89,6 +89,12 @@ fn raft_config(cli: &Cli) -> Result<Config, StartError> {
         // backwards, which a debug-build leader would otherwise take for a
         // bug and panic on (openraft 0.9's `loosen-follower-log-revert`).
         allow_log_reversion: Some(true),
+        // A replica that stops hearing the leader for a while (restarted,
+        // cut off, or its threads busy parsing a large append) first asks
+        // whether the others would vote for it, without raising its term.
+        // They refuse while they still hear a leader, so it cannot depose a
+        // healthy one; without this, its higher term did (issue 16).
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     config

@@ -34,6 +34,15 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// About how many bytes an entry's proposal takes as encoded: what makes an
+/// entry slow to send, parse or apply (membership entries count as nothing).
+pub fn proposal_bytes(entry: &Entry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(proposal) => proposal.encoded_len(),
+        _ => 0,
+    }
+}
 pub type LogId = alias::LogIdOf<TypeConfig>;
 /// The leader id a log id carries (`{"term":..,"node_id":..}`); tests build log ids with it.
 #[cfg(test)]

@@ -161,7 +161,7 @@ fn each_command_answers_as_redis_does() {
         assert!(error.contains(says), "{words:?} gave {error}");
         assert_eq!(ok(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     }
-    let too_long = "v".repeat(8 * 1024 * 1024 + 1);
+    let too_long = "v".repeat(32 * 1024 * 1024 + 1);
     assert!(refused(&mut c, &["SET", "big", &too_long]).contains("values are at most"));
     assert_eq!(ok(&mut c, &["GET", "big"]), Value::Nil);
 }
@@ -343,9 +343,9 @@ fn bad_frames_get_an_error_and_close_only_their_connection() {
     assert!(answer.contains("invalid bulk length"), "{answer:?}");
     assert!(closed);
     let mut oversized = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n".to_vec();
-    // The limit is the largest value (8 MiB) and 1 MiB for the rest.
-    oversized.extend_from_slice(format!("${}\r\n", 10 << 20).as_bytes());
-    oversized.extend(std::iter::repeat_n(b'v', 10 << 20));
+    // The limit is the largest value (32 MiB) and 1 MiB for the rest.
+    oversized.extend_from_slice(format!("${}\r\n", 34 << 20).as_bytes());
+    oversized.extend(std::iter::repeat_n(b'v', 34 << 20));
     oversized.extend_from_slice(b"\r\n");
     let (answer, closed) = raw_exchange(port, &oversized, quick);
     assert!(answer.contains("Protocol error"), "{answer:?}");

@@ -40,13 +40,26 @@ fn run(connection: &mut Connection, words: &[&str]) -> redis::RedisResult<Value>
 
 /// Runs a command that must succeed.
 fn ok(connection: &mut Connection, words: &[&str]) -> Value {
-    run(connection, words).unwrap_or_else(|e| panic!("{words:?} failed: {e}"))
+    run(connection, words).unwrap_or_else(|e| panic!("{} failed: {e}", shown(words)))
+}
+
+/// The command for a failure message, each word cut to 60 characters (some
+/// tests send values of megabytes).
+fn shown(words: &[&str]) -> String {
+    let cut: Vec<String> = words
+        .iter()
+        .map(|w| match w.char_indices().nth(60) {
+            Some((at, _)) => format!("{}... ({} bytes)", &w[..at], w.len()),
+            None => w.to_string(),
+        })
+        .collect();
+    format!("{cut:?}")
 }
 
 fn int(connection: &mut Connection, words: &[&str]) -> i64 {
     match ok(connection, words) {
         Value::Int(n) => n,
-        other => panic!("{words:?} answered {other:?}, not an integer"),
+        other => panic!("{} answered {other:?}, not an integer", shown(words)),
     }
 }
 
@@ -463,22 +476,24 @@ fn a_ttl_runs_on_across_a_leader_change() {
 
 #[test]
 fn values_up_to_the_limit_are_replicated_and_read_back_at_a_follower() {
-    let mut cluster = Cluster::start(3);
+    // A 32 MiB write takes seconds in a debug build on a loaded machine;
+    // this test is about getting it through, not about its speed.
+    let mut cluster = Cluster::start_with(3, &["--timeout", "30"]);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let follower = cluster.other_than(&[leader]);
     let mut c = connect(cluster.replica(follower).client_port());
     // Bytes that are not text travel in the log as base64.
-    let largest: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let largest: Vec<u8> = (0..32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let text = "x".repeat(4_000_000);
     redis::cmd("SET")
         .arg("largest")
         .arg(&largest)
         .query::<()>(&mut c)
-        .expect("an 8 MiB value is accepted");
+        .expect("a 32 MiB value is accepted");
     ok(&mut c, &["SET", "text", &text]);
     ok(&mut c, &["APPEND", "text", "!"]);
     let back: Vec<u8> = redis::cmd("GET").arg("largest").query(&mut c).unwrap();
-    assert!(back == largest, "the 8 MiB value came back changed");
+    assert!(back == largest, "the 32 MiB value came back changed");
     assert_eq!(int(&mut c, &["STRLEN", "text"]), 4_000_001);
     let over = redis::cmd("APPEND")
         .arg("largest")
@@ -489,6 +504,26 @@ fn values_up_to_the_limit_are_replicated_and_read_back_at_a_follower() {
         .to_string()
         .contains("maximum allowed size"),);
     cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+}
+
+#[test]
+fn a_follower_that_missed_more_large_values_than_one_frame_holds_catches_up() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let behind = cluster.other_than(&[leader]);
+    cluster.replica(behind).kill();
+    // Ten 8 MiB entries: more than one 64 MiB peer frame, all still in the
+    // log (no snapshot yet), so the leader must send them as entries.
+    let mut c = connect(cluster.replica(leader).client_port());
+    let value = "v".repeat(8 * 1024 * 1024);
+    for i in 0..10 {
+        ok(&mut c, &["SET", &format!("big{i}"), &value]);
+    }
+    cluster.replica(behind).restart();
+    let sum = cluster.agreed_checksum(&[1, 2, 3], SETTLE);
+    assert!(!sum.is_empty());
+    let mut at_behind = connect(cluster.replica(behind).client_port());
+    assert_eq!(int(&mut at_behind, &["STRLEN", "big9"]), 8 * 1024 * 1024);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
-use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
+use crate::types::{proposal_bytes, NodeId, Snapshot, TypeConfig, Vote};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -73,7 +73,9 @@ impl Network {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
-        let body = serde_json::to_vec(request).expect("peer requests serialise");
+        let body = crate::heavy::run(request.carried_bytes(), || {
+            serde_json::to_vec(request).expect("peer requests serialise")
+        });
         if body.len() > MAX_FRAME_LEN {
             return Err(CallError::TooLarge(body.len()));
         }
@@ -88,8 +90,10 @@ impl Network {
                 .await
                 .map_err(|e| interrupted(e.to_string()))?;
             match connection.next().await {
-                Some(Ok(frame)) => serde_json::from_slice::<PeerResponse>(&frame)
-                    .map_err(|e| interrupted(format!("unreadable answer: {e}"))),
+                Some(Ok(frame)) => crate::heavy::run(frame.len(), || {
+                    serde_json::from_slice::<PeerResponse>(&frame)
+                })
+                .map_err(|e| interrupted(format!("unreadable answer: {e}"))),
                 Some(Err(e)) => Err(interrupted(e.to_string())),
                 None => Err(interrupted("connection closed".into())),
             }
@@ -199,6 +203,25 @@ impl PeerClient {
             .await
     }
 
+    /// A vote or a pre-vote. A peer that removed us while we were away
+    /// answers with why, instead of a vote, and we stop.
+    async fn ask_for_vote(
+        &self,
+        request: PeerRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.rpc(request, option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
+            Ok(PeerResponse::Vote(Err(e))) => Err(self.remote(e)),
+            Ok(PeerResponse::NotAMember(why)) => {
+                eprintln!("replica {}: {why}", self.target);
+                crate::membership::stop_as_removed(self.network.my_id)
+            }
+            Ok(_) => Err(unexpected("vote")),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
     /// An error the peer answered with. openraft's own examples treat it as
     /// the peer being unreachable for now, as openraft 0.9 did: back off, then
     /// try again.
@@ -270,8 +293,12 @@ fn transfer_name(me: NodeId) -> String {
     format!("{me}-{nanos}")
 }
 
-/// Extra time an AppendEntries gets per MiB it carries.
-const APPEND_TIME_PER_MIB: Duration = Duration::from_millis(100);
+/// Extra time an AppendEntries gets per MiB it carries: room for a debug
+/// build on a loaded two-core machine, where 100 ms per MiB was not enough
+/// to parse and fsync a follower's catch-up (an append cut off at its
+/// deadline is sent again whole, at the same size, so too short a deadline
+/// never lets it through).
+const APPEND_TIME_PER_MIB: Duration = Duration::from_millis(250);
 
 /// openraft gives every AppendEntries one heartbeat interval. One that carries
 /// megabytes must also be sent, parsed and fsynced in that time, and on a
@@ -280,14 +307,7 @@ const APPEND_TIME_PER_MIB: Duration = Duration::from_millis(100);
 /// grows with the payload. Heartbeats travel apart from appends in 0.10, so a
 /// long append holds up no one's lease.
 fn append_deadline(rpc: &AppendEntriesRequest<TypeConfig>, base: Duration) -> Duration {
-    let bytes: usize = rpc
-        .entries
-        .iter()
-        .map(|entry| match &entry.payload {
-            openraft::EntryPayload::Normal(proposal) => proposal.encoded_len(),
-            _ => 0,
-        })
-        .sum();
+    let bytes: usize = rpc.entries.iter().map(proposal_bytes).sum();
     let mib = u32::try_from(bytes >> 20).unwrap_or(u32::MAX);
     base.saturating_add(APPEND_TIME_PER_MIB.saturating_mul(mib))
 }
@@ -314,16 +334,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.rpc(PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
-            Ok(PeerResponse::Vote(Err(e))) => Err(self.remote(e)),
-            Ok(PeerResponse::NotAMember(why)) => {
-                eprintln!("replica {}: {why}", self.target);
-                crate::membership::stop_as_removed(self.network.my_id)
-            }
-            Ok(_) => Err(unexpected("vote")),
-            Err(e) => Err(transport_error(e)),
-        }
+        self.ask_for_vote(PeerRequest::Vote(rpc), option).await
+    }
+
+    /// Whether the peer would vote for us, asked before our term goes up
+    /// (`Config::enable_pre_vote` in `node.rs` says why).
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.ask_for_vote(PeerRequest::PreVote(rpc), option).await
     }
 
     /// Streams our snapshot file in chunks, one after another, each answered

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::command::Proposal;
-use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{proposal_bytes, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 pub use client::{CallError, Network};
 
@@ -56,6 +56,9 @@ pub enum PeerRequest {
     },
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
+    /// Would you vote for me? Asked before a candidate raises its term; the
+    /// answer is a `Vote` that persists nothing.
+    PreVote(VoteRequest<TypeConfig>),
     InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
@@ -65,6 +68,19 @@ pub enum PeerRequest {
     /// From a replica with an empty folder, before it would found a cluster:
     /// does the one asked already belong to one?
     Founded,
+}
+
+impl PeerRequest {
+    /// About how many bytes of entries, proposals or snapshot the request
+    /// carries: what makes it slow to encode (see `heavy`).
+    pub fn carried_bytes(&self) -> usize {
+        match self {
+            PeerRequest::AppendEntries(rpc) => rpc.entries.iter().map(proposal_bytes).sum(),
+            PeerRequest::Propose(proposal) => proposal.encoded_len(),
+            PeerRequest::InstallSnapshot(chunk) => chunk.data_base64.len(),
+            _ => 0,
+        }
+    }
 }
 
 pub type ProposeResult =
@@ -260,6 +276,7 @@ mod tests {
             "Hello",
             "AppendEntries",
             "Vote",
+            "PreVote",
             "InstallSnapshot",
             "Propose",
             "ReadIndex",
@@ -500,6 +517,8 @@ mod tests {
                     }),
                 (vote(), prop::option::of(log_id()))
                     .prop_map(|(vote, last)| PeerRequest::Vote(VoteRequest::new(vote, last))),
+                (vote(), prop::option::of(log_id()))
+                    .prop_map(|(vote, last)| PeerRequest::PreVote(VoteRequest::new(vote, last))),
                 (
                     vote(),
                     prop::option::of(log_id()),

@@ -203,6 +203,10 @@ async fn serve_connection(
                 Some(why) => PeerResponse::NotAMember(why),
                 None => PeerResponse::Vote(raft.vote(rpc).await),
             },
+            PeerRequest::PreVote(rpc) => match crate::membership::removed_while_away(&raft, &rpc) {
+                Some(why) => PeerResponse::NotAMember(why),
+                None => PeerResponse::Vote(raft.pre_vote(rpc).await),
+            },
             PeerRequest::InstallSnapshot(chunk) => match chunk.data() {
                 Ok(data) => receive_snapshot_chunk(&raft, &incoming, from, chunk, &data).await,
                 Err(why) => {
@@ -388,7 +392,7 @@ async fn read_request(
     match frames.next().await {
         None => Ok(None),
         Some(Err(e)) => Err(format!("bad frame: {e}")),
-        Some(Ok(frame)) => serde_json::from_slice(&frame)
+        Some(Ok(frame)) => crate::heavy::run(frame.len(), || serde_json::from_slice(&frame))
             .map(Some)
             .map_err(|e| format!("unreadable request: {e}")),
     }

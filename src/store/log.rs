@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjall::{Keyspace, PersistMode};
+use futures::stream::{self, Stream, TryStreamExt};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 
@@ -129,28 +130,90 @@ fn decode_entry(index_key: &[u8], bytes: &[u8]) -> io::Result<Entry> {
     })
 }
 
+/// The most entry bytes one read hands to replication or apply (at least one
+/// entry, however large). openraft asks for up to `max_payload_entries` (256)
+/// entries per AppendEntries, and for every committed entry not yet applied
+/// at once: with values of up to 32 MiB, a whole range would not fit in one
+/// peer frame (`network::MAX_FRAME_LEN`), and a follower catching up on many
+/// large values would hold them all in memory.
+const READ_BYTES: usize = 8 * 1024 * 1024;
+
+impl LogStore {
+    /// The entries from `start` (never below the purge watermark: the
+    /// tombstones there cost time) up to `end`, stopping after the entry
+    /// that reaches `byte_budget` bytes as stored.
+    fn read_entries(
+        &self,
+        start: u64,
+        end: Bound<u64>,
+        byte_budget: usize,
+    ) -> io::Result<Vec<Entry>> {
+        let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
+        let start = start.max(floor);
+        let end = end.map(|i| i.to_be_bytes());
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        // Read on the async worker: replication reads the newest entries,
+        // which are in memtables; a hand-off per read cost more than the read.
+        for guard in self
+            .log()
+            .range((Bound::Included(start.to_be_bytes()), end))
+        {
+            let (key, value) = guard.into_inner().map_err(fjall_io_error)?;
+            entries.push(decode_entry(&key, &value)?);
+            bytes += value.len();
+            if bytes >= byte_budget {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+fn start_of(range: &impl RangeBounds<u64>) -> u64 {
+    match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i + 1,
+        Bound::Unbounded => 0,
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
     ) -> io::Result<Vec<Entry>> {
-        // Never start below the purge watermark: the tombstones there cost time.
-        let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
-        let start = match range.start_bound() {
-            Bound::Included(i) => (*i).max(floor),
-            Bound::Excluded(i) => (i + 1).max(floor),
-            Bound::Unbounded => floor,
-        };
-        let end = range.end_bound().map(|i| i.to_be_bytes());
-        let read = |(key, value): (fjall::UserKey, fjall::UserValue)| decode_entry(&key, &value);
-        // Read on the async worker: replication reads the newest entries,
-        // which are in memtables; a hand-off per read cost more than the read.
-        {
-            self.log()
-                .range((Bound::Included(start.to_be_bytes()), end))
-                .map(|guard| guard.into_inner().map_err(fjall_io_error).and_then(read))
-                .collect()
-        }
+        self.read_entries(start_of(&range), range.end_bound().cloned(), usize::MAX)
+    }
+
+    /// What replication sends in one AppendEntries: at most [`READ_BYTES`].
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.read_entries(start, Bound::Excluded(end), READ_BYTES)
+    }
+
+    /// What apply reads: the range in pages of [`READ_BYTES`], each read
+    /// when the one before has been taken.
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = io::Result<Entry>> + Send
+    where
+        RB: RangeBounds<u64> + Clone + Debug + Send,
+    {
+        let store = self.clone();
+        let end = range.end_bound().cloned();
+        let pages = stream::try_unfold(start_of(&range), move |next| {
+            let store = store.clone();
+            async move {
+                let page = store.read_entries(next, end, READ_BYTES)?;
+                Ok::<_, io::Error>(
+                    page.last()
+                        .map(|last| last.log_id.index + 1)
+                        .map(|after| (stream::iter(page.into_iter().map(Ok)), after)),
+                )
+            }
+        });
+        pages.try_flatten()
     }
 
     /// openraft 0.10 reads the vote through the reader too: replication
