@@ -1,6 +1,9 @@
 //! Logs go to `replica.log` in the replica's folder, never over the prompt.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
@@ -40,3 +43,41 @@ pub fn note(text: &str) {
     tracing::warn!("{text}");
     eprintln!("note: {text}");
 }
+
+/// [`note`] for something that repeats while its cause lasts (a peer refused
+/// at every retry): said at once, then at most once per `every` for the same
+/// text, with how many times it happened meanwhile. Each repeat in between
+/// still goes to the log, at debug level.
+pub fn note_now_and_then(text: &str, every: Duration) {
+    let mut said = SAID.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Instant::now();
+    if said.len() > REMEMBERED {
+        // Forged hellos can name any replica id: keep the table small.
+        said.retain(|_, (at, _)| now.duration_since(*at) < every);
+    }
+    match said.get_mut(text) {
+        Some((at, repeats)) if now.duration_since(*at) < every => {
+            *repeats += 1;
+            tracing::debug!("{text}");
+        }
+        Some((at, repeats)) => {
+            let again = match std::mem::take(repeats) {
+                0 => String::new(),
+                n => format!(
+                    " (and {n} times more in the {} s before)",
+                    now.duration_since(*at).as_secs()
+                ),
+            };
+            *at = now;
+            note(&format!("{text}{again}"));
+        }
+        None => {
+            said.insert(text.to_string(), (now, 0));
+            note(text);
+        }
+    }
+}
+
+/// The notes said lately: when last, and how often since.
+static SAID: Mutex<BTreeMap<String, (Instant, u64)>> = Mutex::new(BTreeMap::new());
+const REMEMBERED: usize = 256;
