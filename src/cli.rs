@@ -71,6 +71,15 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 
+    /// A file whose one line is the cluster secret: the Raft port then admits
+    /// only peers that prove they hold the same one (HMAC challenge both
+    /// ways; the secret itself never crosses the network). Without it, the
+    /// secret is taken from EXAMPLE_ONDISK_CLUSTER_SECRET if that is set;
+    /// otherwise the Raft port admits anyone who reaches it. At least 16
+    /// bytes; make one with `head -c 32 /dev/urandom | base64`.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
     /// Serve Redis clients over TLS only, with this certificate chain (PEM),
     /// as Redis's tls-port does. Needs --tls-key-file.
     #[arg(long, value_name = "FILE", requires = "tls_key_file")]

@@ -40,7 +40,12 @@ use openraft::errors::Fatal;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_and_check();
-    // Read before anything else, so a bad password or TLS file changes nothing.
+    // Read before anything else, so a bad secret, password or TLS file changes nothing.
+    let cluster_secret =
+        match network::ClusterSecret::configured(cli.cluster_secret_file.as_deref()) {
+            Ok(secret) => secret,
+            Err(e) => return fail(&e),
+        };
     let client_password = match client::auth::Password::configured(cli.password_file.as_deref()) {
         Ok(password) => password,
         Err(e) => return fail(&e),
@@ -85,7 +90,7 @@ fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(&e),
     };
-    let node = match runtime.block_on(node::start(&cli, db)) {
+    let node = match runtime.block_on(node::start(&cli, db, cluster_secret)) {
         Ok(node) => node,
         Err(e) => return fail(&e),
     };

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
-use crate::network::{server, Network, PeerRequest, PeerResponse};
+use crate::network::{server, ClusterSecret, Network, PeerRequest, PeerResponse};
 use crate::scripts::ScriptCache;
 use crate::store::{
     self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
@@ -113,8 +113,13 @@ pub fn open_store(cli: &Cli) -> Result<store::Db, StartError> {
     Ok(store::open(&cli.replica_dir(), &identity)?)
 }
 
-/// Starts openraft on an opened store and joins the cluster.
-pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
+/// Starts openraft on an opened store and joins the cluster. With a cluster
+/// secret, every Raft connection in and out must prove it (`network/handshake.rs`).
+pub async fn start(
+    cli: &Cli,
+    db: store::Db,
+    cluster_secret: Option<ClusterSecret>,
+) -> Result<Node, StartError> {
     let cluster_id = cli.cluster_id();
     let id = cli.replica_id;
     let addr = match &cli.raft_listen {
@@ -137,7 +142,12 @@ pub async fn start(cli: &Cli, db: store::Db) -> Result<Node, StartError> {
     let committed_index = log_store.committed_index();
     let (state_machine, reader) =
         StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
-    let network = Network::new(cluster_id.clone(), id, state_machine.known_whole_snapshot());
+    let network = Network::new(
+        cluster_id.clone(),
+        id,
+        cluster_secret,
+        state_machine.known_whole_snapshot(),
+    );
     let snapshot_inbox = state_machine.snapshot_inbox();
     let config = Arc::new(raft_config(cli)?);
     let raft = Raft::new(id, config, network.clone(), log_store, state_machine)

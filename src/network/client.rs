@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::handshake::{self, ClusterSecret, Link};
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
 use crate::types::{proposal_bytes, NodeId, Snapshot, TypeConfig, Vote};
@@ -50,19 +51,32 @@ pub enum CallError {
 pub struct Network {
     cluster_id: Arc<str>,
     my_id: NodeId,
+    /// Proves this replica a member when it calls, and is asked of callers.
+    secret: Option<ClusterSecret>,
     idle: Arc<Mutex<HashMap<NodeId, Vec<Connection>>>>,
     /// Forgotten when a replica finds the snapshot we sent it damaged.
     known_whole_snapshot: KnownWhole,
 }
 
 impl Network {
-    pub fn new(cluster_id: String, my_id: NodeId, known_whole_snapshot: KnownWhole) -> Self {
+    pub fn new(
+        cluster_id: String,
+        my_id: NodeId,
+        secret: Option<ClusterSecret>,
+        known_whole_snapshot: KnownWhole,
+    ) -> Self {
         Network {
             cluster_id: cluster_id.into(),
             my_id,
+            secret,
             idle: Default::default(),
             known_whole_snapshot,
         }
+    }
+
+    /// The cluster secret, which `server.rs` asks of callers.
+    pub fn secret(&self) -> Option<&ClusterSecret> {
+        self.secret.as_ref()
     }
 
     /// Sends one request to replica `target` at `addr` and waits up to `timeout` for the answer.
@@ -117,25 +131,16 @@ impl Network {
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let mut connection = Framed::new(stream, frame_codec());
-        let hello = PeerRequest::Hello {
-            cluster_id: self.cluster_id.to_string(),
+        let link = Link {
+            cluster_id: &self.cluster_id,
             from: self.my_id,
             to: target,
         };
-        let body = serde_json::to_vec(&hello).expect("hello serialises");
-        let answer = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            connection.send(bytes::Bytes::from(body)).await?;
-            connection.next().await.transpose()
-        })
-        .await
-        .map_err(|_| unreachable("no answer to hello".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-        match answer.map(|frame| serde_json::from_slice::<PeerResponse>(&frame)) {
-            Some(Ok(PeerResponse::Welcome)) => Ok(connection),
-            Some(Ok(PeerResponse::Refused(why))) => Err(unreachable(format!("refused us: {why}"))),
-            _ => Err(unreachable(
-                "did not answer hello as a replica would".into(),
-            )),
+        let opening = handshake::open(&mut connection, &link, addr, self.secret.as_ref());
+        match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
+            Ok(Ok(())) => Ok(connection),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable("no answer to hello".into())),
         }
     }
 

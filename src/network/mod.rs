@@ -2,8 +2,10 @@
 //!
 //! Each connection starts with a `Hello` that names the cluster and the replica
 //! the caller meant to reach; a replica refuses a caller from another cluster,
-//! or one that expected someone else at this address. After that, the caller
-//! sends one request frame and reads one response frame, in turn.
+//! or one that expected someone else at this address. With a cluster secret,
+//! both sides then prove they hold it (`handshake.rs`, which also says what
+//! that protects and what not). After that, the caller sends one request
+//! frame and reads one response frame, in turn.
 //!
 //! A frame is a 4-byte big-endian length and a JSON body. Frames over
 //! [`MAX_FRAME_LEN`] are refused by both sides: the receiver closes that
@@ -18,6 +20,7 @@
 //! write) and `ReadIndex` (the index a linearizable read must wait for).
 
 pub mod client;
+pub mod handshake;
 pub mod server;
 
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -32,6 +35,7 @@ use crate::command::Proposal;
 use crate::types::{proposal_bytes, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 pub use client::{CallError, Network};
+pub use handshake::ClusterSecret;
 
 /// The largest frame either side sends or accepts.
 /// Room for one entry with the largest value (`command::MAX_VALUE_LEN`) as
@@ -49,11 +53,24 @@ pub fn frame_codec() -> LengthDelimitedCodec {
 /// What a replica sends to another replica.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// Opens every connection (`handshake.rs`).
     Hello {
         cluster_id: String,
         from: NodeId,
         to: NodeId,
+        /// The handshake format; absent (1) in replicas before the secret.
+        #[serde(default = "handshake::first_format")]
+        handshake: u32,
+        /// The caller's challenge, sent when it holds the cluster secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<String>,
     },
+    /// The caller's answer to [`PeerResponse::Challenge`].
+    Proof {
+        proof: String,
+    },
+    /// The caller found the callee's proof wrong and stops here.
+    ProofRefused,
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     /// Would you vote for me? Asked before a candidate raises its term; the
@@ -94,6 +111,14 @@ pub type ReadIndexResult =
 pub enum PeerResponse {
     Welcome,
     Refused(String),
+    /// To a hello with a nonce: the callee's own nonce and its proof that it
+    /// holds the cluster secret (`handshake.rs`).
+    Challenge {
+        nonce: String,
+        proof: String,
+    },
+    /// Refused on the cluster secret: one side has none, or they differ.
+    Unauthenticated(String),
     AppendEntries(Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>),
     Vote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
     /// To each snapshot chunk: the receiver's vote (a sender with an older
@@ -274,6 +299,8 @@ mod tests {
 
         const VARIANTS: &[&str] = &[
             "Hello",
+            "Proof",
+            "ProofRefused",
             "AppendEntries",
             "Vote",
             "PreVote",
@@ -283,13 +310,16 @@ mod tests {
             "ChangeMembership",
             "Removed",
         ];
-        const UNIT_VARIANTS: &[&str] = &["ReadIndex", "Removed"];
+        const UNIT_VARIANTS: &[&str] = &["ReadIndex", "Removed", "ProofRefused"];
 
         /// The field names the JSON of a request uses (besides [`VARIANTS`]).
         const FIELD_NAMES: &[&str] = &[
             "cluster_id",
             "from",
             "to",
+            "handshake",
+            "nonce",
+            "proof",
             "vote",
             "leader_id",
             "term",
@@ -494,13 +524,24 @@ mod tests {
         /// A request a replica could really send.
         fn valid_request() -> impl Strategy<Value = PeerRequest> {
             prop_oneof![
-                (".{0,12}", any::<u64>(), any::<u64>()).prop_map(|(cluster_id, from, to)| {
-                    PeerRequest::Hello {
-                        cluster_id,
-                        from,
-                        to,
-                    }
-                }),
+                (
+                    ".{0,12}",
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u32>(),
+                    prop::option::of("[A-Za-z0-9+/]{0,44}")
+                )
+                    .prop_map(|(cluster_id, from, to, handshake, nonce)| {
+                        PeerRequest::Hello {
+                            cluster_id,
+                            from,
+                            to,
+                            handshake,
+                            nonce,
+                        }
+                    }),
+                "[A-Za-z0-9+/=]{0,44}".prop_map(|proof| PeerRequest::Proof { proof }),
+                LazyJust::new(|| PeerRequest::ProofRefused),
                 (
                     vote(),
                     prop::option::of(log_id()),

@@ -1,6 +1,7 @@
 //! The answering side: accepts connections from peers and hands each request to openraft.
 
 use std::cmp::Ordering;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
+use super::handshake::{self, Callee};
 use super::{frame_codec, Network, PeerRequest, PeerResponse, SnapshotChunk};
 use crate::kv::leader_read_index;
 use crate::store::snapshot::{self, Inbox, SnapshotFile};
@@ -138,8 +140,16 @@ pub async fn serve(
         let cluster_id = cluster_id.clone();
         let incoming = incoming.clone();
         tokio::spawn(async move {
-            if let Err(why) =
-                serve_connection(stream, raft, network, incoming, &cluster_id, my_id).await
+            if let Err(why) = serve_connection(
+                stream,
+                peer_addr,
+                raft,
+                network,
+                incoming,
+                &cluster_id,
+                my_id,
+            )
+            .await
             {
                 tracing::warn!("closed connection from {peer_addr}: {why}");
             }
@@ -149,6 +159,7 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer_addr: SocketAddr,
     raft: Raft,
     network: Network,
     incoming: IncomingSnapshot,
@@ -157,38 +168,14 @@ async fn serve_connection(
 ) -> Result<(), String> {
     let mut frames = Framed::new(stream, frame_codec());
 
-    let from = match read_request(&mut frames).await? {
-        None => return Ok(()),
-        Some(PeerRequest::Hello {
-            cluster_id: theirs,
-            from,
-            to,
-        }) => {
-            let refusal = if theirs != cluster_id {
-                Some(format!(
-                    "this is replica {my_id} of cluster '{cluster_id}', not of '{theirs}'"
-                ))
-            } else if to != my_id && to != 0 {
-                // 0 is no replica's id: a replica joining through an address
-                // does not know who serves it yet.
-                Some(format!(
-                    "this address serves replica {my_id}, not replica {to}"
-                ))
-            } else {
-                None
-            };
-            if let Some(why) = refusal {
-                let _ = send(&mut frames, &PeerResponse::Refused(why.clone())).await;
-                return Err(format!("refused replica {from}: {why}"));
-            }
-            send(&mut frames, &PeerResponse::Welcome).await?;
-            from
-        }
-        Some(_) => {
-            let why = "a connection must start with hello".to_string();
-            let _ = send(&mut frames, &PeerResponse::Refused(why.clone())).await;
-            return Err(why);
-        }
+    // Nothing below runs for a caller that was not admitted (handshake.rs).
+    let me = Callee {
+        cluster_id,
+        my_id,
+        secret: network.secret(),
+    };
+    let Some(from) = handshake::admit(&mut frames, &me, peer_addr).await? else {
+        return Ok(());
     };
 
     while let Some(request) = read_request(&mut frames)
@@ -229,7 +216,9 @@ async fn serve_connection(
                 Ok(founded) => PeerResponse::Founded(founded),
                 Err(e) => PeerResponse::Refused(format!("this replica has stopped: {e}")),
             },
-            PeerRequest::Hello { .. } => PeerResponse::Refused("hello was already said".into()),
+            PeerRequest::Hello { .. } | PeerRequest::Proof { .. } | PeerRequest::ProofRefused => {
+                PeerResponse::Refused("hello was already said".into())
+            }
         };
         send(&mut frames, &response).await?;
     }
