@@ -825,3 +825,58 @@ fn a_missing_or_empty_password_file_is_refused_with_one_line() {
         assert!(!data.exists(), "a refused start created {}", data.display());
     }
 }
+
+/// A cluster secret that cannot serve (from the file or the environment) is
+/// refused in one line before anything is written.
+#[test]
+fn a_missing_empty_or_short_cluster_secret_is_refused_with_one_line() {
+    let tmp = temp_dir();
+    let peers = fresh_peers(3);
+    let data = tmp.path().join("data");
+    let file = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let empty = file("empty.secret", "\n");
+    let short = file("short.secret", "tiny\n");
+    let two_lines = file("two-lines.secret", "0123456789abcdef\n0123456789abcdef\n");
+    let missing = tmp
+        .path()
+        .join("no-such.secret")
+        .to_string_lossy()
+        .into_owned();
+    for (path, says) in [
+        (&empty, "holds an empty cluster secret"),
+        (&short, "at least 16"),
+        (&two_lines, "more than one line"),
+        (&missing, "cannot read --cluster-secret-file"),
+    ] {
+        let outcome = run_once(
+            &replica_args(1, &data, &peers, &["--cluster-secret-file", path]),
+            QUICK,
+        );
+        let error = assert_refused(&outcome, 1);
+        assert!(error.contains(says), "{error}");
+        assert!(!data.exists(), "a refused start created {}", data.display());
+    }
+
+    // The same from the environment.
+    let output = std::process::Command::new(harness::BIN)
+        .args(replica_args(1, &data, &peers, &[]))
+        .env("EXAMPLE_ONDISK_CLUSTER_SECRET", "")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the binary");
+    let outcome = Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    let error = assert_refused(&outcome, 1);
+    assert!(
+        error.contains("EXAMPLE_ONDISK_CLUSTER_SECRET holds an empty cluster secret"),
+        "{error}"
+    );
+    assert!(!data.exists(), "a refused start created {}", data.display());
+}
