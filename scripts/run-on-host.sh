@@ -9,6 +9,13 @@
 # The second form starts a new replica that joins the running cluster through any
 # member (HOST or HOST:PORT), is caught up, and then becomes a voter.
 #
+# To admit only members on the Raft port, make one secret and copy it to every host
+# (the same file everywhere, readable only by the user that runs the replica):
+#   head -c 32 /dev/urandom | base64 > cluster.secret && chmod 600 cluster.secret
+#   scripts/run-on-host.sh ... --cluster-secret-file cluster.secret
+# (or export EXAMPLE_ONDISK_CLUSTER_SECRET). It authenticates each connection's
+# opening; the Raft traffic itself is not encrypted.
+#
 # Options:
 #   --hosts H1,H2,...    hosts of the founding members, replica N on the Nth
 #   --id N               this replica's id (required)
@@ -19,6 +26,7 @@
 #   --client-port PORT   Redis port of this replica (default 6379)
 #   --client-host ADDR   where the Redis port listens (default: --host)
 #   --data-dir DIR       (default example-data)
+#   --cluster-secret-file FILE  the cluster secret, the same file on every host
 #   --binary PATH        (default target/release/example-ondisk, built if missing)
 #   --no-prompt          run without a prompt until SIGINT or SIGTERM
 #   --dry-run            print the command instead of running it
@@ -52,6 +60,7 @@ raft_port=63001
 client_port=6379
 client_host=""
 data_dir=example-data
+secret_file=""
 binary=""
 dry_run=""
 extra=()
@@ -70,7 +79,8 @@ while [ $# -gt 0 ]; do
     --no-prompt) extra+=(--no-prompt) ;;
     --dry-run) dry_run=yes ;;
     --) shift; extra+=("$@"); break ;;
-    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --cluster-secret-file) secret_file="${2?--cluster-secret-file needs a file}"; shift ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
   esac
   shift
@@ -79,6 +89,11 @@ done
 is_number "$id" && [ "$id" -ge 1 ] || fail "--id must be a replica id of 1 or more, not '${id}'"
 [ -n "$cluster_id" ] || fail "--cluster-id NAME is required: choose one name and give it on every host"
 check_port "$raft_port" --raft-port
+if [ -n "$secret_file" ]; then
+  [ -f "$secret_file" ] && [ -r "$secret_file" ] ||
+    fail "cannot read --cluster-secret-file '$secret_file'"
+  [ -s "$secret_file" ] || fail "--cluster-secret-file '$secret_file' is empty (make one with: head -c 32 /dev/urandom | base64)"
+fi
 check_port "$client_port" --client-port
 
 IFS=, read -r -a host_list <<< "$hosts"
@@ -118,6 +133,7 @@ fi
 command=(--replica-id "$id" --peers "$peers" --cluster-id "$cluster_id"
   --client-addr "$client_host:$client_port" --data-dir "$data_dir")
 [ -z "$join" ] || command+=(--join "$join")
+[ -z "$secret_file" ] || command+=(--cluster-secret-file "$secret_file")
 command+=("${extra[@]}")
 
 if [ -z "$binary" ]; then

@@ -204,3 +204,40 @@ fn four_hosts_started_by_the_script_serve_grow_and_shrink() {
         "OK"
     );
 }
+
+#[test]
+fn the_script_passes_a_cluster_secret_file_and_refuses_one_it_cannot_use() {
+    let dir = temp_dir();
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, "q2mJ0Yb6v7cXW1mKk3fP8s9dT4uR0eZaHq1LxN5oVgE=\n").unwrap();
+    let empty = dir.path().join("empty.secret");
+    std::fs::write(&empty, "").unwrap();
+    let missing = dir.path().join("missing.secret");
+    let base = "--hosts 10.0.0.1,10.0.0.2,10.0.0.3 --id 2 --cluster-id shop \
+                --binary /opt/example-ondisk --dry-run";
+
+    let (code, stdout, stderr) = run_script(&format!(
+        "{base} --cluster-secret-file {}",
+        secret.display()
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.trim().ends_with(&format!(
+            "--data-dir example-data --cluster-secret-file {}",
+            secret.display()
+        )),
+        "{stdout}"
+    );
+
+    for (file, says) in [(&empty, "is empty"), (&missing, "cannot read")] {
+        let (code, stdout, stderr) =
+            run_script(&format!("{base} --cluster-secret-file {}", file.display()));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+}
