@@ -289,66 +289,84 @@ pub async fn open(
     addr: &str,
     secret: Option<&ClusterSecret>,
 ) -> Result<(), OpenError> {
-    let caller_nonce = match secret {
-        Some(_) => Some(Nonce::fresh().map_err(OpenError::Transport)?),
-        None => None,
-    };
-    let hello = PeerRequest::Hello {
+    let callee = format!("replica {} at {addr}", link.to);
+    match secret {
+        Some(secret) => open_with_secret(frames, link, &callee, secret).await,
+        None => open_without_secret(frames, link, &callee).await,
+    }
+}
+
+fn hello(link: &Link<'_>, nonce: Option<&Nonce>) -> PeerRequest {
+    PeerRequest::Hello {
         cluster_id: link.cluster_id.to_string(),
         from: link.from,
         to: link.to,
         handshake: HANDSHAKE_FORMAT,
-        nonce: caller_nonce.as_ref().map(Nonce::text),
-    };
-    send(frames, &hello).await?;
-    let callee = format!("replica {} at {addr}", link.to);
-    let (secret, caller_nonce) = match (secret, caller_nonce, receive(frames).await?) {
-        (None, _, PeerResponse::Welcome) => return Ok(()),
-        (_, _, PeerResponse::Refused(why)) => return Err(OpenError::Refused(why)),
-        (_, _, PeerResponse::Unauthenticated(why)) => {
+        nonce: nonce.map(Nonce::text),
+    }
+}
+
+/// A hello as before the secret (no nonce): `Welcome` is all there is to it.
+async fn open_without_secret(
+    frames: &mut Frames,
+    link: &Link<'_>,
+    callee: &str,
+) -> Result<(), OpenError> {
+    send(frames, &hello(link, None)).await?;
+    match receive(frames).await? {
+        PeerResponse::Welcome => Ok(()),
+        PeerResponse::Refused(why) => Err(OpenError::Refused(why)),
+        PeerResponse::Unauthenticated(why) => {
+            Err(refused(format!("{callee} refused this replica: {why}")))
+        }
+        PeerResponse::Challenge { .. } => Err(refused(format!(
+            "{callee} asks for a cluster secret and this replica has none: \
+             give it --cluster-secret-file or {SECRET_VARIABLE}"
+        ))),
+        _ => Err(OpenError::Unexpected),
+    }
+}
+
+/// The caller's side of the exchange in the module comment. The callee's
+/// proof is checked before this replica shows its own or sends anything.
+async fn open_with_secret(
+    frames: &mut Frames,
+    link: &Link<'_>,
+    callee: &str,
+    secret: &ClusterSecret,
+) -> Result<(), OpenError> {
+    let caller_nonce = Nonce::fresh().map_err(OpenError::Transport)?;
+    send(frames, &hello(link, Some(&caller_nonce))).await?;
+    let (theirs, proof) = match receive(frames).await? {
+        PeerResponse::Challenge { nonce, proof } => (nonce, proof),
+        PeerResponse::Refused(why) => return Err(OpenError::Refused(why)),
+        PeerResponse::Unauthenticated(why) => {
             return Err(refused(format!("{callee} refused this replica: {why}")));
         }
-        (Some(_), _, PeerResponse::Welcome) => {
+        PeerResponse::Welcome => {
             return Err(refused(format!(
                 "{callee} admitted this replica without checking the cluster secret \
                  (it has none, or runs a version without one): not talking to it"
             )));
         }
-        (
-            Some(secret),
-            Some(nonce),
-            PeerResponse::Challenge {
-                nonce: theirs,
-                proof,
-            },
-        ) => {
-            let challenge = Nonce::parse(&theirs).map(|callee| Nonces {
-                caller: nonce,
-                callee,
-            });
-            match challenge {
-                Some(nonces) if secret.is_proof(Role::Callee, link, &nonces, &proof) => {
-                    (secret, nonces)
-                }
-                _ => {
-                    let _ = send(frames, &PeerRequest::ProofRefused).await;
-                    return Err(refused(format!(
-                        "{callee} could not prove it holds the cluster secret \
-                         (the two hold different secrets, or it is not a member): \
-                         not talking to it"
-                    )));
-                }
-            }
-        }
-        (None, _, PeerResponse::Challenge { .. }) => {
-            return Err(refused(format!(
-                "{callee} asks for a cluster secret and this replica has none: \
-                 give it --cluster-secret-file or {SECRET_VARIABLE}"
-            )));
-        }
         _ => return Err(OpenError::Unexpected),
     };
-    let proof = secret.proof(Role::Caller, link, &caller_nonce);
+    let nonces = Nonce::parse(&theirs).map(|callee_nonce| Nonces {
+        caller: caller_nonce,
+        callee: callee_nonce,
+    });
+    let nonces = match nonces {
+        Some(nonces) if secret.is_proof(Role::Callee, link, &nonces, &proof) => nonces,
+        _ => {
+            let _ = send(frames, &PeerRequest::ProofRefused).await;
+            return Err(refused(format!(
+                "{callee} could not prove it holds the cluster secret \
+                 (the two hold different secrets, or it is not a member): \
+                 not talking to it"
+            )));
+        }
+    };
+    let proof = secret.proof(Role::Caller, link, &nonces);
     send(frames, &PeerRequest::Proof { proof }).await?;
     match receive(frames).await? {
         PeerResponse::Welcome => Ok(()),
@@ -407,12 +425,21 @@ pub async fn admit(
         .unwrap_or_else(|_| Err(format!("no complete hello within {ADMIT_TIMEOUT:?}")))
 }
 
+/// A caller's hello, as read.
+struct Hello {
+    cluster_id: String,
+    from: NodeId,
+    to: NodeId,
+    handshake: u32,
+    nonce: Option<String>,
+}
+
 async fn admit_in_time(
     frames: &mut Frames,
     me: &Callee<'_>,
     peer_addr: SocketAddr,
 ) -> Result<Option<NodeId>, String> {
-    let (cluster_id, from, to, handshake, nonce) = match read(frames).await? {
+    let hello = match read(frames).await? {
         None => return Ok(None),
         Some(PeerRequest::Hello {
             cluster_id,
@@ -420,35 +447,29 @@ async fn admit_in_time(
             to,
             handshake,
             nonce,
-        }) => (cluster_id, from, to, handshake, nonce),
+        }) => Hello {
+            cluster_id,
+            from,
+            to,
+            handshake,
+            nonce,
+        },
         Some(_) => return refuse(frames, "a connection must start with hello".into()).await,
     };
+    if let Some(why) = not_for_me(me, &hello) {
+        return refuse(frames, why).await;
+    }
     let my_id = me.my_id;
-    if handshake > HANDSHAKE_FORMAT {
-        let why = format!(
-            "this replica speaks handshake formats up to {HANDSHAKE_FORMAT}, \
-             not {handshake}: upgrade replica {my_id}"
-        );
-        return refuse(frames, why).await;
-    }
-    if cluster_id != me.cluster_id {
-        let why = format!(
-            "this is replica {my_id} of cluster '{}', not of '{cluster_id}'",
-            me.cluster_id
-        );
-        return refuse(frames, why).await;
-    }
-    // 0 is no replica's id: a replica joining through an address does not
-    // know who serves it yet.
-    if to != my_id && to != 0 {
-        let why = format!("this address serves replica {my_id}, not replica {to}");
-        return refuse(frames, why).await;
-    }
-    let caller = format!("replica {from} (from {})", peer_addr.ip());
-    let (secret, caller_nonce) = match (me.secret, nonce) {
-        (None, None) => {
-            send_answer(frames, &PeerResponse::Welcome).await?;
-            return Ok(Some(from));
+    let caller = format!("replica {} (from {})", hello.from, peer_addr.ip());
+    match (me.secret, &hello.nonce) {
+        (None, None) => send_answer(frames, &PeerResponse::Welcome).await?,
+        (Some(secret), Some(nonce)) => {
+            let link = Link {
+                cluster_id: &hello.cluster_id,
+                from: hello.from,
+                to: hello.to,
+            };
+            challenge(frames, secret, &link, nonce, &caller, my_id).await?;
         }
         (None, Some(_)) => {
             note_refusal(&format!(
@@ -472,19 +493,53 @@ async fn admit_in_time(
             );
             return unauthenticated(frames, why).await;
         }
-        (Some(secret), Some(nonce)) => match Nonce::parse(&nonce) {
-            Some(nonce) => (secret, nonce),
-            None => {
-                note_refusal(&format!("refused {caller}: its hello's nonce is malformed"));
-                let why = format!("a nonce is {NONCE_LEN} bytes in base64");
-                return unauthenticated(frames, why).await;
-            }
-        },
-    };
-    let link = Link {
-        cluster_id: &cluster_id,
-        from,
-        to,
+    }
+    Ok(Some(hello.from))
+}
+
+/// Why a hello is not for this replica, secret or not: a handshake format it
+/// does not know, another cluster, or another replica expected here.
+fn not_for_me(me: &Callee<'_>, hello: &Hello) -> Option<String> {
+    let my_id = me.my_id;
+    if hello.handshake > HANDSHAKE_FORMAT {
+        return Some(format!(
+            "this replica speaks handshake formats up to {HANDSHAKE_FORMAT}, \
+             not {}: upgrade replica {my_id}",
+            hello.handshake
+        ));
+    }
+    if hello.cluster_id != me.cluster_id {
+        return Some(format!(
+            "this is replica {my_id} of cluster '{}', not of '{}'",
+            me.cluster_id, hello.cluster_id
+        ));
+    }
+    // 0 is no replica's id: a replica joining through an address does not
+    // know who serves it yet.
+    if hello.to != my_id && hello.to != 0 {
+        return Some(format!(
+            "this address serves replica {my_id}, not replica {}",
+            hello.to
+        ));
+    }
+    None
+}
+
+/// The exchange with a caller that offered a nonce: our nonce and proof,
+/// then its proof, checked. `Ok` once it is right; otherwise the caller has
+/// been told why (and the refusal noted), and the error is for the log.
+async fn challenge(
+    frames: &mut Frames,
+    secret: &ClusterSecret,
+    link: &Link<'_>,
+    caller_nonce: &str,
+    caller: &str,
+    my_id: NodeId,
+) -> Result<(), String> {
+    let Some(caller_nonce) = Nonce::parse(caller_nonce) else {
+        note_refusal(&format!("refused {caller}: its hello's nonce is malformed"));
+        let why = format!("a nonce is {NONCE_LEN} bytes in base64");
+        return unauthenticated(frames, why).await;
     };
     let nonces = Nonces {
         caller: caller_nonce,
@@ -492,15 +547,14 @@ async fn admit_in_time(
     };
     let challenge = PeerResponse::Challenge {
         nonce: nonces.callee.text(),
-        proof: secret.proof(Role::Callee, &link, &nonces),
+        proof: secret.proof(Role::Callee, link, &nonces),
     };
     send_answer(frames, &challenge).await?;
     match read(frames).await? {
         Some(PeerRequest::Proof { proof })
-            if secret.is_proof(Role::Caller, &link, &nonces, &proof) =>
+            if secret.is_proof(Role::Caller, link, &nonces, &proof) =>
         {
-            send_answer(frames, &PeerResponse::Welcome).await?;
-            Ok(Some(from))
+            send_answer(frames, &PeerResponse::Welcome).await
         }
         Some(PeerRequest::Proof { .. }) => {
             note_refusal(&format!(
@@ -535,13 +589,13 @@ async fn admit_in_time(
 }
 
 /// Tells the caller why its hello is refused (not a matter of the secret).
-async fn refuse(frames: &mut Frames, why: String) -> Result<Option<NodeId>, String> {
+async fn refuse<T>(frames: &mut Frames, why: String) -> Result<T, String> {
     let _ = send_answer(frames, &PeerResponse::Refused(why.clone())).await;
     Err(format!("refused: {why}"))
 }
 
 /// Tells the caller why it failed on the secret (already noted here).
-async fn unauthenticated(frames: &mut Frames, why: String) -> Result<Option<NodeId>, String> {
+async fn unauthenticated<T>(frames: &mut Frames, why: String) -> Result<T, String> {
     let _ = send_answer(frames, &PeerResponse::Unauthenticated(why.clone())).await;
     Err(format!("refused on the cluster secret: {why}"))
 }
