@@ -57,7 +57,10 @@
 //!   and votes travel in clear. Whoever can read the traffic reads the data.
 //! - **The traffic after the opening.** Frames carry no MAC; someone on the
 //!   path who can inject into a TCP stream can alter or take over an admitted
-//!   connection. Mutual TLS with a cluster CA would stop both; not built yet.
+//!   connection, or relay a whole opening between two real members and then
+//!   speak on the connection it relayed (the proofs are not bound to the TCP
+//!   connection). Mutual TLS with a cluster CA would stop all of this; not
+//!   built yet.
 //! - **A guessable secret.** A recorded opening lets an attacker test guesses
 //!   offline, so the secret must be random and long: at least
 //!   [`MIN_SECRET_LEN`] bytes are required; 32 random bytes in base64 are
