@@ -42,6 +42,20 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
     pub timeout: Duration,
 
+    /// Milliseconds between the leader's heartbeats to each follower.
+    /// The defaults of this and --election-timeout were chosen by measuring
+    /// (scripts/failover.sh; see the README).
+    #[arg(long, value_name = "MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub heartbeat_interval: u64,
+
+    /// Milliseconds a follower goes without hearing its leader before it asks
+    /// to lead. Each wait is drawn between MS and twice MS, so that two
+    /// replicas rarely ask at once. At least three heartbeat intervals.
+    #[arg(long, value_name = "MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(30..=60_000))]
+    pub election_timeout: u64,
+
     /// Take a snapshot after this many applied entries, then purge the log
     /// behind it except a short tail. 0 turns snapshots off.
     #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
@@ -117,6 +131,13 @@ impl Cli {
                 "error: --replica-id {} is not a member; the members are {}",
                 cli.replica_id,
                 cli.peers.ids_text()
+            ));
+        }
+        if cli.election_timeout < 3 * cli.heartbeat_interval {
+            usage_error(&format!(
+                "error: --election-timeout {} is under three heartbeat intervals ({} ms); a follower would ask to lead while its leader is well",
+                cli.election_timeout,
+                3 * cli.heartbeat_interval
             ));
         }
         if cli.join.is_some() && cli.cluster_id.is_none() {

@@ -601,7 +601,33 @@ impl Node {
             });
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        self.network.call(leader, &addr, request, remaining).await
+        // A leader that froze or was cut off may never answer, and the
+        // batcher waits for this call before it proposes the next batch: so
+        // stop waiting once another leader is known. What was sent may still
+        // be committed by the new leader, or not: the caller says so.
+        tokio::select! {
+            answer = self.network.call(leader, &addr, request, remaining) => answer,
+            successor = self.leader_other_than(leader) => Err(CallError::Interrupted {
+                target: leader,
+                why: format!("replica {successor} leads now"),
+            }),
+        }
+    }
+
+    /// Resolves once this replica knows of a leader other than `leader`.
+    async fn leader_other_than(&self, leader: NodeId) -> NodeId {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(now) = metrics.borrow_watched().current_leader {
+                if now != leader {
+                    return now;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                // Raft has stopped; the call's own deadline ends the wait.
+                return std::future::pending().await;
+            }
+        }
     }
 
     async fn pause_before_retry(&self, deadline: Instant) -> Result<(), KvError> {

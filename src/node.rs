@@ -61,9 +61,11 @@ const LISTEN_STAGGER: Duration = Duration::from_millis(250);
 const ASK_AGAIN: Duration = Duration::from_millis(100);
 const ASK_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Raft timing for a small cluster on a busy 2-core machine: calm enough that a
-/// slow fsync does not start an election, quick enough that a dead leader is
-/// replaced within about a second.
+/// Raft settings. The timing comes from the flags: a follower that has not
+/// heard its leader for the election timeout asks the others with a pre-vote,
+/// and they refuse while they still hear the leader, so a slow replica on a
+/// busy machine does not start an election it cannot win; a lost leader is
+/// replaced within about a second (scripts/failover.sh).
 fn raft_config(cli: &Cli) -> Result<Config, StartError> {
     let snapshot_policy = match cli.snapshot_every {
         0 => SnapshotPolicy::Never,
@@ -71,9 +73,9 @@ fn raft_config(cli: &Cli) -> Result<Config, StartError> {
     };
     let config = Config {
         cluster_name: cli.cluster_id(),
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        heartbeat_interval: cli.heartbeat_interval,
+        election_timeout_min: cli.election_timeout,
+        election_timeout_max: 2 * cli.election_timeout,
         snapshot_policy,
         // The short tail of log kept behind a snapshot: a follower lagging by
         // less than this catches up from the log, not by a whole snapshot.

@@ -305,6 +305,31 @@ fn a_timeout_that_is_not_positive_is_refused() {
 }
 
 #[test]
+fn raft_timing_that_cannot_work_is_refused() {
+    for flags in [
+        &["--heartbeat-interval", "0"][..],
+        &["--heartbeat-interval", "fast"],
+        &["--election-timeout", "10"],
+        &["--election-timeout", "999999"],
+    ] {
+        let mut args = vec!["--replica-id", "1"];
+        args.extend_from_slice(flags);
+        let error = assert_bad_flags(&args);
+        assert!(error.contains(flags[0]), "{flags:?}: {error}");
+    }
+    // An election timeout under three heartbeats would depose healthy leaders.
+    let error = assert_bad_flags(&[
+        "--replica-id",
+        "1",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "250",
+    ]);
+    assert!(error.contains("three heartbeat intervals"), "{error}");
+}
+
+#[test]
 fn an_unknown_flag_is_refused() {
     let error = assert_bad_flags(&["--replica-id", "1", "--frobnicate"]);
     assert!(error.contains("--frobnicate"), "{error}");
