@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::command::{Op, ProposalOutcome};
 use crate::kv::{KvError, ReadPoint};
+use crate::metrics;
 use crate::node::Node;
 
 /// Log entries proposed but not yet applied, at most. openraft 0.9 appends
@@ -126,6 +127,7 @@ async fn propose_batch(node: &Node, batch: Vec<QueuedWrite>) {
     }
     let started = std::time::Instant::now();
     let op_count = all_ops.len();
+    metrics::write_batch(op_count, writers.len());
     let proposed = node.propose(all_ops).await;
     tracing::debug!(
         "batch of {} writers, {op_count} ops: {:?}",

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::command::{Bytes, Op, Proposal, ProposalOutcome, Queued, Watched};
 use crate::machine::{Command, Reply};
 use crate::membership::ChangeError;
+use crate::metrics::{self, ErrorKind};
 use crate::network::{CallError, PeerRequest, PeerResponse};
 use crate::node::Node;
 use crate::scripts::{check_evalsha, ScriptCommand};
@@ -138,6 +139,33 @@ pub enum KvError {
     TooLarge,
     #[error("{0}")]
     Membership(String),
+}
+
+impl KvError {
+    /// The kind `ondisk_errors_total` counts this error under.
+    pub fn metric_kind(&self) -> ErrorKind {
+        match self {
+            KvError::NoLeader(_) => ErrorKind::NoLeader,
+            KvError::WriteOutcomeUnknown(_) | KvError::ForwardInterrupted(_) => {
+                ErrorKind::OutcomeUnknown
+            }
+            KvError::LeaderChangedMidWrite => ErrorKind::LeaderChanged,
+            KvError::Stopped(_) => ErrorKind::Stopped,
+            KvError::Storage(_) => ErrorKind::Storage,
+            KvError::TooLarge => ErrorKind::TooLarge,
+            KvError::Membership(_) => ErrorKind::Membership,
+        }
+    }
+}
+
+/// Counts a reply that is an error, by kind: the request path's own, or the
+/// command's (a syntax error, a wrong type, a script's error).
+fn count_error(reply: &Result<Reply, KvError>) {
+    match reply {
+        Ok(Reply::Error(_)) => metrics::error(ErrorKind::Command),
+        Err(e) => metrics::error(e.metric_kind()),
+        Ok(_) => {}
+    }
 }
 
 /// A snapshot of what `status` shows.
@@ -252,13 +280,15 @@ impl Node {
         answered
             .into_iter()
             .map(|reply| {
-                reply.unwrap_or_else(|| {
+                let reply = reply.unwrap_or_else(|| {
                     replies.next().unwrap_or_else(|| {
                         Err(KvError::Stopped(
                             "internal error: replies went missing".into(),
                         ))
                     })
-                })
+                });
+                count_error(&reply);
+                reply
             })
             .collect()
     }
@@ -476,6 +506,17 @@ impl Node {
     /// need be). Adding waits for the new replica to catch up, so it gets a
     /// longer deadline than a write.
     pub async fn change_membership(
+        &self,
+        change: crate::membership::MembershipChange,
+    ) -> Result<Vec<NodeId>, KvError> {
+        let changed = self.change_membership_at_leader(change).await;
+        if let Err(e) = &changed {
+            metrics::error(e.metric_kind());
+        }
+        changed
+    }
+
+    async fn change_membership_at_leader(
         &self,
         change: crate::membership::MembershipChange,
     ) -> Result<Vec<NodeId>, KvError> {

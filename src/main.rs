@@ -5,7 +5,8 @@
 //! `store/snapshot.rs` (snapshot files), `network/` (Raft transport),
 //! `node.rs` (starting openraft, bootstrap), `kv.rs` (the request path),
 //! `batching.rs` (many requests, few Raft rounds), `client/` (the Redis-protocol
-//! port), `repl.rs` (the prompt), `command.rs` (what goes into the log).
+//! port), `repl.rs` (the prompt), `command.rs` (what goes into the log),
+//! `metrics.rs` (what a replica counts and measures).
 
 // openraft's error types are large by design and are what its traits return;
 // boxing them at every call would only add noise.
@@ -24,6 +25,7 @@ mod kv;
 mod logging;
 mod machine;
 mod membership;
+mod metrics;
 mod network;
 mod node;
 mod repl;

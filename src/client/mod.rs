@@ -32,6 +32,7 @@ use crate::command::{Queued, Watched};
 use crate::kv::{KvError, Request, Runnable, Status};
 use crate::machine::parse::shown;
 use crate::machine::{Reply, REDIS_VERSION};
+use crate::metrics::{self, ErrorKind};
 use crate::node::Node;
 
 /// Connections served at once; one more is told so and closed (as Redis does
@@ -58,8 +59,8 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ListenError> {
     })
 }
 
-/// What the port has served, for INFO and `redis-cli --stat`.
-#[derive(Default)]
+/// What the port has served, for INFO and `redis-cli --stat`, and each
+/// command's latency for `/metrics`.
 pub struct ClientStats {
     connected: AtomicU64,
     connections_received: AtomicU64,
@@ -68,12 +69,25 @@ pub struct ClientStats {
     per_command: Mutex<BTreeMap<String, (u64, u64)>>,
     /// Commands processed, sampled every [`OPS_SAMPLE_EVERY`], newest last.
     samples: Mutex<VecDeque<u64>>,
+    /// Request latency by command, for `/metrics`.
+    latency: metrics::CommandTable,
 }
 
 const OPS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const OPS_SAMPLES: usize = 16;
 
 impl ClientStats {
+    fn new() -> ClientStats {
+        ClientStats {
+            connected: AtomicU64::default(),
+            connections_received: AtomicU64::default(),
+            commands_processed: AtomicU64::default(),
+            per_command: Mutex::default(),
+            samples: Mutex::default(),
+            latency: metrics::CommandTable::new(commands::COMMAND_NAMES),
+        }
+    }
+
     fn count_command(&self, name: &[u8], took: Duration) {
         self.count_commands([(name, took)]);
     }
@@ -85,6 +99,7 @@ impl ClientStats {
         let mut lower = [0u8; 32];
         for (name, took) in commands {
             self.commands_processed.fetch_add(1, Relaxed);
+            self.latency.observe(name, took);
             let short = name.len() <= lower.len();
             let name = if short {
                 lower[..name.len()].copy_from_slice(name);
@@ -141,7 +156,7 @@ pub async fn serve(
 ) {
     let password = password.map(Arc::new);
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let stats = Arc::new(ClientStats::default());
+    let stats = Arc::new(ClientStats::new());
     tokio::spawn(stats.clone().sample_forever());
     let mut next_id = 0u64;
     loop {
@@ -156,6 +171,7 @@ pub async fn serve(
         };
         stats.connections_received.fetch_add(1, Relaxed);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::error(ErrorKind::TooManyClients);
             let mut out = BytesMut::new();
             Frame::error("ERR max number of clients reached").write_to(&mut out, Protocol::Resp2);
             tokio::spawn(async move {
@@ -178,6 +194,7 @@ pub async fn serve(
                 return;
             }
             connection.stats.connected.fetch_add(1, Relaxed);
+            let counted = metrics::client_connected();
             let served = match &tls {
                 None => connection.serve(stream).await,
                 Some(acceptor) => match tls::handshake(acceptor, stream, &peer.to_string()).await {
@@ -189,6 +206,7 @@ pub async fn serve(
                 tracing::debug!("client {peer}: {e}");
             }
             connection.stats.connected.fetch_sub(1, Relaxed);
+            drop(counted);
             drop(slot);
         });
     }
@@ -325,6 +343,7 @@ impl Connection {
             }
             let quit = self.answer(requests, &mut output).await;
             if let Some(e) = &unreadable {
+                metrics::error(ErrorKind::Protocol);
                 // The rest of the stream cannot be trusted to start at a request.
                 Frame::error(format!("ERR {e}")).write_to(&mut output, self.session.protocol);
             }
@@ -354,6 +373,7 @@ impl Connection {
                 );
             if !may_run {
                 self.flush_run(out).await;
+                metrics::error(ErrorKind::Auth);
                 Frame::error(auth::NOAUTH).write_to(out, self.session.protocol);
                 continue;
             }
@@ -363,8 +383,11 @@ impl Connection {
                 Ok(ClientCommand::Exec | ClientCommand::Discard | ClientCommand::Quit)
             );
             if in_transaction && !ends_transaction {
-                self.queue(&args, command)
-                    .write_to(out, self.session.protocol);
+                let reply = self.queue(&args, command);
+                if matches!(reply, Frame::Error(_)) {
+                    metrics::error(ErrorKind::Command);
+                }
+                reply.write_to(out, self.session.protocol);
                 self.stats.count_command(&args[0], started.elapsed());
                 continue;
             }
@@ -380,7 +403,10 @@ impl Connection {
             let quit = matches!(command, Ok(ClientCommand::Quit));
             let reply = match command {
                 Ok(command) => self.connection_command(command).await,
-                Err(message) => Frame::Error(message),
+                Err(message) => {
+                    metrics::error(ErrorKind::Command);
+                    Frame::Error(message)
+                }
             };
             reply.write_to(out, self.session.protocol);
             self.stats.count_command(&args[0], started.elapsed());
@@ -497,7 +523,10 @@ impl Connection {
                         session.authenticated = true;
                         Frame::ok()
                     }
-                    Err(refused) => Frame::error(refused),
+                    Err(refused) => {
+                        metrics::error(ErrorKind::Auth);
+                        Frame::error(refused)
+                    }
                 }
             }
             ClientCommand::Hello {
@@ -511,6 +540,7 @@ impl Connection {
                         if let Err(refused) =
                             auth::check(self.password.as_deref(), Some(&user), &password)
                         {
+                            metrics::error(ErrorKind::Auth);
                             return Frame::error(refused);
                         }
                         session.authenticated = true;
@@ -587,7 +617,10 @@ impl Connection {
                     session.watched.extend(watched);
                     Frame::ok()
                 }
-                Err(e) => Frame::error(format!("ERR {e}")),
+                Err(e) => {
+                    metrics::error(e.metric_kind());
+                    Frame::error(format!("ERR {e}"))
+                }
             },
             ClientCommand::Unwatch => {
                 session.watched.clear();

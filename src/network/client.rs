@@ -19,6 +19,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::handshake::{self, ClusterSecret, Link};
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
+use crate::metrics::{self, SnapshotEvent};
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
 use crate::types::{proposal_bytes, NodeId, Snapshot, TypeConfig, Vote};
 
@@ -395,8 +396,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 response = self.send_chunk(chunk, &option) => response?,
             };
+            if done {
+                metrics::snapshot(SnapshotEvent::Sent, offset + filled as u64);
+                return Ok(response);
+            }
             // A receiver with a newer vote: stop, and let openraft step down.
-            if done || response.vote > vote {
+            if response.vote > vote {
                 return Ok(response);
             }
             offset += filled as u64;

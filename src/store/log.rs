@@ -26,6 +26,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 
 use super::{fjall_io_error, Db};
+use crate::metrics::{self, FsyncSite};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const VOTE_KEY: &str = "vote";
@@ -266,7 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .batch()
                 .durability(Some(PersistMode::SyncData));
             batch.insert(&self.store.raft_meta, VOTE_KEY, json);
-            batch.commit()
+            metrics::timed_fsync(FsyncSite::Vote, || batch.commit())
         })
         .map_err(fjall_io_error)
     }
@@ -323,7 +324,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let json = serde_json::to_vec(&entry).expect("a log entry serialises");
                 batch.insert(&store.raft_log, entry.log_id.index.to_be_bytes(), json);
             }
-            batch.commit()
+            metrics::timed_fsync(FsyncSite::LogAppend, || batch.commit())
         })
         .await
         .map_err(io::Error::other)?;
@@ -346,11 +347,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_kept: Option<LogId>) -> io::Result<()> {
         let first_removed = last_kept.map_or(0, |id| id.index + 1);
         tokio::task::block_in_place(|| {
-            self.remove_range(
-                (Bound::Included(first_removed), Bound::Unbounded),
-                None,
-                PersistMode::SyncData,
-            )
+            metrics::timed_fsync(FsyncSite::LogTruncate, || {
+                self.remove_range(
+                    (Bound::Included(first_removed), Bound::Unbounded),
+                    None,
+                    PersistMode::SyncData,
+                )
+            })
         })
         .map_err(fjall_io_error)
     }

@@ -27,6 +27,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::metrics::{self, FsyncSite};
 use crate::types::SnapshotMeta;
 
 /// A snapshot file as openraft carries it (`RaftStateMachine::SnapshotData`):
@@ -189,10 +190,13 @@ impl SnapshotWriter {
         self.out
             .write_all(&self.crc.clone().finalize().to_be_bytes())?;
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let size = file.metadata()?.len();
-        fs::rename(&self.temp_path, &self.final_path)?;
-        sync_dir(self.final_path.parent().unwrap_or(Path::new(".")))?;
+        let size = metrics::timed_fsync(FsyncSite::SnapshotFile, || -> io::Result<u64> {
+            file.sync_all()?;
+            let size = file.metadata()?.len();
+            fs::rename(&self.temp_path, &self.final_path)?;
+            sync_dir(self.final_path.parent().unwrap_or(Path::new(".")))?;
+            Ok(size)
+        })?;
         Ok((self.final_path, size))
     }
 }

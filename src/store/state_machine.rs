@@ -34,6 +34,7 @@ use super::{describe_fjall_error, keyspace_options, Db};
 use crate::command::{ProposalOutcome, Watched};
 use crate::faults::crash_point;
 use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
+use crate::metrics::{self, FsyncSite, SnapshotEvent};
 use crate::types::{
     proposal_bytes, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -756,7 +757,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // that with the switch, or a restart would look for entries this
             // replica never had (a purge capped while the install ran).
             batch.insert(&store.raft_meta, super::log::PURGED_KEY, applied_again);
-            batch.commit()
+            metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
         });
         if let Err(e) = switched {
             drop(data);
@@ -803,6 +804,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(snapshot_error)?;
             let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
             self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
+            metrics::snapshot(SnapshotEvent::Installed, bytes);
             // `load_snapshot` read it through.
             self.known_whole.mark(&kept);
             self.current_snapshot = Some((kept, meta.clone()));
@@ -963,6 +965,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             self.known_whole.mark(&path);
             snapshot::remove_others(&store.snapshot_dir, &path).map_err(snapshot_error)?;
             self.stats.snapshot_bytes.store(size, Ordering::Relaxed);
+            metrics::snapshot(SnapshotEvent::Built, size);
             tracing::info!(
                 "built snapshot {} at {:?}: {size} bytes",
                 path.display(),
