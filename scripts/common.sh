@@ -70,19 +70,25 @@ stop() {
 }
 
 # Starts three replicas with data in folder $1 and waits for a leader; sets
-# client_ports, replica_pids and leader. Up to 3 tries, as for redis-server.
+# client_ports, http_ports (empty for a build without the HTTP port),
+# replica_pids and leader. Up to 3 tries, as for redis-server.
 start_cluster() {
-  local dir="$1" attempt deadline id p1 p2 p3 c1 c2 c3 peers dead
+  local dir="$1" attempt deadline id p1 p2 p3 c1 c2 c3 h1 h2 h3 peers dead http
   for attempt in 1 2 3; do
     rm -rf "$dir"
     mkdir -p "$dir"
-    read -r p1 p2 p3 c1 c2 c3 < <(free_ports 6)
+    read -r p1 p2 p3 c1 c2 c3 h1 h2 h3 < <(free_ports 9)
     peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
     client_ports=("$c1" "$c2" "$c3")
+    http_ports=()
+    # Older builds (an A/B run) have no HTTP port and refuse the flag.
+    if "$bin" --help | grep -q -- --http-addr; then http_ports=("$h1" "$h2" "$h3"); fi
     replica_pids=()
     for id in 1 2 3; do
+      http=()
+      [ ${#http_ports[@]} -eq 0 ] || http=(--http-addr "127.0.0.1:${http_ports[$((id - 1))]}")
       "$bin" --replica-id "$id" --data-dir "$dir/data" --peers "$peers" \
-        --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" --no-prompt 2> "$dir/err$id" &
+        --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" "${http[@]}" --no-prompt 2> "$dir/err$id" &
       pids+=($!); replica_pids+=($!)
     done
     leader=""

@@ -25,6 +25,9 @@
 #   --raft-port PORT     Raft port, the same on every host (default 63001)
 #   --client-port PORT   Redis port of this replica (default 6379)
 #   --client-host ADDR   where the Redis port listens (default: --host)
+#   --http-port PORT     HTTP port for /metrics, /health and /ready, on the
+#                        client host (default 64001, the same on every host)
+#   --no-http            serve no HTTP port
 #   --data-dir DIR       (default example-data)
 #   --cluster-secret-file FILE  the cluster secret, the same file on every host
 #   --binary PATH        (default target/release/example-ondisk, built if missing)
@@ -59,6 +62,7 @@ join=""
 raft_port=63001
 client_port=6379
 client_host=""
+http_port=64001
 data_dir=example-data
 secret_file=""
 binary=""
@@ -74,13 +78,15 @@ while [ $# -gt 0 ]; do
     --raft-port) raft_port="${2?--raft-port needs a port}"; shift ;;
     --client-port) client_port="${2?--client-port needs a port}"; shift ;;
     --client-host) client_host="${2?--client-host needs an address}"; shift ;;
+    --http-port) http_port="${2?--http-port needs a port}"; shift ;;
+    --no-http) http_port="" ;;
     --data-dir) data_dir="${2?--data-dir needs a folder}"; shift ;;
     --binary) binary="${2?--binary needs a path}"; shift ;;
     --no-prompt) extra+=(--no-prompt) ;;
     --dry-run) dry_run=yes ;;
     --) shift; extra+=("$@"); break ;;
     --cluster-secret-file) secret_file="${2?--cluster-secret-file needs a file}"; shift ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
   esac
   shift
@@ -95,6 +101,7 @@ if [ -n "$secret_file" ]; then
   [ -s "$secret_file" ] || fail "--cluster-secret-file '$secret_file' is empty (make one with: head -c 32 /dev/urandom | base64)"
 fi
 check_port "$client_port" --client-port
+[ -z "$http_port" ] || check_port "$http_port" --http-port
 
 IFS=, read -r -a host_list <<< "$hosts"
 for h in "${host_list[@]}"; do check_host "$h" "a host in --hosts"; done
@@ -132,6 +139,7 @@ fi
 
 command=(--replica-id "$id" --peers "$peers" --cluster-id "$cluster_id"
   --client-addr "$client_host:$client_port" --data-dir "$data_dir")
+if [ -n "$http_port" ]; then command+=(--http-addr "$client_host:$http_port"); else command+=(--no-http); fi
 [ -z "$join" ] || command+=(--join "$join")
 [ -z "$secret_file" ] || command+=(--cluster-secret-file "$secret_file")
 command+=("${extra[@]}")

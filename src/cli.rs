@@ -78,6 +78,16 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub client_addr: Option<String>,
 
+    /// Where this replica serves HTTP for monitoring: Prometheus metrics at
+    /// /metrics, and /health and /ready for probes. Default: 127.0.0.1 on
+    /// port 64000 + the replica id (64001 for replica 1).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, conflicts_with = "no_http")]
+    pub http_addr: Option<String>,
+
+    /// Serve no HTTP port (no metrics, no health or readiness probes).
+    #[arg(long)]
+    pub no_http: bool,
+
     /// A file whose one line is the password Redis clients must give (AUTH,
     /// HELLO ... AUTH, `redis-cli --pass`). Without it, the password is
     /// taken from EXAMPLE_ONDISK_PASSWORD if that is set; otherwise none is
@@ -151,7 +161,31 @@ impl Cli {
                 cli.replica_id
             ));
         }
+        if !cli.no_http && cli.http_addr.is_none() && cli.default_http_port().is_none() {
+            usage_error(&format!(
+                "error: replica id {} has no default HTTP port (64000 + id is over 65535); give --http-addr or --no-http",
+                cli.replica_id
+            ));
+        }
         cli
+    }
+
+    /// The HTTP port's default: above Linux's ephemeral range (32768-60999),
+    /// like the Raft ports (63000 + id), so no outgoing connection holds it,
+    /// and clear of 9100-9999, which Prometheus's exporters have taken.
+    fn default_http_port(&self) -> Option<u16> {
+        u16::try_from(64000 + u128::from(self.replica_id)).ok()
+    }
+
+    /// The address the HTTP port listens on; `None` with --no-http.
+    pub fn http_addr(&self) -> Option<String> {
+        if self.no_http {
+            return None;
+        }
+        Some(match &self.http_addr {
+            Some(addr) => addr.clone(),
+            None => format!("127.0.0.1:{}", self.default_http_port().unwrap_or(0)),
+        })
     }
 
     fn default_client_port(&self) -> Option<u16> {
@@ -285,6 +319,11 @@ fn check_host_port(addr: &str) -> Result<(), String> {
     }
 }
 
+fn parse_host_port(text: &str) -> Result<String, String> {
+    check_host_port(text)?;
+    Ok(text.to_string())
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
@@ -337,6 +376,27 @@ mod tests {
         for bad in ["0", "-1", "abc", "NaN", "inf", "100000"] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_http_port_follows_the_replica_id_unless_given_or_off() {
+        let default = Cli::try_parse_from(["x", "--replica-id", "2"]).unwrap();
+        assert_eq!(default.http_addr().as_deref(), Some("127.0.0.1:64002"));
+        let given =
+            Cli::try_parse_from(["x", "--replica-id", "2", "--http-addr", "0.0.0.0:9000"]).unwrap();
+        assert_eq!(given.http_addr().as_deref(), Some("0.0.0.0:9000"));
+        let off = Cli::try_parse_from(["x", "--replica-id", "2", "--no-http"]).unwrap();
+        assert_eq!(off.http_addr(), None);
+        for bad in ["nope", ":80", "h:0", "h:70000"] {
+            assert!(
+                Cli::try_parse_from(["x", "--replica-id", "2", "--http-addr", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["x", "--replica-id", "2", "--no-http", "--http-addr", "h:1"])
+                .is_err()
+        );
     }
 
     #[test]

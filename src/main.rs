@@ -6,7 +6,7 @@
 //! `node.rs` (starting openraft, bootstrap), `kv.rs` (the request path),
 //! `batching.rs` (many requests, few Raft rounds), `client/` (the Redis-protocol
 //! port), `repl.rs` (the prompt), `command.rs` (what goes into the log),
-//! `metrics.rs` (what a replica counts and measures).
+//! `http.rs` (metrics and probes) and `metrics.rs` (what they count).
 
 // openraft's error types are large by design and are what its traits return;
 // boxing them at every call would only add noise.
@@ -21,6 +21,7 @@ mod faults;
 #[cfg(test)]
 mod fuzz;
 mod heavy;
+mod http;
 mod kv;
 mod logging;
 mod machine;
@@ -92,10 +93,20 @@ fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(&e),
     };
+    // The HTTP port serves from here on, so a probe sees a replica that is
+    // still starting (opening its disk, finding its cluster) as alive.
+    let http_pages = http::Pages::new();
+    if let Some(addr) = cli.http_addr() {
+        match runtime.block_on(http::bind(&addr)) {
+            Ok(listener) => drop(runtime.spawn(http::serve(listener, http_pages.clone()))),
+            Err(e) => return fail(&e),
+        }
+    }
     let node = match runtime.block_on(node::start(&cli, db, cluster_secret)) {
         Ok(node) => node,
         Err(e) => return fail(&e),
     };
+    runtime.spawn(http_pages.started(node.clone()));
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
     runtime.spawn(client::serve(

@@ -72,6 +72,7 @@ fn the_script_refuses_bad_flags_in_one_line_and_prints_what_it_would_run() {
         "--hosts a,,c --id 1 --cluster-id x",
         "--hosts a,b,c --id 1 --cluster-id x --raft-port 70000",
         "--hosts a,b,c --id 1 --cluster-id x --client-port port",
+        "--hosts a,b,c --id 1 --cluster-id x --http-port 0",
         "--hosts a,b,c --id 1 --cluster-id x --host d",
         "--id 4 --join a --cluster-id x",
         "--frobnicate",
@@ -93,7 +94,7 @@ fn the_script_refuses_bad_flags_in_one_line_and_prints_what_it_would_run() {
         stdout.trim(),
         "/opt/example-ondisk --replica-id 2 \
          --peers 1=10.0.0.1:63001,2=10.0.0.2:63001,3=10.0.0.3:63001 --cluster-id shop \
-         --client-addr 10.0.0.2:6379 --data-dir example-data"
+         --client-addr 10.0.0.2:6379 --data-dir example-data --http-addr 10.0.0.2:64001"
     );
     let (code, stdout, _) = run_script(
         "--id 4 --host 10.0.0.4 --join 10.0.0.1 --cluster-id shop \
@@ -103,8 +104,8 @@ fn the_script_refuses_bad_flags_in_one_line_and_prints_what_it_would_run() {
     assert_eq!(
         stdout.trim(),
         "/opt/example-ondisk --replica-id 4 --peers 4=10.0.0.4:63001 --cluster-id shop \
-         --client-addr 10.0.0.4:6379 --data-dir example-data --join 10.0.0.1:63001 \
-         --log-level debug"
+         --client-addr 10.0.0.4:6379 --data-dir example-data --http-addr 10.0.0.4:64001 \
+         --join 10.0.0.1:63001 --log-level debug"
     );
 }
 
@@ -114,6 +115,7 @@ fn four_hosts_started_by_the_script_serve_grow_and_shrink() {
     // Each "host" has its own address, so all of them use the same two ports.
     let raft_port = free_port().to_string();
     let client_port = free_port();
+    let http_port = free_port().to_string();
     let hosts = "127.0.0.1,127.0.0.2,127.0.0.3";
     let common = |id: u64| -> Vec<String> {
         [
@@ -125,6 +127,8 @@ fn four_hosts_started_by_the_script_serve_grow_and_shrink() {
             &raft_port,
             "--client-port",
             &client_port.to_string(),
+            "--http-port",
+            &http_port,
             "--data-dir",
             &data.path().join(format!("host{id}")).display().to_string(),
             "--binary",
@@ -223,7 +227,7 @@ fn the_script_passes_a_cluster_secret_file_and_refuses_one_it_cannot_use() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.trim().ends_with(&format!(
-            "--data-dir example-data --cluster-secret-file {}",
+            "--data-dir example-data --http-addr 10.0.0.2:64001 --cluster-secret-file {}",
             secret.display()
         )),
         "{stdout}"

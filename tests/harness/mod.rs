@@ -119,8 +119,9 @@ pub fn wait_listening(port: u16, timeout: Duration) {
     }
 }
 
-/// The arguments that start replica `id` of a cluster. Its client port is a
-/// fresh one too (tests run in parallel), unless `extra` names one.
+/// The arguments that start replica `id` of a cluster. Its client port and
+/// its HTTP port are fresh ones too (tests run in parallel, and the defaults
+/// derive from the id), unless `extra` names one or says `--no-http`.
 pub fn replica_args(id: u64, data_dir: &Path, peers: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--replica-id".to_string(),
@@ -132,6 +133,10 @@ pub fn replica_args(id: u64, data_dir: &Path, peers: &str, extra: &[&str]) -> Ve
     ];
     if !extra.contains(&"--client-addr") {
         args.push("--client-addr".to_string());
+        args.push(format!("127.0.0.1:{}", free_port()));
+    }
+    if !extra.contains(&"--http-addr") && !extra.contains(&"--no-http") {
+        args.push("--http-addr".to_string());
         args.push(format!("127.0.0.1:{}", free_port()));
     }
     args.extend(extra.iter().map(|a| a.to_string()));
@@ -386,6 +391,17 @@ impl Replica {
             .nth(1)
             .and_then(|addr| addr.rsplit_once(':')?.1.parse().ok())
             .unwrap_or_else(|| panic!("replica {} was started without --client-addr", self.id))
+    }
+
+    /// The port this replica serves HTTP on (from its `--http-addr`), for
+    /// `/metrics`, `/health` and `/ready`.
+    pub fn http_port(&self) -> u16 {
+        self.args
+            .iter()
+            .skip_while(|arg| *arg != "--http-addr")
+            .nth(1)
+            .and_then(|addr| addr.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or_else(|| panic!("replica {} was started without --http-addr", self.id))
     }
 
     /// The process id of the running process.
