@@ -381,6 +381,18 @@ impl Node {
             .map_err(KvError::Storage)
     }
 
+    /// BACKUP: a copy of the whole state in the snapshot file format, at
+    /// least as new as every write acknowledged before this call (it waits
+    /// for a linearizable read point, as a read does), taken from one
+    /// point-in-time view of this replica. The cluster goes on serving.
+    pub async fn backup(&self) -> Result<crate::store::snapshot::BackupCopy, KvError> {
+        self.wait_until_readable().await?;
+        self.reader
+            .write_backup()
+            .await
+            .map_err(|e| KvError::Storage(e.to_string()))
+    }
+
     /// Proposes `ops` as one log entry and waits until it is committed and
     /// applied. Callers go through the write batcher, which calls this.
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {

@@ -82,6 +82,26 @@ impl Drop for SnapshotFile {
     }
 }
 
+/// A copy of the whole state made for a client's BACKUP
+/// (`StateReader::write_backup`). The file is removed when this is dropped:
+/// it only lives while it is sent.
+#[derive(Debug)]
+pub struct BackupCopy {
+    pub path: PathBuf,
+    /// The applied log id and membership the copy holds.
+    pub meta: SnapshotMeta,
+    /// The file's length in bytes.
+    pub size: u64,
+}
+
+impl Drop for BackupCopy {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::warn!("could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// Where snapshots sent by a leader are written as they arrive. The network
 /// server fills the file; the state machine's install reads it and keeps it.
 #[derive(Debug, Clone)]
@@ -128,6 +148,8 @@ const MAX_VALUE_LEN: u32 = 64 * 1024 * 1024;
 const FINISHED_SUFFIX: &str = ".snap";
 const INCOMING_SUFFIX: &str = ".part";
 const WRITING_SUFFIX: &str = ".writing";
+/// A copy of the state made for a client's BACKUP, removed once sent.
+const BACKUP_SUFFIX: &str = ".backup";
 /// A finished snapshot found damaged at start-up, kept for a look.
 const DAMAGED_SUFFIX: &str = ".damaged";
 
@@ -142,8 +164,14 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
+    /// A new snapshot of this replica in `dir`, named after `meta`.
     pub fn create(dir: &Path, meta: &SnapshotMeta) -> io::Result<Self> {
-        let final_path = finished_path(dir, meta);
+        Self::create_at(finished_path(dir, meta), meta)
+    }
+
+    /// A snapshot file that appears at `final_path` only once it is whole
+    /// (written to `NAME.writing` meanwhile, renamed by [`SnapshotWriter::finish`]).
+    pub fn create_at(final_path: PathBuf, meta: &SnapshotMeta) -> io::Result<Self> {
         let temp_path = final_path.with_extension(&WRITING_SUFFIX[1..]);
         let mut out = BufWriter::with_capacity(256 * 1024, File::create(&temp_path)?);
         out.write_all(MAGIC)?;
@@ -181,6 +209,14 @@ impl SnapshotWriter {
         self.count += 1;
         self.last_key = Some(key.to_vec());
         Ok(())
+    }
+
+    /// Gives up on the file: removes what was written so far.
+    pub fn abandon(self) {
+        drop(self.out);
+        if let Err(e) = fs::remove_file(&self.temp_path) {
+            tracing::warn!("could not remove {}: {e}", self.temp_path.display());
+        }
     }
 
     /// Writes the trailer, fsyncs, and renames into place. Returns the path and size.
@@ -333,12 +369,16 @@ fn read_bytes(input: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
 }
 
 /// Removes what a crash left half-done in `dir`: snapshots being written or
-/// received. Only at start-up: at any other time such a file may be in use.
+/// received, and copies made for a BACKUP that was being sent. Only at
+/// start-up: at any other time such a file may be in use.
 pub fn remove_unfinished(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = file_name(&path);
-        if name.ends_with(INCOMING_SUFFIX) || name.ends_with(WRITING_SUFFIX) {
+        if name.ends_with(INCOMING_SUFFIX)
+            || name.ends_with(WRITING_SUFFIX)
+            || name.ends_with(BACKUP_SUFFIX)
+        {
             fs::remove_file(&path)?;
         }
     }
@@ -537,6 +577,13 @@ fn now_nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default()
+}
+
+/// A fresh path for the copy of the state a BACKUP sends. Not a `.snap`: it
+/// is never offered to a replica, and it is removed once sent or at the next
+/// start ([`remove_unfinished`]).
+pub fn backup_path(dir: &Path) -> PathBuf {
+    dir.join(format!("backup-{}{BACKUP_SUFFIX}", now_nanos()))
 }
 
 /// A fresh path for receiving a snapshot from the leader.

@@ -101,11 +101,61 @@ pub struct StateChecksum {
     pub digest: u128,
 }
 
+/// The digest CHECKSUM reports, fed with the data keyspace's records in key
+/// order: by [`StateReader::checksum`] from the database, and by `backup`
+/// from the records of a backup file, which are the same records.
+pub struct StateDigest {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    keys: u64,
+}
+
+impl StateDigest {
+    pub fn new() -> Self {
+        StateDigest {
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            keys: 0,
+        }
+    }
+
+    /// Adds one stored record (user keys and bookkeeping such as flush marks).
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.hasher.update(&(key.len() as u64).to_be_bytes());
+        self.hasher.update(key);
+        self.hasher.update(&(value.len() as u64).to_be_bytes());
+        self.hasher.update(value);
+        self.keys += record::is_data_key(key) as u64;
+    }
+
+    /// Reads a snapshot file (a backup) through from its start, checking it
+    /// as an install does, and digests its records: what CHECKSUM says of a
+    /// replica that holds that state. Returns the file's header too.
+    pub fn of_file(file: std::fs::File) -> io::Result<(SnapshotMeta, StateChecksum)> {
+        let (mut reader, meta) = SnapshotReader::open(file)?;
+        let mut digest = StateDigest::new();
+        while let Some((key, value)) = reader.next_record()? {
+            digest.add(&key, &value);
+        }
+        let applied = meta.last_log_id.map_or(0, |id| id.index);
+        Ok((meta, digest.finish(applied)))
+    }
+
+    /// The checksum of the records added, for a state at `applied_index`.
+    pub fn finish(&self, applied_index: u64) -> StateChecksum {
+        StateChecksum {
+            applied_index,
+            keys: self.keys,
+            digest: self.hasher.digest128(),
+        }
+    }
+}
+
 /// Reads the current state, from anywhere in the process.
 #[derive(Clone)]
 pub struct StateReader {
     db: fjall::Database,
     sm_meta: Keyspace,
+    /// Where BACKUP writes its copy before sending it (the snapshot folder).
+    snapshot_dir: std::path::PathBuf,
     data: Arc<RwLock<ActiveData>>,
     pub stats: Arc<ApplyStats>,
 }
@@ -119,21 +169,33 @@ impl StateReader {
         tokio::task::block_in_place(|| {
             let view = self.db.snapshot();
             let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut keys = 0u64;
+            let mut digest = StateDigest::new();
             for pair in view.iter(&data.keyspace) {
                 let (key, value) = pair.into_inner().map_err(|e| describe_fjall_error(&e))?;
-                hasher.update(&(key.len() as u64).to_be_bytes());
-                hasher.update(&key);
-                hasher.update(&(value.len() as u64).to_be_bytes());
-                hasher.update(&value);
-                keys += record::is_data_key(&key) as u64;
+                digest.add(&key, &value);
             }
-            Ok(StateChecksum {
-                applied_index: applied.map_or(0, |id| id.index),
-                keys,
-                digest: hasher.digest128(),
-            })
+            Ok(digest.finish(applied.map_or(0, |id| id.index)))
+        })
+    }
+
+    /// Writes the whole state, from one point-in-time view taken now, to a
+    /// new file in the snapshot format for a client's BACKUP
+    /// (`snapshot::backup_path`: never offered to a replica, removed by the
+    /// copy is dropped, or at the next start).
+    ///
+    /// Like a snapshot build, it holds the read lock on the data keyspace while
+    /// it writes (an install waits, and so does an apply that flushes a
+    /// database), but only for as long as the local disk takes: the file is
+    /// sent afterwards, at the client's pace, holding nothing.
+    pub async fn write_backup(&self) -> io::Result<snapshot::BackupCopy> {
+        let data = self.data.read().await;
+        tokio::task::block_in_place(|| {
+            let view = self.db.snapshot();
+            let meta = state_meta(&view, &self.sm_meta)?;
+            let path = snapshot::backup_path(&self.snapshot_dir);
+            let writer = SnapshotWriter::create_at(path, &meta).map_err(snapshot_error)?;
+            let (path, size) = write_state(&view, &data.keyspace, writer)?;
+            Ok(snapshot::BackupCopy { path, meta, size })
         })
     }
 
@@ -489,6 +551,7 @@ impl StateMachine {
         let reader = StateReader {
             db: store.db.clone(),
             sm_meta: store.sm_meta.clone(),
+            snapshot_dir: store.snapshot_dir.clone(),
             data: data.clone(),
             stats: stats.clone(),
         };
@@ -946,22 +1009,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let (path, meta) = tokio::task::block_in_place(|| -> io::Result<_> {
             let view = store.db.snapshot();
-            let last_log_id = read_applied(&view, &store.sm_meta)?;
-            let last_membership: StoredMembership =
-                get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
-            let meta = SnapshotMeta {
-                last_log_id,
-                last_membership,
-            };
-            let mut writer =
+            let meta = state_meta(&view, &store.sm_meta)?;
+            let writer =
                 SnapshotWriter::create(&store.snapshot_dir, &meta).map_err(snapshot_error)?;
-            for pair in view.iter(&data.keyspace) {
-                let (key, value) = pair
-                    .into_inner()
-                    .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
-                writer.add(&key, &value).map_err(snapshot_error)?;
-            }
-            let (path, size) = writer.finish().map_err(snapshot_error)?;
+            let (path, size) = write_state(&view, &data.keyspace, writer)?;
             self.known_whole.mark(&path);
             snapshot::remove_others(&store.snapshot_dir, &path).map_err(snapshot_error)?;
             self.stats.snapshot_bytes.store(size, Ordering::Relaxed);
@@ -979,5 +1030,39 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: SnapshotFile::finished(path, file),
         })
+    }
+}
+
+/// The applied log id and membership recorded in `view`: a snapshot's header.
+fn state_meta(view: &fjall::Snapshot, sm_meta: &Keyspace) -> io::Result<SnapshotMeta> {
+    Ok(SnapshotMeta {
+        last_log_id: read_applied(view, sm_meta)?,
+        last_membership: get_json(view, sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default(),
+    })
+}
+
+/// Writes every record of the data keyspace `data` as `view` sees it, then
+/// finishes the file (a snapshot, or a BACKUP's copy). Returns its path and
+/// size; on an error, what was written is removed.
+fn write_state(
+    view: &fjall::Snapshot,
+    data: &Keyspace,
+    mut writer: SnapshotWriter,
+) -> io::Result<(std::path::PathBuf, u64)> {
+    let mut add_all = || -> io::Result<()> {
+        for pair in view.iter(data) {
+            let (key, value) = pair
+                .into_inner()
+                .map_err(|e| snapshot_error(describe_fjall_error(&e)))?;
+            writer.add(&key, &value).map_err(snapshot_error)?;
+        }
+        Ok(())
+    };
+    match add_all() {
+        Ok(()) => writer.finish().map_err(snapshot_error),
+        Err(e) => {
+            writer.abandon();
+            Err(e)
+        }
     }
 }
