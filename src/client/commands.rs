@@ -24,6 +24,9 @@ pub enum ClientCommand {
     Info(Option<String>),
     /// CHECKSUM: as at the prompt, the digest of the whole state and its index.
     Checksum,
+    /// BACKUP: the whole state at a linearizable read point, in the snapshot
+    /// file format, as one bulk string (what `example-ondisk backup` asks for).
+    Backup,
     /// CLUSTER ADD-REPLICA / REMOVE-REPLICA: as at the prompt.
     Membership(MembershipChange),
     /// QUIT: answer OK, then close.
@@ -75,7 +78,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "PTTL", "RANDOMKEY", "RENAME", "RENAMENX", "SCAN", "SCRIPT", "SET", "SETBIT", "SETEX",
     "SETNX", "SETRANGE", "STRLEN", "SUBSTR", "TOUCH", "TTL", "TYPE", "UNLINK",
     // The connection and the server (this file).
-    "AUTH", "CHECKSUM", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DISCARD", "ECHO", "EXEC",
+    "AUTH", "BACKUP", "CHECKSUM", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DISCARD", "ECHO", "EXEC",
     "FUNCTION", "HELLO", "INFO", "MULTI", "PING", "QUIT", "SELECT", "TIME", "UNWATCH", "WATCH",
 ];
 
@@ -109,6 +112,7 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
             _ => return Err(wrong_arity()),
         },
         "checksum" if rest.is_empty() => ClientCommand::Checksum,
+        "backup" if rest.is_empty() => ClientCommand::Backup,
         "quit" => ClientCommand::Quit,
         "time" if rest.is_empty() => ClientCommand::Time,
         "select" => match rest {
@@ -154,7 +158,7 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         },
         "config" => config_command(rest)?,
         "cluster" => cluster_command(rest)?,
-        "checksum" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time" => {
+        "checksum" | "backup" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time" => {
             return Err(wrong_arity())
         }
         _ => {
@@ -608,6 +612,7 @@ mod tests {
             b"select",
             b"dbsize",
             b"checksum",
+            b"backup",
             b"quit",
             b"unlink",
             b"incrbyfloat",

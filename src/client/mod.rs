@@ -156,6 +156,7 @@ pub async fn serve(
 ) {
     let password = password.map(Arc::new);
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let backup_slot = Arc::new(Semaphore::new(1));
     let stats = Arc::new(ClientStats::new());
     tokio::spawn(stats.clone().sample_forever());
     let mut next_id = 0u64;
@@ -185,6 +186,7 @@ pub async fn serve(
             stats: stats.clone(),
             session: Session::new(next_id, peer.to_string(), password.is_none()),
             password: password.clone(),
+            backup_slot: backup_slot.clone(),
             run: Vec::new(),
         };
         let tls = tls.clone();
@@ -309,6 +311,8 @@ struct Connection {
     session: Session,
     /// What AUTH must match, if the port asks for a password.
     password: Option<Arc<auth::Password>>,
+    /// One BACKUP at a time per replica: each copies the whole state to disk.
+    backup_slot: Arc<Semaphore>,
     run: Vec<(Request, Instant, Bytes)>,
 }
 
@@ -341,7 +345,7 @@ impl Connection {
                 }
                 continue;
             }
-            let quit = self.answer(requests, &mut output).await;
+            let quit = self.answer(requests, &mut output, &mut writer).await?;
             if let Some(e) = &unreadable {
                 metrics::error(ErrorKind::Protocol);
                 // The rest of the stream cannot be trusted to start at a request.
@@ -355,9 +359,15 @@ impl Connection {
         }
     }
 
-    /// Runs a pipeline's requests in order and writes their replies to `out`.
+    /// Runs a pipeline's requests in order and writes their replies to `out`
+    /// (a BACKUP's reply, and those before it, straight to `writer`).
     /// Returns true when the client said QUIT.
-    async fn answer(&mut self, requests: Vec<Vec<Bytes>>, out: &mut BytesMut) -> bool {
+    async fn answer(
+        &mut self,
+        requests: Vec<Vec<Bytes>>,
+        out: &mut BytesMut,
+        writer: &mut (impl AsyncWrite + Unpin),
+    ) -> std::io::Result<bool> {
         for args in requests {
             let started = Instant::now();
             let command = commands::parse(&args, self.session.db);
@@ -400,6 +410,11 @@ impl Connection {
             }
             // Whatever comes next sees the effects of the requests before it.
             self.flush_run(out).await;
+            if let Ok(ClientCommand::Backup) = command {
+                self.send_backup(out, writer).await?;
+                self.stats.count_command(&args[0], started.elapsed());
+                continue;
+            }
             let quit = matches!(command, Ok(ClientCommand::Quit));
             let reply = match command {
                 Ok(command) => self.connection_command(command).await,
@@ -411,11 +426,70 @@ impl Connection {
             reply.write_to(out, self.session.protocol);
             self.stats.count_command(&args[0], started.elapsed());
             if quit {
-                return true;
+                return Ok(true);
             }
         }
         self.flush_run(out).await;
-        false
+        Ok(false)
+    }
+
+    /// BACKUP: the whole state as one bulk string (`$LEN`, the file, CRLF),
+    /// the way Redis's SYNC sends its RDB file. The copy is written to this
+    /// replica's disk first (`Node::backup`), so the state is held only for as
+    /// long as that takes, not while a slow client reads; then it is sent from
+    /// the file without being read into memory. The replies before it go out
+    /// first. A failure once the length has gone out can only close the
+    /// connection: the client then has less than announced and refuses it.
+    async fn send_backup(
+        &mut self,
+        out: &mut BytesMut,
+        writer: &mut (impl AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        let protocol = self.session.protocol;
+        let Ok(_slot) = self.backup_slot.clone().try_acquire_owned() else {
+            metrics::error(ErrorKind::Command);
+            Frame::error(
+                "ERR a backup is already being made at this replica; try again when it is done",
+            )
+            .write_to(out, protocol);
+            return Ok(());
+        };
+        let copy = match self.node.backup().await {
+            Ok(copy) => copy,
+            Err(e) => {
+                metrics::error(e.metric_kind());
+                Frame::error(format!("ERR {e}")).write_to(out, protocol);
+                return Ok(());
+            }
+        };
+        let file = match tokio::fs::File::open(&copy.path).await {
+            Ok(file) => file,
+            Err(e) => {
+                metrics::error(ErrorKind::Storage);
+                Frame::error(format!("ERR {}", KvError::Storage(e.to_string())))
+                    .write_to(out, protocol);
+                return Ok(());
+            }
+        };
+        tracing::info!(
+            "sending a backup at {:?} to client {}: {} bytes",
+            copy.meta.last_log_id,
+            self.session.addr,
+            copy.size
+        );
+        out.extend_from_slice(format!("${}\r\n", copy.size).as_bytes());
+        writer.write_all(out).await?;
+        out.clear();
+        let mut body = tokio::io::BufReader::with_capacity(256 * 1024, file).take(copy.size);
+        let sent = tokio::io::copy_buf(&mut body, writer).await?;
+        if sent != copy.size {
+            return Err(std::io::Error::other(format!(
+                "the backup copy {} ended after {sent} of {} bytes",
+                copy.path.display(),
+                copy.size
+            )));
+        }
+        writer.write_all(b"\r\n").await
     }
 
     /// Between MULTI and EXEC: queues a command (`+QUEUED`); a command
@@ -500,6 +574,8 @@ impl Connection {
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
+            // Streamed by `answer`, straight to the connection.
+            ClientCommand::Backup => Frame::error("ERR internal error: BACKUP was not streamed"),
             ClientCommand::Membership(change) => match node.change_membership(change).await {
                 Ok(voters) => {
                     let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
