@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::types::NodeId;
 
@@ -19,7 +19,13 @@ pub const DEFAULT_PEERS: &str = "1=127.0.0.1:63001,2=127.0.0.1:63002,3=127.0.0.1
 /// elect a leader by themselves. Type `put KEY VALUE`, `get KEY`, `delete KEY`
 /// or `status` at any of their prompts; `help` lists the commands.
 #[derive(Debug, Parser)]
-#[command(name = "example-ondisk", version, about, long_about)]
+#[command(
+    name = "example-ondisk",
+    version,
+    about,
+    long_about,
+    after_help = "Backup and restore: `example-ondisk backup --help`, `example-ondisk restore --help`."
+)]
 pub struct Cli {
     /// This replica's id: one of the members named in --peers.
     #[arg(long, value_name = "N")]
@@ -127,6 +133,154 @@ pub struct Cli {
     pub log_level: LogLevel,
 }
 
+/// What the binary was asked to do: run a replica (the flags above, as
+/// always), or one of the tools named by a first word.
+#[derive(Debug)]
+pub enum Invocation {
+    Replica(Cli),
+    Tool(Tool),
+}
+
+/// The tools, each named by the first word (`example-ondisk backup ...`).
+/// A separate parser, so the replica's flags stay at the top level unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "example-ondisk", version)]
+struct Tools {
+    #[command(subcommand)]
+    tool: Tool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Copy the whole state of a running cluster to a file, through one
+    /// replica's client port.
+    ///
+    /// The copy is the state at a linearizable read point (it holds every
+    /// write acknowledged before the backup began), in the snapshot file
+    /// format (versioned, checksummed). It is written to FILE.part and renamed
+    /// to FILE only once it arrived whole and read back correctly. At the end
+    /// it prints the applied index the copy is at and its CHECKSUM. The
+    /// cluster keeps serving meanwhile; the replica writes the copy to its own
+    /// disk first (as much space again as a snapshot), then sends it.
+    Backup(BackupArgs),
+    /// Found one replica of a NEW cluster from a backup file.
+    ///
+    /// Run it once per replica of the new cluster (on each host), with the
+    /// same file, --peers and --cluster-id: each makes DIR/replica-N holding
+    /// the backed-up state and membership --peers, under a new cluster id, so
+    /// the new cluster never talks to the old one. A damaged, cut or foreign
+    /// file is refused and nothing is written. Then start each replica with
+    /// the --cluster-id it prints.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// The client (Redis) port of any replica of the cluster.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub from: String,
+
+    /// Where the backup goes. An existing file is replaced only once the new
+    /// copy is whole.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// A file whose one line is the client port's password. Without it, the
+    /// password is taken from EXAMPLE_ONDISK_PASSWORD if that is set.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Connect with TLS, trusting the replica's certificate if this CA (PEM)
+    /// signed it (as `redis-cli --tls --cacert FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// With --tls-ca-file: show this certificate (PEM) to a port that asks
+    /// clients for one. Needs --tls-key-file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_ca_file",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// How long to wait to connect, and at most between two pieces of the
+    /// answer (the replica first writes the copy to its disk), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file (made by `example-ondisk backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+
+    /// Folder that holds every replica's files; the restored replica N gets
+    /// DIR/replica-N, which must not exist yet.
+    #[arg(long, value_name = "DIR", default_value = "example-data")]
+    pub data_dir: PathBuf,
+
+    /// The replica of the new cluster to make: one of the members in --peers.
+    #[arg(long, value_name = "N")]
+    pub replica_id: NodeId,
+
+    /// The members of the new cluster and the address each serves Raft on.
+    #[arg(long, value_name = "ID=HOST:PORT,...", default_value = DEFAULT_PEERS)]
+    pub peers: Peers,
+
+    /// Name of the new cluster. Default: derived from the backup's contents
+    /// and --peers, so restores of the same file on each host agree.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_id: Option<String>,
+}
+
+impl RestoreArgs {
+    /// The folder the restored replica gets.
+    pub fn replica_dir(&self) -> PathBuf {
+        replica_dir(&self.data_dir, self.replica_id)
+    }
+}
+
+/// Parses the process arguments: a tool if the first word names one, else a
+/// replica's flags. On bad flags prints one `error:` line and exits with code 2.
+pub fn parse_invocation() -> Invocation {
+    let first = std::env::args_os().nth(1);
+    let names_a_tool = first.is_some_and(|word| word == "backup" || word == "restore");
+    if !names_a_tool {
+        return Invocation::Replica(Cli::parse_and_check());
+    }
+    let tool = match Tools::try_parse() {
+        Ok(tools) => tools.tool,
+        Err(e) if !e.use_stderr() => e.exit(), // --help and --version
+        Err(e) => usage_error(&e.render().to_string()),
+    };
+    if let Tool::Restore(restore) = &tool {
+        check_member(restore.replica_id, &restore.peers);
+    }
+    Invocation::Tool(tool)
+}
+
+/// Refuses (exit code 2) a replica id that is not one of the members.
+fn check_member(id: NodeId, peers: &Peers) {
+    if !peers.0.contains_key(&id) {
+        usage_error(&format!(
+            "error: --replica-id {id} is not a member; the members are {}",
+            peers.ids_text()
+        ));
+    }
+}
+
+/// The folder of replica `id` under `data_dir`.
+pub fn replica_dir(data_dir: &std::path::Path, id: NodeId) -> PathBuf {
+    data_dir.join(format!("replica-{id}"))
+}
+
 impl Cli {
     /// Parses the process arguments. On bad flags, including a replica id that is
     /// not one of the members, prints one `error:` line and exits with code 2.
@@ -136,13 +290,7 @@ impl Cli {
             Err(e) if !e.use_stderr() => e.exit(), // --help and --version
             Err(e) => usage_error(&e.render().to_string()),
         };
-        if !cli.peers.0.contains_key(&cli.replica_id) {
-            usage_error(&format!(
-                "error: --replica-id {} is not a member; the members are {}",
-                cli.replica_id,
-                cli.peers.ids_text()
-            ));
-        }
+        check_member(cli.replica_id, &cli.peers);
         if cli.election_timeout < 3 * cli.heartbeat_interval {
             usage_error(&format!(
                 "error: --election-timeout {} is under three heartbeat intervals ({} ms); a follower would ask to lead while its leader is well",
@@ -202,7 +350,7 @@ impl Cli {
 
     /// The folder that holds this replica's database, log file and prompt history.
     pub fn replica_dir(&self) -> PathBuf {
-        self.data_dir.join(format!("replica-{}", self.replica_id))
+        replica_dir(&self.data_dir, self.replica_id)
     }
 
     /// The cluster's name: the flag, or a digest of the member list, so that two

@@ -7,11 +7,13 @@
 //! `batching.rs` (many requests, few Raft rounds), `client/` (the Redis-protocol
 //! port), `repl.rs` (the prompt), `command.rs` (what goes into the log),
 //! `http.rs` (metrics and probes) and `metrics.rs` (what they count).
+//! Two tools share the binary: `backup.rs` and `restore.rs`.
 
 // openraft's error types are large by design and are what its traits return;
 // boxing them at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+mod backup;
 mod batching;
 mod cli;
 mod client;
@@ -30,6 +32,7 @@ mod metrics;
 mod network;
 mod node;
 mod repl;
+mod restore;
 mod scripts;
 mod store;
 mod sweep;
@@ -37,12 +40,16 @@ mod types;
 
 use std::process::ExitCode;
 
-use cli::Cli;
+use cli::{Invocation, Tool};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::Fatal;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_and_check();
+    let cli = match cli::parse_invocation() {
+        Invocation::Replica(cli) => cli,
+        Invocation::Tool(Tool::Backup(args)) => return report(backup::run(&args)),
+        Invocation::Tool(Tool::Restore(args)) => return report(restore::run(&args)),
+    };
     // Read before anything else, so a bad secret, password or TLS file changes nothing.
     let cluster_secret =
         match network::ClusterSecret::configured(cli.cluster_secret_file.as_deref()) {
@@ -130,6 +137,17 @@ fn main() -> ExitCode {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }
     ExitCode::SUCCESS
+}
+
+/// A tool's outcome: what it did on stdout, or one `error:` line.
+fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {

@@ -44,12 +44,13 @@ pub fn proposal_bytes(entry: &Entry) -> usize {
     }
 }
 pub type LogId = alias::LogIdOf<TypeConfig>;
-/// The leader id a log id carries (`{"term":..,"node_id":..}`); tests build log ids with it.
-#[cfg(test)]
+/// The leader id a log id carries (`{"term":..,"node_id":..}`); `restore`
+/// and tests build log ids with it.
 pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
 pub type Vote = alias::VoteOf<TypeConfig>;
 pub type Entry = alias::EntryOf<TypeConfig>;
 pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
 pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot is a file (`store/snapshot.rs` gives its format), with its path.
 pub type SnapshotData = crate::store::snapshot::SnapshotFile;

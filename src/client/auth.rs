@@ -56,6 +56,11 @@ impl Password {
         Ok(Password(bytes))
     }
 
+    /// The password itself, for a client of this port (`example-ondisk backup`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Compares in time that does not depend on where the first difference
     /// is, so the answer's timing tells an attacker nothing about the prefix.
     fn matches(&self, offered: &[u8]) -> bool {

@@ -1,7 +1,8 @@
 //! TLS on the client port, with rustls: what `redis-cli --tls --cacert FILE`
 //! and the client libraries' TLS options expect of a Redis server started
 //! with `tls-port`. With a client CA, clients must also show a certificate it
-//! signed (Redis's `tls-auth-clients yes`).
+//! signed (Redis's `tls-auth-clients yes`). Also the client side of the same,
+//! for `example-ondisk backup` ([`client_config`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -76,6 +77,54 @@ pub fn acceptor(
         )
     })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The TLS settings of a client of this port: trust the CAs in `ca_file`
+/// and, if the port asks for a certificate, show `cert_and_key`. An error
+/// is one line naming the file (by its flag) and what is wrong with it.
+pub fn client_config(
+    ca_file: &Path,
+    cert_and_key: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
+    let shown = |path: &Path| path.display().to_string();
+    let mut roots = RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-ca-file {}: {e}", shown(ca_file)))?;
+    if cas.is_empty() {
+        return Err(format!(
+            "--tls-ca-file {} holds no PEM certificate",
+            shown(ca_file)
+        ));
+    }
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| format!("--tls-ca-file {}: {e}", shown(ca_file)))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let config = match cert_and_key {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|certs| certs.collect())
+                .map_err(|e| format!("--tls-cert-file {}: {e}", shown(cert_file)))?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("--tls-key-file {}: {e}", shown(key_file)))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                format!(
+                    "--tls-cert-file {} and --tls-key-file {} do not make a pair: {e}",
+                    shown(cert_file),
+                    shown(key_file)
+                )
+            })?
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 /// Completes a client's TLS handshake. A client that spoke plain RESP is
