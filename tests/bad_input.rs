@@ -905,3 +905,163 @@ fn a_missing_empty_or_short_cluster_secret_is_refused_with_one_line() {
     );
     assert!(!data.exists(), "a refused start created {}", data.display());
 }
+
+// ---------------------------------------------------------------------------
+// The backup and restore tools
+// ---------------------------------------------------------------------------
+
+/// Runs a tool with `args`, in which `TMP` stands for a fresh temporary
+/// folder, and checks it exits 2 with one `error:` line and leaves that
+/// folder empty (no backup file, no data folder). Returns that line.
+fn assert_bad_tool_flags(args: &[&str]) -> String {
+    let tmp = temp_dir();
+    let place = tmp.path().display().to_string();
+    let args: Vec<String> = args.iter().map(|a| a.replace("TMP", &place)).collect();
+    let outcome = run_once(&args, QUICK);
+    let error = assert_refused(&outcome, 2);
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "flags {args:?} left {left:?}");
+    error
+}
+
+#[test]
+fn bad_backup_flags_are_refused_with_one_line() {
+    for (args, says) in [
+        (&["backup", "--out", "TMP/b"][..], "--from"),
+        (&["backup", "--from", "127.0.0.1:6380"][..], "--out"),
+        (
+            &["backup", "--from", "nope", "--out", "TMP/b"][..],
+            "--from",
+        ),
+        (
+            &["backup", "--from", "127.0.0.1:0", "--out", "TMP/b"][..],
+            "port number",
+        ),
+        (
+            &[
+                "backup",
+                "--from",
+                "h:1",
+                "--out",
+                "TMP/b",
+                "--timeout",
+                "0",
+            ][..],
+            "--timeout",
+        ),
+        (
+            &[
+                "backup",
+                "--from",
+                "h:1",
+                "--out",
+                "TMP/b",
+                "--tls-cert-file",
+                "c",
+            ][..],
+            "--tls",
+        ),
+        (
+            &[
+                "backup",
+                "--from",
+                "h:1",
+                "--out",
+                "TMP/b",
+                "--replica-id",
+                "1",
+            ][..],
+            "--replica-id",
+        ),
+    ] {
+        let error = assert_bad_tool_flags(args);
+        assert!(error.contains(says), "{args:?}: {error}");
+    }
+}
+
+#[test]
+fn bad_restore_flags_are_refused_with_one_line() {
+    for (args, says) in [
+        (
+            &["restore", "--data-dir", "TMP/d", "--replica-id", "1"][..],
+            "--from",
+        ),
+        (
+            &["restore", "--from", "TMP/b", "--data-dir", "TMP/d"][..],
+            "--replica-id",
+        ),
+        (
+            &[
+                "restore",
+                "--from",
+                "TMP/b",
+                "--data-dir",
+                "TMP/d",
+                "--replica-id",
+                "7",
+            ][..],
+            "not a member",
+        ),
+        (
+            &[
+                "restore",
+                "--from",
+                "TMP/b",
+                "--data-dir",
+                "TMP/d",
+                "--replica-id",
+                "1",
+                "--peers",
+                "1=nope",
+            ][..],
+            "--peers",
+        ),
+    ] {
+        let error = assert_bad_tool_flags(args);
+        assert!(error.contains(says), "{args:?}: {error}");
+    }
+}
+
+#[test]
+fn a_backup_file_that_is_missing_or_not_a_backup_is_refused_with_one_line() {
+    let tmp = temp_dir();
+    let data = tmp.path().join("data");
+    let foreign = tmp.path().join("foreign");
+    std::fs::write(&foreign, "SQLite format 3\0 and so on").unwrap();
+    let missing = tmp.path().join("missing");
+    for (file, says) in [
+        (&foreign, "not an example-ondisk snapshot file"),
+        (&missing, "cannot read the backup"),
+    ] {
+        let args = [
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--replica-id",
+            "1",
+        ];
+        let outcome = harness::run_once_str(&args, QUICK);
+        let error = assert_refused(&outcome, 1);
+        assert!(error.contains(says), "{error}");
+        assert!(
+            !data.exists(),
+            "a refused restore created {}",
+            data.display()
+        );
+    }
+}
+
+#[test]
+fn the_help_names_the_tools_and_each_tool_has_its_own() {
+    let top = harness::run_once_str(&["--help"], QUICK);
+    assert_eq!(top.code, Some(0), "{top}");
+    assert!(top.stdout.contains("--replica-id"), "{top}");
+    assert!(top.stdout.contains("example-ondisk backup --help"), "{top}");
+    for tool in ["backup", "restore"] {
+        let help = harness::run_once_str(&[tool, "--help"], QUICK);
+        assert_eq!(help.code, Some(0), "{help}");
+        assert!(help.stdout.contains("--from"), "{tool}: {help}");
+    }
+}

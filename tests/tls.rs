@@ -226,3 +226,48 @@ fn tls_files_that_cannot_serve_are_refused_with_one_line() {
     let outcome = run_once(&args, Duration::from_secs(20));
     assert_eq!(outcome.code, Some(2), "{outcome}");
 }
+
+/// `example-ondisk backup` against a TLS port: with the CA it gets the copy;
+/// without TLS, or trusting another CA, it fails with one line and writes nothing.
+#[test]
+fn backup_over_tls_needs_the_ca_that_signed_the_port() {
+    let dir = temp_dir();
+    let certs = make_certificates(dir.path());
+    let (cert, key) = (path(&certs.server_cert), path(&certs.server_key));
+    let mut cluster = Cluster::start_with(1, &["--tls-cert-file", &cert, "--tls-key-file", &key]);
+    cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let port = cluster.replica(1).client_port();
+    wait_port(port);
+    let out = dir.path().join("tls.backup");
+    let from = format!("127.0.0.1:{port}");
+    let other = make_certificates(&dir.path().join("other"));
+    let backup = |extra: &[&str]| {
+        let mut args = vec!["backup", "--from", &from, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        harness::run_once_str(&args, Duration::from_secs(60))
+    };
+
+    for (extra, says) in [
+        (vec![], "this port speaks TLS only"),
+        (
+            vec!["--tls-ca-file", other.ca.to_str().unwrap()],
+            "TLS handshake",
+        ),
+    ] {
+        let outcome = backup(&extra);
+        assert_eq!(outcome.code, Some(1), "{outcome}");
+        let errors: Vec<&str> = outcome
+            .stderr
+            .lines()
+            .filter(|line| line.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{outcome}");
+        assert!(errors[0].contains(says), "{}", errors[0]);
+        assert!(!out.exists(), "{says}: a backup was written");
+    }
+
+    let outcome = backup(&["--tls-ca-file", certs.ca.to_str().unwrap()]);
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert!(outcome.stdout.contains("applied="), "{outcome}");
+    assert!(out.exists());
+}

@@ -725,8 +725,13 @@ impl Cluster {
 
     /// Starts replicas `1..=n`, each with `extra` flags after the standard ones.
     pub fn start_with(n: u64, extra: &[&str]) -> Cluster {
-        let data = temp_dir();
-        let peers = fresh_peers(n);
+        Cluster::start_in(temp_dir(), fresh_peers(n), extra)
+    }
+
+    /// Starts every replica of `peers` in the data folder `data`, which may
+    /// already hold their folders (made by `example-ondisk restore`, say).
+    pub fn start_in(data: TempDir, peers: String, extra: &[&str]) -> Cluster {
+        let n = peers.split(',').count() as u64;
         let replicas = (1..=n)
             .map(|id| {
                 Replica::spawn(
