@@ -6,6 +6,12 @@
 #   scripts/failover.sh                 20 kills (the default)
 #   scripts/failover.sh --rounds 30 --freeze
 #   scripts/failover.sh --flags "--election-timeout 300"   (passed to each replica)
+#   scripts/failover.sh --rolling --rounds 5   rolling restarts instead
+#
+# --rolling: each round stops every replica in turn with SIGTERM (the way a
+# rolling upgrade does), starts it again and lets it catch up, while the
+# client writes through all three; a round's gap is the longest wait between
+# two acknowledged writes during the whole round.
 #
 # A writer sends one SET at a time, alternating between the two replicas that
 # were followers when the round began, and logs when each was acknowledged.
@@ -22,8 +28,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="${2:?--rounds needs a number}"; shift ;;
     --freeze) mode=freeze ;;
+    --rolling) mode=rolling ;;
     --flags) flags="${2?--flags needs a value}"; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -105,7 +112,44 @@ while True:
         time.sleep(0.005)
 EOF
 
+# Waits until replica $1 has applied what the leader has.
+# (What the leader had applied when the wait began: writes may go on.)
+wait_caught_up() {
+  local id="$1" target deadline=$((SECONDS + 30))
+  target="$(applied_at "$(wait_for_leader)")"
+  until [ -n "$(applied_at "$id")" ] && [ "$(applied_at "$id")" -ge "${target:-0}" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "error: replica $id did not catch up in 30 s" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
 gaps=()
+if [ "$mode" = rolling ]; then
+  for round in $(seq 1 "$rounds"); do
+    wait_for_leader >/dev/null
+    python3 "$work/writer.py" "${client_ports[@]}" > "$work/acks" &
+    writer=$!
+    pids+=("$writer")
+    sleep 1
+    leaders=""
+    for id in 1 2 3; do
+      leaders="$leaders$(leader_now)"
+      kill -TERM "${replica_pids[$((id - 1))]}"
+      wait "${replica_pids[$((id - 1))]}" 2>/dev/null || true
+      start_replica "$id"
+      wait_for_port "${client_ports[$((id - 1))]}"
+      wait_caught_up "$id"
+      sleep 0.5
+    done
+    kill "$writer" 2>/dev/null || true
+    wait "$writer" 2>/dev/null || true
+    gap="$(awk 'NR > 1 && $1 - previous > longest { longest = $1 - previous } { previous = $1 }
+      END { printf "%.3f", longest }' "$work/acks")"
+    gaps+=("$gap")
+    echo "round $round: restarted 1, 2, 3 (leaders before each stop: $leaders), longest write pause $gap s"
+  done
+  rounds=0
+fi
 round=0
 while [ "$round" -lt "$rounds" ]; do
   leader="$(wait_for_leader)"
@@ -154,12 +198,7 @@ while [ "$round" -lt "$rounds" ]; do
     kill -CONT "${replica_pids[$((leader - 1))]}"
   fi
   # Let the old leader catch up before the next round.
-  new_leader="$(wait_for_leader)"
-  deadline=$((SECONDS + 30))
-  until [ -n "$(applied_at "$leader")" ] && [ "$(applied_at "$leader")" -ge "$(applied_at "$new_leader")" ]; do
-    [ $SECONDS -lt $deadline ] || { echo "error: replica $leader did not catch up in 30 s" >&2; exit 1; }
-    sleep 0.2
-  done
+  wait_caught_up "$leader"
   sleep 1
 done
 

@@ -520,7 +520,7 @@ impl Node {
     pub async fn change_membership(
         &self,
         change: crate::membership::MembershipChange,
-    ) -> Result<Vec<NodeId>, KvError> {
+    ) -> Result<crate::membership::ChangeDone, KvError> {
         let changed = self.change_membership_at_leader(change).await;
         if let Err(e) = &changed {
             metrics::error(e.metric_kind());
@@ -531,7 +531,7 @@ impl Node {
     async fn change_membership_at_leader(
         &self,
         change: crate::membership::MembershipChange,
-    ) -> Result<Vec<NodeId>, KvError> {
+    ) -> Result<crate::membership::ChangeDone, KvError> {
         let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
         let deadline = Instant::now() + timeout;
         loop {
@@ -543,7 +543,7 @@ impl Node {
                         change.clone(),
                     );
                     match tokio::time::timeout_at(deadline, changed).await {
-                        Ok(Ok(voters)) => return Ok(voters),
+                        Ok(Ok(done)) => return Ok(done),
                         // Leadership moved while it ran: ask again.
                         Ok(Err(ChangeError::NotLeader { .. })) => {}
                         Ok(Err(ChangeError::Refused(why))) => return Err(KvError::Membership(why)),
@@ -553,7 +553,7 @@ impl Node {
                 Some(leader) => {
                     let request = PeerRequest::ChangeMembership(change.clone());
                     match self.call_leader(leader, &request, deadline).await {
-                        Ok(PeerResponse::ChangeMembership(Ok(voters))) => return Ok(voters),
+                        Ok(PeerResponse::ChangeMembership(Ok(done))) => return Ok(done),
                         Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader {
                             ..
                         }))) => {}
@@ -564,6 +564,13 @@ impl Node {
                             return Err(KvError::ForwardInterrupted("unexpected answer".into()))
                         }
                         Err(CallError::Unreachable { .. }) => {}
+                        // Every change may be asked again: one already made
+                        // is answered as done (and a hand-over moves the
+                        // leader, which is what interrupts its call).
+                        Err(CallError::Interrupted { .. }) if Instant::now() < deadline => {}
+                        Err(CallError::Interrupted { .. }) => {
+                            return Err(KvError::WriteOutcomeUnknown(timeout))
+                        }
                         Err(e) => return Err(KvError::ForwardInterrupted(e.to_string())),
                     }
                 }

@@ -133,6 +133,7 @@ fn main() -> ExitCode {
     }
 
     tracing::info!("shutting down");
+    runtime.block_on(membership::step_down(&node.raft));
     if let Err(e) = runtime.block_on(node.raft.shutdown()) {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }

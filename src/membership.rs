@@ -27,8 +27,18 @@ use crate::types::{NodeId, Raft, TypeConfig};
 /// A change a person asked for at the prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
-    Add { id: NodeId, addr: String },
-    Remove { id: NodeId },
+    Add {
+        id: NodeId,
+        addr: String,
+    },
+    Remove {
+        id: NodeId,
+    },
+    /// Not a change of members but of who leads; like the changes, it is
+    /// carried out at the leader, so it travels the same way.
+    TransferLeader {
+        to: NodeId,
+    },
 }
 
 impl MembershipChange {
@@ -49,6 +59,28 @@ impl MembershipChange {
     /// `ID`, for `remove-replica` and `CLUSTER REMOVE-REPLICA`.
     pub fn parse_remove(id: &str) -> Result<Self, String> {
         Ok(MembershipChange::Remove { id: parse_id(id)? })
+    }
+
+    /// `ID`, for `transfer-leader` and `CLUSTER TRANSFER-LEADER`.
+    pub fn parse_transfer(id: &str) -> Result<Self, String> {
+        Ok(MembershipChange::TransferLeader { to: parse_id(id)? })
+    }
+
+    /// What a person is told when the change is done: the members after
+    /// it, or for a hand-over, who leads.
+    pub fn done_text(&self, done: &ChangeDone) -> String {
+        let ids: Vec<String> = done.voters.iter().map(u64::to_string).collect();
+        let members = format!("OK members={}", ids.join(","));
+        match self {
+            MembershipChange::TransferLeader { to } => format!("OK leader={to}"),
+            MembershipChange::Add { id, .. } if done.already => {
+                format!("{members} (replica {id} was a member already)")
+            }
+            MembershipChange::Remove { id } if done.already => {
+                format!("{members} (replica {id} is not a member)")
+            }
+            _ => members,
+        }
     }
 }
 
@@ -84,8 +116,16 @@ pub enum ChangeError {
     Refused(String),
 }
 
-/// The answer: the voters after the change, or why it was not made.
-pub type ChangeResult = Result<Vec<NodeId>, ChangeError>;
+/// A change that is done: the voters after it, and whether it had been made
+/// already (a retry), which a person is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDone {
+    pub voters: Vec<NodeId>,
+    pub already: bool,
+}
+
+/// The answer: the change done, or why it was not made.
+pub type ChangeResult = Result<ChangeDone, ChangeError>;
 
 /// What an openraft write error means for a membership change.
 fn change_error(
@@ -127,7 +167,10 @@ pub async fn change_at_leader(
                 return match known {
                     // Asked again (a retry after the leader changed, say):
                     // it is done, so say so.
-                    Some((_, known)) if known == addr => Ok(voters.into_iter().collect()),
+                    Some((_, known)) if known == addr => Ok(ChangeDone {
+                        voters: voters.into_iter().collect(),
+                        already: true,
+                    }),
                     Some((_, known)) => Err(ChangeError::Refused(format!(
                         "replica {id} is already a member, at {known}; \
                          to move it, remove it and add it again"
@@ -145,9 +188,12 @@ pub async fn change_at_leader(
         }
         MembershipChange::Remove { id } => {
             if !voters.contains(id) {
-                return Err(ChangeError::Refused(format!(
-                    "replica {id} is not a member"
-                )));
+                // Asked again (a retry after the leader changed, or after an
+                // answer that it may or may not have happened): it is done.
+                return Ok(ChangeDone {
+                    voters: voters.into_iter().collect(),
+                    already: true,
+                });
             }
             if voters.len() == 1 {
                 return Err(ChangeError::Refused(format!(
@@ -155,6 +201,13 @@ pub async fn change_at_leader(
                 )));
             }
             voters.iter().copied().filter(|v| v != id).collect()
+        }
+        MembershipChange::TransferLeader { to } => {
+            hand_over(raft, *to, &voters).await?;
+            return Ok(ChangeDone {
+                voters: voters.into_iter().collect(),
+                already: false,
+            });
         }
     };
     raft.change_membership(wanted.clone(), false)
@@ -172,10 +225,103 @@ pub async fn change_at_leader(
             }
         }
     }
-    Ok(wanted.into_iter().collect())
+    Ok(ChangeDone {
+        voters: wanted.into_iter().collect(),
+        already: false,
+    })
 }
 
 const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a hand-over may take before it is reported as not done: the
+/// chosen replica must first hold the leader's whole log, then win one
+/// election.
+const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// At the leader: asks voter `to` to take over, and waits until it leads.
+/// openraft sends the request to every replica; the one named starts an
+/// election at once if it holds the leader's whole log (else it waits to
+/// catch up), and the others grant it their vote although the leader's lease
+/// has not run out.
+pub async fn hand_over(
+    raft: &Raft,
+    to: NodeId,
+    voters: &BTreeSet<NodeId>,
+) -> Result<(), ChangeError> {
+    let me = raft.metrics().borrow_watched().id;
+    if to == me {
+        return Ok(());
+    }
+    if !voters.contains(&to) {
+        return Err(ChangeError::Refused(format!(
+            "replica {to} is not a voting member; leadership goes only to a voter"
+        )));
+    }
+    raft.trigger()
+        .transfer_leader(to)
+        .await
+        .map_err(|e| ChangeError::Refused(format!("handing over failed: {e}")))?;
+    let mut metrics = raft.metrics();
+    let deadline = tokio::time::Instant::now() + HAND_OVER_TIMEOUT;
+    loop {
+        let leader = metrics.borrow_watched().current_leader;
+        match leader {
+            Some(now) if now == to => return Ok(()),
+            Some(now) if now != me => {
+                return Err(ChangeError::Refused(format!(
+                    "replica {now} took over instead of replica {to}"
+                )))
+            }
+            _ => {}
+        }
+        if tokio::time::timeout_at(deadline, metrics.changed())
+            .await
+            .is_err()
+        {
+            return Err(ChangeError::Refused(format!(
+                "replica {to} did not take over within {HAND_OVER_TIMEOUT:?}"
+            )));
+        }
+    }
+}
+
+/// Before this replica stops: if it leads, hand over to the voter that holds
+/// the most of the log, so that the others need not wait out an election
+/// timeout (a rolling restart then pauses writes for one hand-over instead).
+/// Best effort: a hand-over that fails leaves an ordinary election.
+pub async fn step_down(raft: &Raft) {
+    let (me, leader, voters) = {
+        let metrics = raft.metrics().borrow_watched().clone();
+        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        (metrics.id, metrics.current_leader, voters)
+    };
+    if leader != Some(me) {
+        return;
+    }
+    let Some(successor) = best_successor(raft) else {
+        return;
+    };
+    match hand_over(raft, successor, &voters).await {
+        Ok(()) => tracing::info!("handed leadership to replica {successor} before stopping"),
+        Err(e) => tracing::warn!("could not hand leadership over before stopping: {e}"),
+    }
+}
+
+/// The voter that should lead when this leader stops: the one that holds the
+/// most of the log (it can win at once), or none if there is no other voter.
+fn best_successor(raft: &Raft) -> Option<NodeId> {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let me = metrics.id;
+    let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    let progress = metrics.replication.as_ref()?;
+    voters.into_iter().filter(|id| *id != me).max_by_key(|id| {
+        progress
+            .get(id)
+            .cloned()
+            .flatten()
+            .map(|log_id| log_id.index)
+    })
+}
 
 /// How long a new learner has to catch up before the change gives up (it
 /// stays a learner; asking again resumes). A million keys take a few seconds.

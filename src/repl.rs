@@ -39,7 +39,7 @@ pub enum PromptCommand {
     Kv(Request),
     /// Any other keyspace command, answered as redis-cli prints the reply.
     Redis(Request),
-    /// add-replica and remove-replica.
+    /// add-replica, remove-replica and transfer-leader.
     Membership(MembershipChange),
     Status,
     Checksum,
@@ -48,10 +48,10 @@ pub enum PromptCommand {
 }
 
 const COMMAND_LIST: &str =
-    "put, get, delete, status, checksum, add-replica, remove-replica, help, \
-     exit, or a Redis string command (set, incr, expire, ttl, mget, scan, eval, ...)";
+    "put, get, delete, status, checksum, add-replica, remove-replica, transfer-leader, \
+     help, exit, or a Redis string command (set, incr, expire, ttl, mget, scan, eval, ...)";
 
-const HELP_LINES: [&str; 12] = [
+const HELP_LINES: [&str; 13] = [
     "put KEY VALUE   store VALUE (the rest of the line) under KEY; prints OK once committed",
     "get KEY         print the value under KEY, or (nil); linearizable from any replica",
     "delete KEY      remove KEY; prints OK",
@@ -59,6 +59,7 @@ const HELP_LINES: [&str; 12] = [
     "checksum        a digest of this replica's whole state and the applied index it is at",
     "add-replica ID HOST:PORT   make replica ID (started with --join) a member; waits for it to catch up",
     "remove-replica ID          take replica ID out of the members",
+    "transfer-leader ID         hand leadership to replica ID (a voter) and wait until it leads",
     "set KEY VALUE [EX s] [NX] ...   Redis's SET; quote words as in redis-cli: \"a key\" 'it\\'s' \"\\xff\"",
     "incr, expire, ttl, mget, scan, ...   the other Redis string commands, answered as redis-cli prints",
     "eval SCRIPT NUMKEYS KEY... ARG...   a Lua script, as Redis runs it (evalsha, script load|exists|flush too)",
@@ -97,6 +98,16 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
             };
             PromptCommand::Membership(
                 MembershipChange::parse_remove(id).map_err(|e| format!("remove-replica: {e}"))?,
+            )
+        }
+        "transfer-leader" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let [id] = words[..] else {
+                return Err("transfer-leader needs one id: transfer-leader ID".into());
+            };
+            PromptCommand::Membership(
+                MembershipChange::parse_transfer(id)
+                    .map_err(|e| format!("transfer-leader: {e}"))?,
             )
         }
         "status" | "checksum" | "help" | "exit" | "quit" => {
@@ -632,10 +643,12 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
             // put and delete of one key answer OK, whether or not it existed.
             _ => "OK".to_string(),
         }),
-        PromptCommand::Membership(change) => node.change_membership(change).await.map(|voters| {
-            let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
-            format!("OK members={}", ids.join(","))
-        }),
+        PromptCommand::Membership(change) => {
+            let done = change.clone();
+            node.change_membership(change)
+                .await
+                .map(|changed| done.done_text(&changed))
+        }
         PromptCommand::Status if on_terminal => return status_lines(&node.status()),
         PromptCommand::Status => Ok(format_status(&node.status())),
         PromptCommand::Checksum => node

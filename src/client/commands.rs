@@ -27,7 +27,7 @@ pub enum ClientCommand {
     /// BACKUP: the whole state at a linearizable read point, in the snapshot
     /// file format, as one bulk string (what `example-ondisk backup` asks for).
     Backup,
-    /// CLUSTER ADD-REPLICA / REMOVE-REPLICA: as at the prompt.
+    /// CLUSTER ADD-REPLICA / REMOVE-REPLICA / TRANSFER-LEADER: as at the prompt.
     Membership(MembershipChange),
     /// QUIT: answer OK, then close.
     Quit,
@@ -175,8 +175,8 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
     Ok(command)
 }
 
-/// `CLUSTER ADD-REPLICA ID HOST:PORT` and `CLUSTER REMOVE-REPLICA ID`: the
-/// prompt's membership commands. This is not a Redis Cluster, so the Redis
+/// `CLUSTER ADD-REPLICA ID HOST:PORT`, `CLUSTER REMOVE-REPLICA ID` and
+/// `CLUSTER TRANSFER-LEADER ID`: the prompt's membership commands. This is not a Redis Cluster, so the Redis
 /// Cluster subcommands (`CLUSTER SLOTS`, `CLUSTER NODES`...) are refused, the
 /// way a Redis server without cluster support refuses them.
 fn cluster_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
@@ -190,14 +190,17 @@ fn cluster_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
     let change = match (sub.to_ascii_lowercase().as_slice(), &words[..]) {
         (b"add-replica", [id, addr]) => MembershipChange::parse_add(id, addr),
         (b"remove-replica", [id]) => MembershipChange::parse_remove(id),
+        (b"transfer-leader", [id]) => MembershipChange::parse_transfer(id),
         (b"add-replica", _) => {
             return Err("ERR usage: CLUSTER ADD-REPLICA ID HOST:PORT".into());
         }
         (b"remove-replica", _) => return Err("ERR usage: CLUSTER REMOVE-REPLICA ID".into()),
+        (b"transfer-leader", _) => return Err("ERR usage: CLUSTER TRANSFER-LEADER ID".into()),
         _ => {
             return Err(format!(
                 "ERR this is not a Redis Cluster: CLUSTER '{}' is not supported; \
-                 CLUSTER ADD-REPLICA ID HOST:PORT and CLUSTER REMOVE-REPLICA ID are",
+                 CLUSTER ADD-REPLICA ID HOST:PORT, CLUSTER REMOVE-REPLICA ID and \
+                 CLUSTER TRANSFER-LEADER ID are",
                 shown(sub)
             ))
         }

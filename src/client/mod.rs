@@ -576,13 +576,13 @@ impl Connection {
             },
             // Streamed by `answer`, straight to the connection.
             ClientCommand::Backup => Frame::error("ERR internal error: BACKUP was not streamed"),
-            ClientCommand::Membership(change) => match node.change_membership(change).await {
-                Ok(voters) => {
-                    let ids: Vec<String> = voters.iter().map(u64::to_string).collect();
-                    Frame::bulk(format!("OK members={}", ids.join(",")))
+            ClientCommand::Membership(change) => {
+                let done = change.clone();
+                match node.change_membership(change).await {
+                    Ok(changed) => Frame::bulk(done.done_text(&changed)),
+                    Err(e) => Frame::error(format!("ERR {e}")),
                 }
-                Err(e) => Frame::error(format!("ERR {e}")),
-            },
+            }
             ClientCommand::Quit => Frame::ok(),
             ClientCommand::Time => {
                 let since_epoch = std::time::SystemTime::now()

@@ -10,7 +10,8 @@ use futures::{SinkExt, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use tokio::io::AsyncReadExt;
@@ -331,6 +332,25 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(PeerResponse::AppendEntries(Ok(response))) => Ok(response),
             Ok(PeerResponse::AppendEntries(Err(e))) => Err(self.remote(e)),
             Ok(_) => Err(unexpected("append-entries")),
+            Err(e) => Err(transport_error(e)),
+        }
+    }
+
+    /// A leader hands over to `req`'s replica (see `membership.rs`).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .rpc(PeerRequest::TransferLeader(req), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::TransferLeader(Ok(response))) => Ok(response),
+            Ok(PeerResponse::TransferLeader(Err(why))) => Err(RPCError::Network(
+                NetworkError::from_string(format!("replica {} refused: {why}", self.target)),
+            )),
+            Ok(_) => Err(unexpected("transfer-leader")),
             Err(e) => Err(transport_error(e)),
         }
     }

@@ -26,7 +26,7 @@ pub mod server;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
-    VoteRequest, VoteResponse,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
@@ -76,6 +76,9 @@ pub enum PeerRequest {
     /// Would you vote for me? Asked before a candidate raises its term; the
     /// answer is a `Vote` that persists nothing.
     PreVote(VoteRequest<TypeConfig>),
+    /// From a leader handing over: the named replica, if it holds the
+    /// leader's whole log, starts an election at once.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
@@ -126,6 +129,7 @@ pub enum PeerResponse {
     InstallSnapshot(Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>>),
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
+    TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     ChangeMembership(crate::membership::ChangeResult),
     /// To a candidate that was removed from the cluster while it was away,
     /// instead of a vote: why it is no longer a member (it then stops).
@@ -304,6 +308,7 @@ mod tests {
             "AppendEntries",
             "Vote",
             "PreVote",
+            "TransferLeader",
             "InstallSnapshot",
             "Propose",
             "ReadIndex",
@@ -560,6 +565,9 @@ mod tests {
                     .prop_map(|(vote, last)| PeerRequest::Vote(VoteRequest::new(vote, last))),
                 (vote(), prop::option::of(log_id()))
                     .prop_map(|(vote, last)| PeerRequest::PreVote(VoteRequest::new(vote, last))),
+                (vote(), any::<u64>(), prop::option::of(log_id())).prop_map(|(vote, to, last)| {
+                    PeerRequest::TransferLeader(TransferLeaderRequest::new(vote, to, last))
+                }),
                 (
                     vote(),
                     prop::option::of(log_id()),

@@ -208,6 +208,11 @@ async fn serve_connection(
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
                 crate::membership::change_at_leader(&raft, &network, change).await,
             ),
+            PeerRequest::TransferLeader(request) => PeerResponse::TransferLeader(
+                raft.handle_transfer_leader(request)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
             PeerRequest::Removed => {
                 let _ = send(&mut frames, &PeerResponse::Welcome).await;
                 crate::membership::stop_as_removed(my_id);

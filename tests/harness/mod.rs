@@ -139,6 +139,16 @@ pub fn replica_args(id: u64, data_dir: &Path, peers: &str, extra: &[&str]) -> Ve
         args.push("--http-addr".to_string());
         args.push(format!("127.0.0.1:{}", free_port()));
     }
+    // Calmer Raft timing than the defaults (50 ms heartbeats, 250 ms election
+    // timeout, chosen for failover within a second and measured by
+    // scripts/failover.sh on release builds). The tests run up to six
+    // debug-build replicas on two cores: a leader there was seen silent for
+    // 0.8 s, which the defaults take for a lost leader, and a test's first
+    // write was then answered "may or may not be applied". Tests check what
+    // happens, not how fast, so they allow a leader up to a second.
+    if !extra.contains(&"--election-timeout") {
+        args.extend(["--heartbeat-interval", "100", "--election-timeout", "500"].map(String::from));
+    }
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }
