@@ -816,7 +816,10 @@ fn bad_membership_changes_are_refused_and_change_nothing() {
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let follower = cluster.other_than(&[leader]);
     let reply = cluster.replica(follower).send("add-replica 2 127.0.0.1:1");
-    assert!(is_error(&reply) && reply.contains("already a member"), "{reply}");
+    assert!(
+        is_error(&reply) && reply.contains("already a member"),
+        "{reply}"
+    );
     // Removing a replica that is not a member is done already (so that a
     // retry is safe), and the answer says so.
     let reply = cluster.replica(follower).send("remove-replica 9");

@@ -509,7 +509,9 @@ fn removing_a_replica_twice_is_done_twice() {
     // A retry (say, after an answer that it may or may not have happened) is
     // told it is done, as a second add-replica is.
     assert_eq!(
-        cluster.replica(leader).send(&format!("remove-replica {gone}")),
+        cluster
+            .replica(leader)
+            .send(&format!("remove-replica {gone}")),
         format!("{expected} (replica {gone} is not a member)")
     );
 }
