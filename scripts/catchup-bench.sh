@@ -21,7 +21,7 @@ peers="1=127.0.0.1:$p1,2=127.0.0.1:$p2,3=127.0.0.1:$p3"
 start_replica() {
   local id="$1" port="$2"
   "$bin" --replica-id "$id" --data-dir "$work/data" --peers "$peers" \
-    --client-addr "127.0.0.1:$port" --no-prompt 2> "$work/err$id" &
+    --client-addr "127.0.0.1:$port" "${no_http[@]}" --no-prompt 2> "$work/err$id" &
   pids+=($!)
 }
 # INFO field of the replica serving clients on port $1.

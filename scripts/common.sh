@@ -27,6 +27,11 @@ else
   cargo build --release --quiet
   bin="$PWD/target/release/example-ondisk"
 fi
+# Scripts that need no monitoring pass "${no_http[@]}" to each replica, so
+# that they never meet another cluster on the default HTTP ports (empty for
+# a build from before the HTTP port).
+no_http=()
+if "$bin" --help | grep -q -- --no-http; then no_http=(--no-http); fi
 work="$(mktemp -d)"
 pids=()
 cleanup() {

@@ -49,7 +49,8 @@ start_replica() {
   local id="$1"
   # shellcheck disable=SC2086 # the extra flags are meant to split
   "$bin" --replica-id "$id" --data-dir "$work/data" --peers "$peers" \
-    --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" --no-prompt $flags 2>> "$work/err$id" &
+    --client-addr "127.0.0.1:${client_ports[$((id - 1))]}" "${no_http[@]}" --no-prompt $flags \
+    2>> "$work/err$id" &
   pids+=($!)
   replica_pids[$((id - 1))]=$!
 }
