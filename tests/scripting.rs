@@ -62,21 +62,6 @@ fn bulk(text: &str) -> Value {
     Value::BulkString(text.as_bytes().to_vec())
 }
 
-/// A replica's applied index and term, from INFO.
-fn raft_info(connection: &mut Connection) -> (u64, u64) {
-    let text: String = redis::cmd("INFO")
-        .arg("raft")
-        .query(connection)
-        .expect("INFO answers");
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("INFO has no {name}\n{text}"))
-    };
-    (field("applied_index:"), field("term:"))
-}
-
 /// Sends `commands` on a fresh connection and returns what came back once
 /// `lines` lines have (each reply expected here is one line, or an array
 /// header followed by one-line elements).
@@ -240,7 +225,7 @@ fn a_runaway_script_is_stopped_the_same_way_on_every_replica_while_the_cluster_s
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let ports = client_ports(&mut cluster);
     let mut at_leader = connect(cluster.replica(leader).client_port());
-    let (_, term_before) = raft_info(&mut at_leader);
+    let term_before = harness::raft_info(&mut at_leader).number("term");
 
     // Others write while the scripts run.
     let writer_port = ports[(leader as usize) % 3];
@@ -272,7 +257,7 @@ fn a_runaway_script_is_stopped_the_same_way_on_every_replica_while_the_cluster_s
     assert_eq!(ok(&mut c, &["EXISTS", "beside-39"]), Value::Int(1));
     cluster.agreed_checksum(&ALL, SETTLE);
     // Applying the scripts held no replica up long enough for an election.
-    let (_, term_after) = raft_info(&mut at_leader);
+    let term_after = harness::raft_info(&mut at_leader).number("term");
     assert_eq!(term_after, term_before, "an election happened meanwhile");
 }
 

@@ -1075,6 +1075,30 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A `redis` crate connection to `url` (`redis://127.0.0.1:PORT/[DB][?protocol=resp3]`),
 /// retried until the port answers or `settle` has passed; its replies may take
 /// `settle` too.
+/// The `# Raft` section of INFO from the replica `connection` talks to.
+pub struct RaftInfo(String);
+
+impl RaftInfo {
+    /// A numeric field, e.g. `number("term")`.
+    pub fn number(&self, name: &str) -> u64 {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO has no {name}\n{}", self.0))
+    }
+}
+
+/// Asks for INFO's `# Raft` section.
+pub fn raft_info(connection: &mut redis::Connection) -> RaftInfo {
+    RaftInfo(
+        redis::cmd("INFO")
+            .arg("raft")
+            .query(connection)
+            .expect("INFO answers"),
+    )
+}
+
 /// The applied index of the replica `connection` talks to, from INFO, once it
 /// has caught up with that replica's last log index: openraft 0.10 answers a
 /// write a moment before its own figures move, so an index read right after
@@ -1082,23 +1106,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn settled_applied_index(connection: &mut redis::Connection, timeout: Duration) -> u64 {
     let deadline = Instant::now() + timeout;
     loop {
-        let text: String = redis::cmd("INFO")
-            .arg("raft")
-            .query(connection)
-            .expect("INFO answers");
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("INFO has no {name}\n{text}"))
-        };
-        let applied = field("applied_index:");
-        if applied == field("last_log_index:") {
+        let info = raft_info(connection);
+        let applied = info.number("applied_index");
+        if applied == info.number("last_log_index") {
             return applied;
         }
         assert!(
             Instant::now() < deadline,
-            "applied never caught up:\n{text}"
+            "applied never caught up:\n{}",
+            info.0
         );
         thread::sleep(Duration::from_millis(20));
     }
