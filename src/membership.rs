@@ -290,15 +290,12 @@ pub async fn hand_over(
 /// timeout (a rolling restart then pauses writes for one hand-over instead).
 /// Best effort: a hand-over that fails leaves an ordinary election.
 pub async fn step_down(raft: &Raft) {
-    let (me, leader, voters) = {
-        let metrics = raft.metrics().borrow_watched().clone();
-        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-        (metrics.id, metrics.current_leader, voters)
-    };
-    if leader != Some(me) {
+    let metrics = raft.metrics().borrow_watched().clone();
+    if metrics.current_leader != Some(metrics.id) {
         return;
     }
-    let Some(successor) = best_successor(raft) else {
+    let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    let Some(successor) = best_successor(&metrics, &voters) else {
         return;
     };
     match hand_over(raft, successor, &voters).await {
@@ -309,18 +306,22 @@ pub async fn step_down(raft: &Raft) {
 
 /// The voter that should lead when this leader stops: the one that holds the
 /// most of the log (it can win at once), or none if there is no other voter.
-fn best_successor(raft: &Raft) -> Option<NodeId> {
-    let metrics = raft.metrics().borrow_watched().clone();
-    let me = metrics.id;
-    let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+fn best_successor(
+    metrics: &openraft::RaftMetrics<TypeConfig>,
+    voters: &BTreeSet<NodeId>,
+) -> Option<NodeId> {
     let progress = metrics.replication.as_ref()?;
-    voters.into_iter().filter(|id| *id != me).max_by_key(|id| {
-        progress
-            .get(id)
-            .cloned()
-            .flatten()
-            .map(|log_id| log_id.index)
-    })
+    voters
+        .iter()
+        .copied()
+        .filter(|id| *id != metrics.id)
+        .max_by_key(|id| {
+            progress
+                .get(id)
+                .cloned()
+                .flatten()
+                .map(|log_id| log_id.index)
+        })
 }
 
 /// How long a new learner has to catch up before the change gives up (it
