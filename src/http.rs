@@ -39,21 +39,16 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a request's head may hold.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Why the HTTP port could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot serve HTTP on {addr}: {why} (is another replica or program using it? choose another with --http-addr, or turn it off with --no-http)")]
-pub struct ListenError {
-    addr: String,
-    why: String,
-}
-
 /// Opens the HTTP port, before the replica starts, so a taken port is
 /// reported at once.
-pub async fn bind(addr: &str) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr).await.map_err(|e| ListenError {
-        addr: addr.to_string(),
-        why: e.to_string(),
-    })
+pub async fn bind(addr: &str) -> Result<TcpListener, crate::listen::ListenError> {
+    crate::listen::bind(
+        addr,
+        "HTTP",
+        "is another replica or program using it? choose another with --http-addr, \
+         or turn it off with --no-http",
+    )
+    .await
 }
 
 /// What the pages are made from: the replica once it has started, and how

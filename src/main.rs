@@ -25,6 +25,7 @@ mod fuzz;
 mod heavy;
 mod http;
 mod kv;
+mod listen;
 mod logging;
 mod machine;
 mod membership;

@@ -42,21 +42,15 @@ const MAX_CLIENTS: usize = 1024;
 /// so a client that pipelines without end still gets answers as it goes.
 const MAX_PIPELINE: usize = 1024;
 
-/// Why the client port could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot serve clients on {addr}: {why} (is another replica or a Redis server using it? choose another with --client-addr)")]
-pub struct ListenError {
-    addr: String,
-    why: String,
-}
-
 /// Opens the client port, before the replica starts, so a taken port is
 /// reported at once.
-pub async fn bind(addr: &str) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr).await.map_err(|e| ListenError {
-        addr: addr.to_string(),
-        why: e.to_string(),
-    })
+pub async fn bind(addr: &str) -> Result<TcpListener, crate::listen::ListenError> {
+    crate::listen::bind(
+        addr,
+        "clients",
+        "is another replica or a Redis server using it? choose another with --client-addr",
+    )
+    .await
 }
 
 /// What the port has served, for INFO and `redis-cli --stat`, and each
