@@ -1067,3 +1067,23 @@ fn the_help_names_the_tools_and_each_tool_has_its_own() {
         assert!(help.stdout.contains("--from"), "{tool}: {help}");
     }
 }
+
+#[test]
+fn a_client_port_that_is_taken_is_refused_with_one_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let peers = fresh_peers(1);
+    let tmp = temp_dir();
+    let outcome = run_once(
+        &replica_args(1, tmp.path(), &peers, &["--client-addr", &addr]),
+        QUICK,
+    );
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+    let errors = error_lines(&outcome);
+    assert_eq!(errors.len(), 1, "{outcome}");
+    assert!(
+        errors[0].contains(&format!("cannot serve clients on {addr}"))
+            && errors[0].contains("--client-addr"),
+        "{outcome}"
+    );
+}
