@@ -521,11 +521,33 @@ impl Node {
         &self,
         change: crate::membership::MembershipChange,
     ) -> Result<crate::membership::ChangeDone, KvError> {
+        let hand_over_to = match &change {
+            crate::membership::MembershipChange::TransferLeader { to } => Some(*to),
+            _ => None,
+        };
         let changed = self.change_membership_at_leader(change).await;
         if let Err(e) = &changed {
             metrics::error(e.metric_kind());
         }
+        if let (Ok(_), Some(to)) = (&changed, hand_over_to) {
+            // The old leader answers once it has seen `to` lead; this replica
+            // may learn of it a heartbeat later. Waiting here means whoever
+            // asked finds the new leader in `status` right after the answer.
+            self.wait_to_know_leader(to, Instant::now() + self.timeout)
+                .await;
+        }
         changed
+    }
+
+    /// Waits until this replica knows `leader` leads, or the deadline passes.
+    async fn wait_to_know_leader(&self, leader: NodeId, deadline: Instant) {
+        let mut metrics = self.raft.metrics();
+        while metrics.borrow_watched().current_leader != Some(leader) {
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
     }
 
     async fn change_membership_at_leader(
