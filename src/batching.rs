@@ -30,11 +30,11 @@ use crate::kv::{KvError, ReadPoint};
 use crate::metrics;
 use crate::node::Node;
 
-/// Log entries proposed but not yet applied, at most. openraft 0.9 appends
-/// one client write at a time and waits for its fsync, so a second entry in
-/// flight overlapped little and made the batches smaller (see the README's
-/// benchmark section for the figures). openraft 0.10 merges queued appends;
-/// measuring more in flight again is a later step of issue 14.
+/// Log entries proposed but not yet applied, at most. One is enough: while
+/// it is in flight, new writes gather into the next batch, and openraft and
+/// the log's group commit merge what queues up below. More in flight made the
+/// batches smaller and 50-client SETs slower, on openraft 0.9 and again on
+/// 0.10 with group commit (notes/findings.md has the figures).
 const ENTRIES_IN_FLIGHT: usize = 1;
 /// A batch holds at most this many operations and bytes, or one write that
 /// is larger on its own (a client's request is at most

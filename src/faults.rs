@@ -31,3 +31,14 @@ pub fn proposal_format_override() -> Option<u32> {
     static CHOSEN: OnceLock<Option<u32>> = OnceLock::new();
     *CHOSEN.get_or_init(|| std::env::var(PROPOSE_FORMAT_VAR).ok()?.parse().ok())
 }
+
+/// The environment variable that makes this replica's log flusher sleep this
+/// many milliseconds before each fsync, as a slow disk would: a test can then
+/// tell a write acknowledged after the fsyncs from one acknowledged before.
+pub const SLOW_LOG_SYNC_VAR: &str = "EXAMPLE_ONDISK_SLOW_LOG_SYNC_MS";
+
+/// The pause a test asked for before each log fsync, if any.
+pub fn slow_log_sync() -> Option<std::time::Duration> {
+    let ms = std::env::var(SLOW_LOG_SYNC_VAR).ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}

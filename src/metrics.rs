@@ -23,6 +23,7 @@
 //! | `ondisk_snapshots_total`, `ondisk_snapshot_bytes_total` | counter | `event`: built, sent, installed |
 //! | `ondisk_fsync_seconds` | histogram | `site` |
 //! | `ondisk_write_batch_ops`, `ondisk_write_batch_writers` | histogram | |
+//! | `ondisk_log_sync_appends` (appends one log fsync made durable) | histogram | |
 //! | `ondisk_client_request_seconds` (its `_count`: requests) | histogram | `command` |
 //! | `ondisk_errors_total` | counter | `kind` |
 //! | `ondisk_client_connections` | gauge | |
@@ -236,6 +237,7 @@ struct Metrics {
     fsync: Family<SiteLabel, Histogram, Buckets>,
     batch_ops: Histogram,
     batch_writers: Histogram,
+    log_sync_appends: Histogram,
     requests: Family<CommandLabel, Histogram, Buckets>,
     errors: Family<KindLabel, Counter>,
     client_connections: Gauge,
@@ -259,6 +261,7 @@ impl Metrics {
             fsync: Family::new_with_constructor(Buckets(fsync_buckets)),
             batch_ops: batch_buckets(),
             batch_writers: batch_buckets(),
+            log_sync_appends: batch_buckets(),
             requests: Family::new_with_constructor(Buckets(request_buckets)),
             errors: Family::default(),
             client_connections: Gauge::default(),
@@ -345,6 +348,11 @@ impl Metrics {
             "Queued writers (connections, prompt lines) sharing one log entry",
             self.batch_writers.clone(),
         );
+        r.register(
+            "log_sync_appends",
+            "Log appends made durable by one fsync of the group-commit flusher",
+            self.log_sync_appends.clone(),
+        );
         r.register_with_unit(
             "client_request",
             "Time from reading a request on the client port to having its reply, by command",
@@ -385,6 +393,11 @@ pub fn timed_fsync<T>(site: FsyncSite, write: impl FnOnce() -> T) -> T {
 pub fn write_batch(ops: usize, writers: usize) {
     METRICS.batch_ops.observe(ops as f64);
     METRICS.batch_writers.observe(writers as f64);
+}
+
+/// Records one fsync of the log flusher and how many appends it covered.
+pub fn log_sync_group(appends: usize) {
+    METRICS.log_sync_appends.observe(appends as f64);
 }
 
 /// Records a snapshot built, sent or installed, and its size.

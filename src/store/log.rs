@@ -2,12 +2,9 @@
 //!
 //! Contract with openraft (durability rules 1 and 2 of `store/mod.rs`):
 //! - `save_vote` returns only after the vote is fsynced.
-//! - `append` commits the entries in one fsynced batch, then completes
-//!   openraft's `IOFlushed` callback, then returns. openraft 0.10 would let it
-//!   return first and complete the callback later (its appends no longer block
-//!   the core); that is where a group commit will go (issue 14). Until then it
-//!   stays synchronous: simple, and clear of the risk shown by openraft issue
-//!   #2118 (an unflushed append counted as flushed at a leader change).
+//! - `append` writes the entries into the journal in one batch and returns;
+//!   the flusher (`group_commit.rs`) completes openraft's `IOFlushed`
+//!   callback after the fsync that covers them.
 //! - Entries are keyed by index in big-endian, so key order is log order and the
 //!   last entry is the last key.
 //! - The first index still held is derived from `purged`, a small record, rather
@@ -25,6 +22,7 @@ use futures::stream::{self, Stream, TryStreamExt};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 
+use super::group_commit::Flusher;
 use super::{fjall_io_error, Db};
 use crate::metrics::{self, FsyncSite};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -43,14 +41,19 @@ pub struct LogStore {
     store: Db,
     /// The highest index known committed, for `status` (openraft's metrics lack it).
     committed_index: Arc<AtomicU64>,
+    /// Syncs appended entries and completes their callbacks.
+    flusher: Flusher,
 }
 
 impl LogStore {
-    pub fn new(store: Db) -> Self {
-        LogStore {
+    /// Starts the log's flusher thread too (`group_commit.rs`).
+    pub fn new(store: Db) -> io::Result<Self> {
+        let flusher = Flusher::start(store.db.clone())?;
+        Ok(LogStore {
             store,
             committed_index: Arc::default(),
-        }
+            flusher,
+        })
     }
 
     /// A live view of the highest index known to be committed.
@@ -311,26 +314,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        // Rule 2: all entries of this call in one batch, fsynced before
-        // openraft is told they are flushed, and before this returns (see the
-        // module comment for why not sooner). The fsync waits on the blocking
-        // pool, so this worker runs client connections meanwhile. openraft
-        // 0.10 merges the appends queued meanwhile into the next call.
-        let store = self.store.clone();
+        // Rule 2, in two steps (see `group_commit.rs`): the entries go into
+        // the journal in one batch, unsynced, so they are readable when this
+        // returns; the flusher completes `callback` after the fsync that
+        // covers them. openraft merges the appends queued meanwhile into the
+        // next call, and the flusher merges the calls made during one fsync.
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut batch = store.db.batch().durability(Some(PersistMode::SyncData));
-            for entry in entries {
-                let json = serde_json::to_vec(&entry).expect("a log entry serialises");
-                batch.insert(&store.raft_log, entry.log_id.index.to_be_bytes(), json);
+        let bytes = entries.iter().map(crate::types::proposal_bytes).sum();
+        let committed = crate::heavy::run(bytes, || {
+            let mut batch = self.store.db.batch();
+            for entry in &entries {
+                let json = serde_json::to_vec(entry).expect("a log entry serialises");
+                batch.insert(self.log(), entry.log_id.index.to_be_bytes(), json);
             }
-            metrics::timed_fsync(FsyncSite::LogAppend, || batch.commit())
-        })
-        .await
-        .map_err(io::Error::other)?;
-        match result {
+            batch.commit()
+        });
+        match committed {
             Ok(()) => {
-                callback.io_completed(Ok(()));
+                self.flusher.after_next_sync(callback);
                 Ok(())
             }
             Err(e) => {

@@ -16,13 +16,14 @@
 //! 1. **Vote**: fsynced before `save_vote` returns (`log.rs`). A replica must
 //!    never vote twice in a term, even across a power cut.
 //! 2. **Log entries**: fsynced before openraft is told they are flushed
-//!    (`log.rs`, `append`). The leader counts this replica towards a quorum only
-//!    after that, so an acknowledged write is on the disks of a majority.
-//!    openraft 0.10 separates the two moments: entries must be readable when
-//!    `append` returns, and durable when its `IOFlushed` callback is completed,
-//!    which may come later. Ours fsyncs, completes the callback, then returns,
-//!    so both hold at once. (A group commit would return first; this rule then
-//!    rests on the callback alone, and on nothing completing it early.)
+//!    (`log.rs`, `append`, and `group_commit.rs`). The leader counts this
+//!    replica towards a quorum only after that, so an acknowledged write is on
+//!    the disks of a majority. openraft 0.10 separates the two moments: entries
+//!    must be readable when `append` returns, and durable when its `IOFlushed`
+//!    callback is completed. Ours writes them to the journal unsynced and
+//!    returns; one flusher thread fsyncs for every append waiting and only then
+//!    completes their callbacks. So the rule rests on the callback alone, and
+//!    `tests/group_commit.rs` fails if one is completed before its fsync.
 //! 3. **Applying**: the data changes of a whole run of entries, the last applied
 //!    log id and the last membership go into ONE fjall batch
 //!    (`state_machine.rs`, `apply`). After any crash the state machine therefore
@@ -47,6 +48,7 @@
 //!    power cut lost unsynced apply batches, rule 4, after a snapshot of them
 //!    was fsynced): the state is loaded back from the file.
 
+mod group_commit;
 pub mod log;
 pub mod snapshot;
 pub mod state_machine;

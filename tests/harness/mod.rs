@@ -329,6 +329,18 @@ impl Replica {
     /// [`Replica::spawn`] through another program, such as a script in `scripts/`
     /// that ends by `exec`ing the binary (so signals still reach the replica).
     pub fn spawn_program(program: &Path, id: u64, data_dir: &Path, args: Vec<String>) -> Replica {
+        Replica::spawn_program_with_env(program, id, data_dir, args, Vec::new())
+    }
+
+    /// [`Replica::spawn_program`] with `env` added to the environment of
+    /// this launch and every restart (fault-injection hooks).
+    pub fn spawn_program_with_env(
+        program: &Path,
+        id: u64,
+        data_dir: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Replica {
         let mut replica = Replica {
             id,
             program: program.to_path_buf(),
@@ -337,7 +349,7 @@ impl Replica {
             running: None,
             stderr: Arc::new(Mutex::new(String::new())),
             runs: 0,
-            env: Vec::new(),
+            env,
         };
         replica.launch();
         replica
@@ -738,16 +750,38 @@ impl Cluster {
         Cluster::start_in(temp_dir(), fresh_peers(n), extra)
     }
 
+    /// Starts replicas `1..=n` with `extra` flags; `(id, name, value)` in
+    /// `env` sets `name` in replica `id`'s environment, at every start.
+    pub fn start_with_env(n: u64, extra: &[&str], env: &[(u64, &str, &str)]) -> Cluster {
+        Cluster::start_in_with_env(temp_dir(), fresh_peers(n), extra, env)
+    }
+
     /// Starts every replica of `peers` in the data folder `data`, which may
     /// already hold their folders (made by `example-ondisk restore`, say).
     pub fn start_in(data: TempDir, peers: String, extra: &[&str]) -> Cluster {
+        Cluster::start_in_with_env(data, peers, extra, &[])
+    }
+
+    fn start_in_with_env(
+        data: TempDir,
+        peers: String,
+        extra: &[&str],
+        env: &[(u64, &str, &str)],
+    ) -> Cluster {
         let n = peers.split(',').count() as u64;
         let replicas = (1..=n)
             .map(|id| {
-                Replica::spawn(
+                let vars = env
+                    .iter()
+                    .filter(|(of, _, _)| *of == id)
+                    .map(|(_, name, value)| (name.to_string(), value.to_string()))
+                    .collect();
+                Replica::spawn_program_with_env(
+                    Path::new(BIN),
                     id,
                     data.path(),
                     replica_args(id, data.path(), &peers, extra),
+                    vars,
                 )
             })
             .collect();
