@@ -23,13 +23,9 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 
 use super::group_commit::Flusher;
-use super::{fjall_io_error, Db};
+use super::{fjall_io_error, records, Db};
 use crate::metrics::{self, FsyncSite};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
-
-const VOTE_KEY: &str = "vote";
-pub(crate) const PURGED_KEY: &str = "purged";
-const COMMITTED_KEY: &str = "committed";
 
 /// How many entries one purge or truncate batch removes at most, so a large
 /// purge never builds one huge batch in memory.
@@ -65,20 +61,8 @@ impl LogStore {
         &self.store.raft_log
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        match self.store.raft_meta.get(key).map_err(fjall_io_error)? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("record '{key}' is unreadable: {e}"),
-                )
-            }),
-        }
-    }
-
     fn last_purged(&self) -> io::Result<Option<LogId>> {
-        self.read_json(PURGED_KEY)
+        records::purged(&self.store)
     }
 
     /// Removes every entry whose index lies in `range`, in bounded batches.
@@ -224,7 +208,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     /// checks it around each read of entries, so that a leader that has lost
     /// its term stops sending.
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
-        self.read_json(VOTE_KEY)
+        records::read_latest(&self.store.raft_meta, records::VOTE)
     }
 }
 
@@ -261,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
-        let json = serde_json::to_vec(vote).expect("a vote serialises");
+        let json = records::encode(vote);
         tokio::task::block_in_place(|| {
             // Rule 1: the vote is on disk before anyone hears of it.
             let mut batch = self
@@ -269,7 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .db
                 .batch()
                 .durability(Some(PersistMode::SyncData));
-            batch.insert(&self.store.raft_meta, VOTE_KEY, json);
+            batch.insert(&self.store.raft_meta, records::VOTE, json);
             metrics::timed_fsync(FsyncSite::Vote, || batch.commit())
         })
         .map_err(fjall_io_error)
@@ -283,26 +267,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
         }
-        let json = serde_json::to_vec(&committed).expect("a log id serialises");
+        let json = records::encode(&committed);
         // Not handed off to a blocking thread: an unsynced insert only copies
         // into the journal buffer and a memtable.
         self.store
             .raft_meta
-            .insert(COMMITTED_KEY, json)
+            .insert(records::COMMITTED, json)
             .map_err(fjall_io_error)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let committed: Option<Option<LogId>> = self.read_json(COMMITTED_KEY)?;
-        let mut committed = committed.flatten();
-        // The hint is written without waiting for a snapshot install that
-        // sets it; after a crash mid-install it can name entries this replica
-        // never received. Trust it only as far as the log or state reaches.
-        let applied = super::state_machine::applied_log_id(&self.store)?;
+        let stored: Option<Option<LogId>> =
+            records::read_latest(&self.store.raft_meta, records::COMMITTED)?;
         let last_log = self.get_log_state().await?.last_log_id;
-        if committed > std::cmp::max(applied, last_log) {
-            committed = applied;
-        }
+        let committed = records::trusted_commit(&self.store, stored.flatten(), last_log)?;
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
         }
@@ -359,25 +337,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(fjall_io_error)
     }
 
-    /// Removes the entries up to and including `log_id`.
-    ///
-    /// Never past what the state machine holds: when a follower installs a
-    /// snapshot, openraft 0.9 asked for this purge while the install was still
-    /// running on another task (kept on 0.10 until a test shows it can go: see
-    /// notes/findings.md, "Session 7: openraft 0.10"). Were the purge to reach the
-    /// journal and the install then crash, the restarted replica would have neither
-    /// the entries nor the state they led to (and openraft refuses to start). So
-    /// the purge is capped at the state machine's applied id; journal order (rule 4
-    /// in `store/mod.rs`) keeps that applied id ahead of the purge on disk. What
-    /// the cap leaves is purged at the next snapshot, or at start-up.
+    /// Removes the entries up to and including `log_id`, or as far as the
+    /// state machine holds (`records::purge_limit` says why).
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        let applied = super::state_machine::applied_log_id(&self.store)?;
-        let upto = match applied {
-            Some(applied) if applied.index < log_id.index => applied,
-            Some(_) => log_id,
-            None => return Ok(()),
+        let Some(upto) = records::purge_limit(&self.store, log_id)? else {
+            return Ok(());
         };
-        let watermark = serde_json::to_vec(&upto).expect("a log id serialises");
+        let watermark = records::encode(&upto);
         let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
         if upto.index < floor {
             return Ok(());
@@ -385,7 +351,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tokio::task::block_in_place(|| {
             self.remove_range(
                 (Bound::Included(floor), Bound::Included(upto.index)),
-                Some((PURGED_KEY, watermark)),
+                Some((records::PURGED, watermark)),
                 PersistMode::Buffer,
             )
         })

@@ -50,6 +50,7 @@
 
 mod group_commit;
 pub mod log;
+mod records;
 pub mod snapshot;
 pub mod state_machine;
 

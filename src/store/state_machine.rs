@@ -30,7 +30,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::RwLock;
 
 use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
-use super::{describe_fjall_error, keyspace_options, Db};
+use super::{describe_fjall_error, keyspace_options, records, Db};
 use crate::command::{ProposalOutcome, Watched};
 use crate::faults::crash_point;
 use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
@@ -39,13 +39,9 @@ use crate::types::{
     proposal_bytes, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
-const APPLIED_KEY: &str = "applied";
-const MEMBERSHIP_KEY: &str = "membership";
 /// A run of entries applied in one batch stops growing past this many bytes
 /// of proposals (see `apply`).
 const APPLY_RUN_BYTES: usize = 32 * 1024 * 1024;
-/// Names the keyspace that holds the user data now; switched by an install.
-const DATA_KEYSPACE_KEY: &str = "data_keyspace";
 const DATA_KEYSPACE_PREFIX: &str = "data-";
 
 /// The data keyspace in use, with each database's flush mark (every command
@@ -168,7 +164,7 @@ impl StateReader {
         let data = self.data.read().await;
         tokio::task::block_in_place(|| {
             let view = self.db.snapshot();
-            let applied = read_applied(&view, &self.sm_meta).map_err(|e| e.to_string())?;
+            let applied = records::applied_in(&view, &self.sm_meta).map_err(|e| e.to_string())?;
             let mut digest = StateDigest::new();
             for pair in view.iter(&data.keyspace) {
                 let (key, value) = pair.into_inner().map_err(|e| describe_fjall_error(&e))?;
@@ -225,7 +221,7 @@ impl StateReader {
         leader_time: u64,
     ) -> Result<Vec<Watched>, String> {
         let view = self.read_view().await;
-        let since = read_applied(&view.view, &self.sm_meta)
+        let since = records::applied_in(&view.view, &self.sm_meta)
             .map_err(|e| e.to_string())?
             .map_or(0, |id| id.index);
         keys.iter()
@@ -429,33 +425,6 @@ fn snapshot_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(
-    view: &impl Readable,
-    keyspace: &Keyspace,
-    key: &str,
-) -> io::Result<Option<T>> {
-    match view
-        .get(keyspace, key)
-        .map_err(|e| read_error(describe_fjall_error(&e)))?
-    {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| read_error(format!("state machine record '{key}' is unreadable: {e}"))),
-    }
-}
-
-/// The applied log id as the database holds it now (not necessarily fsynced,
-/// but ahead of any later record in the shared journal).
-pub(crate) fn applied_log_id(store: &Db) -> io::Result<Option<LogId>> {
-    read_applied(&store.db.snapshot(), &store.sm_meta)
-}
-
-/// The applied log id recorded in `view` (stored as an optional log id).
-fn read_applied(view: &impl Readable, sm_meta: &Keyspace) -> io::Result<Option<LogId>> {
-    Ok(get_json::<Option<LogId>>(view, sm_meta, APPLIED_KEY)?.flatten())
-}
-
 impl StateMachine {
     /// The record of which snapshot file is known whole, for the network
     /// client: a replica that receives a damaged file says so, and the next
@@ -474,10 +443,10 @@ impl StateMachine {
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
     pub fn open(store: Db) -> io::Result<(StateMachine, StateReader)> {
         let view = store.db.snapshot();
-        let last_applied = read_applied(&view, &store.sm_meta)?;
+        let last_applied = records::applied_in(&view, &store.sm_meta)?;
         let membership: StoredMembership =
-            get_json(&view, &store.sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default();
-        let active: String = get_json(&view, &store.sm_meta, DATA_KEYSPACE_KEY)?
+            records::read(&view, &store.sm_meta, records::MEMBERSHIP)?.unwrap_or_default();
+        let active: String = records::read(&view, &store.sm_meta, records::DATA_KEYSPACE)?
             .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
         drop(view);
 
@@ -502,10 +471,7 @@ impl StateMachine {
         // Remember the data keyspace by name so a restart finds it (first start).
         store
             .sm_meta
-            .insert(
-                DATA_KEYSPACE_KEY,
-                serde_json::to_vec(&active).expect("a name serialises"),
-            )
+            .insert(records::DATA_KEYSPACE, records::encode(&active))
             .map_err(|e| write_error(describe_fjall_error(&e)))?;
 
         snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
@@ -516,10 +482,7 @@ impl StateMachine {
         // An older snapshot left beside a damaged newer one may end before the
         // purged log: it could not catch anyone up, the entries after it are
         // gone. Without it, openraft builds a new one as it starts.
-        let purged: Option<LogId> = match store.raft_meta.get(super::log::PURGED_KEY) {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or(None),
-            _ => None,
-        };
+        let purged = records::purged(&store).unwrap_or(None);
         if let Some((path, meta)) = &current_snapshot {
             if meta.last_log_id < purged {
                 tracing::warn!(
@@ -688,16 +651,16 @@ impl StateMachine {
 
         batch.insert(
             self.sm_meta(),
-            APPLIED_KEY,
-            serde_json::to_vec(&self.last_applied).expect("serialises"),
+            records::APPLIED,
+            records::encode(&self.last_applied),
         );
         // Membership is rewritten only when an entry changed it: it is the
         // largest record here, and rewriting it on every apply filled memtables.
         if membership_changed {
             batch.insert(
                 self.sm_meta(),
-                MEMBERSHIP_KEY,
-                serde_json::to_vec(&self.membership).expect("serialises"),
+                records::MEMBERSHIP,
+                records::encode(&self.membership),
             );
         }
         Ok(AppliedRun {
@@ -813,17 +776,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut data = self.data.write().await;
         let switched = tokio::task::block_in_place(|| {
             let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
-            let name = serde_json::to_vec(&new_name).expect("a name serialises");
-            let applied = serde_json::to_vec(&meta.last_log_id).expect("a log id serialises");
+            let name = records::encode(&new_name);
+            let applied = records::encode(&meta.last_log_id);
             let applied_again = applied.clone();
-            let membership = serde_json::to_vec(&meta.last_membership).expect("serialises");
-            batch.insert(&store.sm_meta, DATA_KEYSPACE_KEY, name);
-            batch.insert(&store.sm_meta, APPLIED_KEY, applied);
-            batch.insert(&store.sm_meta, MEMBERSHIP_KEY, membership);
+            let membership = records::encode(&meta.last_membership);
+            batch.insert(&store.sm_meta, records::DATA_KEYSPACE, name);
+            batch.insert(&store.sm_meta, records::APPLIED, applied);
+            batch.insert(&store.sm_meta, records::MEMBERSHIP, membership);
             // The log before the snapshot is gone for good from here on: record
             // that with the switch, or a restart would look for entries this
             // replica never had (a purge capped while the install ran).
-            batch.insert(&store.raft_meta, super::log::PURGED_KEY, applied_again);
+            batch.insert(&store.raft_meta, records::PURGED, applied_again);
             metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
         });
         if let Err(e) = switched {
@@ -1040,8 +1003,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// The applied log id and membership recorded in `view`: a snapshot's header.
 fn state_meta(view: &fjall::Snapshot, sm_meta: &Keyspace) -> io::Result<SnapshotMeta> {
     Ok(SnapshotMeta {
-        last_log_id: read_applied(view, sm_meta)?,
-        last_membership: get_json(view, sm_meta, MEMBERSHIP_KEY)?.unwrap_or_default(),
+        last_log_id: records::applied_in(view, sm_meta)?,
+        last_membership: records::read(view, sm_meta, records::MEMBERSHIP)?.unwrap_or_default(),
     })
 }
 
