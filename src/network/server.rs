@@ -3,7 +3,6 @@
 use std::cmp::Ordering;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use openraft::errors::RaftError;
@@ -24,7 +23,6 @@ use crate::types::{NodeId, Raft, Snapshot, Vote};
 struct IncomingSnapshot {
     inbox: Inbox,
     receiving: Arc<tokio::sync::Mutex<Option<Receiving>>>,
-    quiet: ElectionPause,
 }
 
 /// The transfer being received, written up to `next_offset`. Dropping it
@@ -33,81 +31,6 @@ struct Receiving {
     transfer: String,
     next_offset: u64,
     file: SnapshotFile,
-}
-
-/// How long after the last sign of a snapshot in progress elections are
-/// allowed again: the longest election timeout (`node.rs`), by which time the
-/// leader's heartbeats have renewed its lease here, or it is gone.
-const QUIET_AFTER_SNAPSHOT: Duration = Duration::from_millis(1000);
-
-/// Keeps this replica from starting an election while a snapshot from the
-/// leader streams in and is installed.
-///
-/// openraft 0.9 renews a follower's leader lease on append-entries and votes,
-/// not on snapshot chunks, and the leader sent nothing else to a replica it
-/// streamed a snapshot to. (openraft 0.10 sends heartbeats from their own task,
-/// which may make this unnecessary; kept until a test shows it: see
-/// notes/findings.md, "Session 7: openraft 0.10".) Streaming and installing a
-/// million keys takes seconds, so a replica that was already a voter (restarted
-/// with a log the leader has since purged, or needing a second snapshot because
-/// the first was superseded while it came in) timed out and stood for election
-/// in the middle, costing the cluster its leader. A chunk from the leader is as
-/// good a sign of life as a heartbeat.
-#[derive(Clone, Default)]
-struct ElectionPause(Arc<std::sync::Mutex<PauseState>>);
-
-#[derive(Default)]
-struct PauseState {
-    paused: bool,
-    /// When elections may resume; `None` while an install runs.
-    until: Option<Instant>,
-}
-
-impl ElectionPause {
-    /// A chunk arrived: no election until a quiet while after it.
-    fn extend(&self, raft: &Raft) {
-        self.set(raft, Some(Instant::now() + QUIET_AFTER_SNAPSHOT));
-    }
-
-    /// An install is running: no election until it ends and `extend` is called.
-    fn hold(&self, raft: &Raft) {
-        self.set(raft, None);
-    }
-
-    fn set(&self, raft: &Raft, until: Option<Instant>) {
-        let mut state = self.lock();
-        state.until = until;
-        if !state.paused {
-            state.paused = true;
-            raft.runtime_config().elect(false);
-            tokio::spawn(self.clone().resume_when_quiet(raft.clone()));
-        }
-    }
-
-    async fn resume_when_quiet(self, raft: Raft) {
-        loop {
-            let wake = {
-                let mut state = self.lock();
-                match state.until {
-                    Some(until) if Instant::now() >= until => {
-                        state.paused = false;
-                        raft.runtime_config().elect(true);
-                        return;
-                    }
-                    Some(until) => until,
-                    None => Instant::now() + QUIET_AFTER_SNAPSHOT,
-                }
-            };
-            tokio::time::sleep_until(wake.into()).await;
-        }
-    }
-
-    /// The state is two plain fields that a panic cannot leave half-set.
-    fn lock(&self) -> std::sync::MutexGuard<'_, PauseState> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// Serves peers on `listener` until the process ends. Snapshots sent by a
@@ -123,7 +46,6 @@ pub async fn serve(
     let incoming = IncomingSnapshot {
         inbox,
         receiving: Arc::default(),
-        quiet: ElectionPause::default(),
     };
     loop {
         let (stream, peer_addr) = match listener.accept().await {
@@ -258,7 +180,6 @@ async fn receive_snapshot_chunk(
     if !current {
         return answer;
     }
-    incoming.quiet.extend(raft);
     let finished = match write_chunk(incoming, &chunk, data).await {
         Ok(finished) => finished,
         Err(refusal) => return refusal,
@@ -270,10 +191,7 @@ async fn receive_snapshot_chunk(
         meta: chunk.meta,
         snapshot: file,
     };
-    incoming.quiet.hold(raft);
-    let response = check_and_install(raft, from, chunk.vote, snapshot).await;
-    incoming.quiet.extend(raft);
-    response
+    check_and_install(raft, from, chunk.vote, snapshot).await
 }
 
 /// Writes a chunk at its place in the transfer it belongs to; a chunk at
