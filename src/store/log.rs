@@ -337,8 +337,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(fjall_io_error)
     }
 
-    /// Removes the entries up to and including `log_id`, or as far as the
-    /// state machine holds (`records::purge_limit` says why).
+    /// Removes the entries up to and including `log_id`, which openraft never
+    /// asks past what the state machine holds (`records::purge_limit` checks).
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let Some(upto) = records::purge_limit(&self.store, log_id)? else {
             return Ok(());

@@ -785,7 +785,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(&store.sm_meta, records::MEMBERSHIP, membership);
             // The log before the snapshot is gone for good from here on: record
             // that with the switch, or a restart would look for entries this
-            // replica never had (a purge capped while the install ran).
+            // replica never had (openraft's purge after the install may not
+            // have run before a crash).
             batch.insert(&store.raft_meta, records::PURGED, applied_again);
             metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
         });
