@@ -32,6 +32,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod removal;
 mod repl;
 mod restore;
 mod scripts;
@@ -116,7 +117,8 @@ fn main() -> ExitCode {
     };
     runtime.spawn(http_pages.started(node.clone()));
     runtime.spawn(exit_on_fatal(node.clone()));
-    runtime.spawn(exit_when_removed(node.clone(), cli.join.is_some()));
+    runtime.spawn(report_removal_from_log(node.clone(), cli.join.is_some()));
+    runtime.spawn(stop_when_removed(node.id, node.removal.clone()));
     runtime.spawn(client::serve(
         client_listener,
         node.clone(),
@@ -185,13 +187,22 @@ async fn exit_on_fatal(node: node::Node) {
 }
 
 /// A replica taken out of the members has nothing left to serve: say so and
-/// stop, rather than answer as if it still belonged; also at a restart, if
-/// its log already says it was removed.
+/// stop, rather than answer as if it still belonged. However it learnt it
+/// (`removal.rs`), it stops here, and only here.
+async fn stop_when_removed(my_id: types::NodeId, removal: removal::Removal) {
+    let why = removal.reported().await;
+    eprintln!("replica {my_id} was removed from the cluster ({why}); stopping (its folder can be deleted)");
+    tracing::warn!("removed from the cluster ({why}); stopping");
+    std::process::exit(0);
+}
+
+/// Reports a removal that this replica's own log shows: an applied
+/// membership without it, also at a restart.
 ///
 /// A replica started with --join is the exception until it is added: it may
 /// first receive a snapshot whose membership predates it, so it counts as
 /// removed only once it has been a member.
-async fn exit_when_removed(node: node::Node, joining: bool) {
+async fn report_removal_from_log(node: node::Node, joining: bool) {
     let mut metrics = node.raft.metrics();
     let mut was_member = !joining;
     loop {
@@ -204,7 +215,8 @@ async fn exit_when_removed(node: node::Node, joining: bool) {
         };
         was_member |= member;
         if was_member && known && !member {
-            membership::stop_as_removed(node.id);
+            node.removal.report("its log holds a membership without it");
+            return;
         }
         if metrics.changed().await.is_err() {
             return;

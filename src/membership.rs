@@ -446,10 +446,3 @@ pub fn removed_while_away(raft: &Raft, request: &VoteRequest<TypeConfig>) -> Opt
             .join(",")
     ))
 }
-
-/// Stops this process as a replica that is no longer a member.
-pub fn stop_as_removed(my_id: NodeId) -> ! {
-    eprintln!("replica {my_id} was removed from the cluster; stopping (its folder can be deleted)");
-    tracing::warn!("removed from the cluster; stopping");
-    std::process::exit(0);
-}

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
 use crate::network::{server, ClusterSecret, Network, PeerRequest, PeerResponse};
+use crate::removal::Removal;
 use crate::scripts::ScriptCache;
 use crate::store::{
     self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
@@ -48,6 +49,8 @@ pub struct Node {
     pub read_rounds: ReadIndexRounds,
     /// Scripts by SHA1, for EVALSHA (this process's, as in Redis).
     pub scripts: Arc<ScriptCache>,
+    /// Reports that this replica is no longer a member; `main` stops it.
+    pub removal: Removal,
 }
 
 /// Log entries kept behind a snapshot when the log is purged.
@@ -152,11 +155,13 @@ pub async fn start(
     let committed_index = log_store.committed_index();
     let (state_machine, reader) =
         StateMachine::open(db).map_err(|e| StartError::StateMachine(e.to_string()))?;
+    let removal = Removal::new();
     let network = Network::new(
         cluster_id.clone(),
         id,
         cluster_secret,
         state_machine.known_whole_snapshot(),
+        removal.clone(),
     );
     let snapshot_inbox = state_machine.snapshot_inbox();
     let config = Arc::new(raft_config(cli)?);
@@ -205,6 +210,7 @@ pub async fn start(
         write_batcher,
         read_rounds: ReadIndexRounds::default(),
         scripts: Arc::default(),
+        removal,
     };
     tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
     Ok(node)

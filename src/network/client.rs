@@ -21,6 +21,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use super::handshake::{self, ClusterSecret, Link};
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::metrics::{self, SnapshotEvent};
+use crate::removal::Removal;
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
 use crate::types::{proposal_bytes, NodeId, Snapshot, TypeConfig, Vote};
 
@@ -58,6 +59,8 @@ pub struct Network {
     idle: Arc<Mutex<HashMap<NodeId, Vec<Connection>>>>,
     /// Forgotten when a replica finds the snapshot we sent it damaged.
     known_whole_snapshot: KnownWhole,
+    /// Where a peer's word that this replica was removed goes.
+    removal: Removal,
 }
 
 impl Network {
@@ -66,6 +69,7 @@ impl Network {
         my_id: NodeId,
         secret: Option<ClusterSecret>,
         known_whole_snapshot: KnownWhole,
+        removal: Removal,
     ) -> Self {
         Network {
             cluster_id: cluster_id.into(),
@@ -73,7 +77,13 @@ impl Network {
             secret,
             idle: Default::default(),
             known_whole_snapshot,
+            removal,
         }
+    }
+
+    /// Where a peer's word that this replica was removed is reported.
+    pub fn removal(&self) -> &Removal {
+        &self.removal
     }
 
     /// The cluster secret, which `server.rs` asks of callers.
@@ -221,8 +231,10 @@ impl PeerClient {
             Ok(PeerResponse::Vote(Ok(response))) => Ok(response),
             Ok(PeerResponse::Vote(Err(e))) => Err(self.remote(e)),
             Ok(PeerResponse::NotAMember(why)) => {
-                eprintln!("replica {}: {why}", self.target);
-                crate::membership::stop_as_removed(self.network.my_id)
+                self.network
+                    .removal
+                    .report(format!("replica {} says: {why}", self.target));
+                Err(unexpected("vote (this replica is not a member)"))
             }
             Ok(_) => Err(unexpected("vote")),
             Err(e) => Err(transport_error(e)),

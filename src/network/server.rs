@@ -136,8 +136,10 @@ async fn serve_connection(
                     .map_err(|e| e.to_string()),
             ),
             PeerRequest::Removed => {
-                let _ = send(&mut frames, &PeerResponse::Welcome).await;
-                crate::membership::stop_as_removed(my_id);
+                network
+                    .removal()
+                    .report(format!("replica {from}, the leader, said so"));
+                PeerResponse::Welcome
             }
             PeerRequest::Founded => match raft.is_initialized().await {
                 Ok(founded) => PeerResponse::Founded(founded),
