@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::command::{Op, ProposalOutcome};
-use crate::kv::{KvError, ReadPoint};
+use crate::kv::KvError;
 use crate::metrics;
+use crate::network::ReadPoint;
 use crate::node::Node;
 
 /// Log entries proposed but not yet applied, at most. One is enough: while

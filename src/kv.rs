@@ -34,7 +34,7 @@ use crate::command::{Bytes, Op, Proposal, ProposalOutcome, Queued, Watched};
 use crate::machine::{Command, Reply};
 use crate::membership::ChangeError;
 use crate::metrics::{self, ErrorKind};
-use crate::network::{CallError, PeerRequest, PeerResponse};
+use crate::network::{CallError, PeerRequest, PeerResponse, ReadPoint};
 use crate::node::Node;
 use crate::scripts::{check_evalsha, ScriptCommand};
 use crate::types::{NodeId, Raft, TypeConfig};
@@ -202,16 +202,6 @@ pub struct MemberStatus {
     /// Only the leader tracks it (`None` elsewhere, and for a member that has
     /// not answered yet); the leader counts itself at its last log index.
     pub matched: Option<u64>,
-}
-
-/// Where a linearizable read may be served: once this replica has applied
-/// `index`, at the leader's clock `leader_time` (ms) when it confirmed its
-/// leadership. Expiry in a read is judged by that clock, so a key the leader
-/// already counted as expired is never returned by any replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReadPoint {
-    pub index: u64,
-    pub leader_time: u64,
 }
 
 /// At the leader: confirms leadership with a quorum, then returns the point a

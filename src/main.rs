@@ -32,6 +32,7 @@ mod membership;
 mod metrics;
 mod network;
 mod node;
+mod peer_service;
 mod removal;
 mod repl;
 mod restore;

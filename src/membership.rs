@@ -19,28 +19,13 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::VoteRequest;
 use openraft::BasicNode;
-use serde::{Deserialize, Serialize};
 
+pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
 use crate::network::{Network, PeerRequest, PeerResponse};
 use crate::types::{NodeId, Raft, TypeConfig};
 
-/// A change a person asked for at the prompt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MembershipChange {
-    Add {
-        id: NodeId,
-        addr: String,
-    },
-    Remove {
-        id: NodeId,
-    },
-    /// Not a change of members but of who leads; like the changes, it is
-    /// carried out at the leader, so it travels the same way.
-    TransferLeader {
-        to: NodeId,
-    },
-}
-
+/// How a person writes a change, and is told it is done (the type itself
+/// travels between replicas, so it is defined with the Raft port's messages).
 impl MembershipChange {
     /// `ID HOST:PORT`, as typed at the prompt (`add-replica`) or sent to the
     /// client port (`CLUSTER ADD-REPLICA`).
@@ -105,27 +90,6 @@ fn shorten(word: &str) -> String {
     let head: String = word.chars().take(SHOWN).collect();
     format!("{head}...")
 }
-
-/// Why a change was not made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ChangeError {
-    /// Asked at a replica that does not lead: ask the leader, if one is known.
-    #[error("this replica is not the leader")]
-    NotLeader { leader: Option<(NodeId, String)> },
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// A change that is done: the voters after it, and whether it had been made
-/// already (a retry), which a person is told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeDone {
-    pub voters: Vec<NodeId>,
-    pub already: bool,
-}
-
-/// The answer: the change done, or why it was not made.
-pub type ChangeResult = Result<ChangeDone, ChangeError>;
 
 /// What an openraft write error means for a membership change.
 fn change_error(

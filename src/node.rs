@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
 use crate::network::{server, ClusterSecret, Network, PeerRequest, PeerResponse};
+use crate::peer_service::RaftPeerService;
 use crate::removal::Removal;
 use crate::scripts::ScriptCache;
 use crate::store::{
@@ -169,10 +170,14 @@ pub async fn start(
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+    let service = RaftPeerService {
+        raft: raft.clone(),
+        network: network.clone(),
+    };
     tokio::spawn(server::serve(
         listener,
-        raft.clone(),
-        network.clone(),
+        service,
+        network.secret().cloned(),
         snapshot_inbox,
         cluster_id.clone(),
         id,

@@ -36,6 +36,7 @@ use crate::types::{proposal_bytes, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 pub use client::{CallError, Network};
 pub use handshake::ClusterSecret;
+pub use server::PeerService;
 
 /// The largest frame either side sends or accepts.
 /// Room for one entry with the largest value (`command::MAX_VALUE_LEN`) as
@@ -82,7 +83,7 @@ pub enum PeerRequest {
     InstallSnapshot(SnapshotChunk),
     Propose(Proposal),
     ReadIndex,
-    ChangeMembership(crate::membership::MembershipChange),
+    ChangeMembership(MembershipChange),
     /// From the leader to a replica it has just removed.
     Removed,
     /// From a replica with an empty folder, before it would found a cluster:
@@ -107,7 +108,7 @@ pub type ProposeResult =
     Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
 /// The index a read at a follower must wait for (see `kv::leader_read_index`).
 pub type ReadIndexResult =
-    Result<crate::kv::ReadPoint, RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
+    Result<ReadPoint, RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
 
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,7 +131,7 @@ pub enum PeerResponse {
     Propose(ProposeResult),
     ReadIndex(ReadIndexResult),
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
-    ChangeMembership(crate::membership::ChangeResult),
+    ChangeMembership(ChangeResult),
     /// To a candidate that was removed from the cluster while it was away,
     /// instead of a vote: why it is no longer a member (it then stops).
     NotAMember(String),
@@ -141,6 +142,58 @@ pub enum PeerResponse {
     /// empty replica must wait to be reached by its leader, not found another.
     Founded(bool),
 }
+
+// Requests a replica forwards to its leader on behalf of a client or a
+// person, and their answers. Their meaning is the Raft node's (`kv.rs`,
+// `membership.rs`); they are defined here because they travel.
+
+/// Where a linearizable read may be served: once this replica has applied
+/// `index`, at the leader's clock `leader_time` (ms) when it confirmed its
+/// leadership. Expiry in a read is judged by that clock, so a key the leader
+/// already counted as expired is never returned by any replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadPoint {
+    pub index: u64,
+    pub leader_time: u64,
+}
+
+/// A change a person asked for at the prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    Add {
+        id: NodeId,
+        addr: String,
+    },
+    Remove {
+        id: NodeId,
+    },
+    /// Not a change of members but of who leads; like the changes, it is
+    /// carried out at the leader, so it travels the same way.
+    TransferLeader {
+        to: NodeId,
+    },
+}
+
+/// Why a change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ChangeError {
+    /// Asked at a replica that does not lead: ask the leader, if one is known.
+    #[error("this replica is not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A change that is done: the voters after it, and whether it had been made
+/// already (a retry), which a person is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeDone {
+    pub voters: Vec<NodeId>,
+    pub already: bool,
+}
+
+/// The answer: the change done, or why it was not made.
+pub type ChangeResult = Result<ChangeDone, ChangeError>;
 
 /// One piece of a snapshot on the wire: the bytes of the snapshot file from
 /// `offset` on, as base64 (JSON would write bytes as an array of numbers,
@@ -294,7 +347,6 @@ mod tests {
 
         use super::*;
         use crate::command::{Bytes as KvBytes, Expired, Op, Queued};
-        use crate::membership::MembershipChange;
         use crate::types::{CommittedLeaderId, Entry, LogId, NodeId};
 
         fn config(cases: u32) -> ProptestConfig {

@@ -1,21 +1,19 @@
-//! The answering side: accepts connections from peers and hands each request to openraft.
+//! The answering side: accepts connections from peers, checks who calls,
+//! and hands each request to the [`PeerService`].
 
-use std::cmp::Ordering;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use openraft::errors::RaftError;
-use openraft::raft::SnapshotResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-use super::handshake::{self, Callee};
-use super::{frame_codec, Network, PeerRequest, PeerResponse, SnapshotChunk};
-use crate::kv::leader_read_index;
-use crate::store::snapshot::{self, Inbox, SnapshotFile};
-use crate::types::{NodeId, Raft, Snapshot, Vote};
+use super::handshake::{self, Callee, ClusterSecret};
+use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk};
+use crate::store::snapshot::{Inbox, SnapshotFile};
+use crate::types::{NodeId, Snapshot, Vote};
 
 /// A snapshot on its way in, chunk by chunk. There is one at a time per
 /// replica, whichever connection its chunks arrive on.
@@ -33,12 +31,41 @@ struct Receiving {
     file: SnapshotFile,
 }
 
-/// Serves peers on `listener` until the process ends. Snapshots sent by a
-/// leader are written into `inbox`.
+/// What the Raft port answers with. The transport reads frames, checks who
+/// is calling (`handshake.rs`) and puts snapshot chunks back together; what
+/// each request means, and whether to accept it, is the service's: the Raft
+/// node implements it (`peer_service.rs`), and nothing here decides policy.
+pub trait PeerService: Clone + Send + Sync + 'static {
+    /// Answers one request from replica `from`: anything but a snapshot chunk.
+    fn answer(
+        &self,
+        from: NodeId,
+        request: PeerRequest,
+    ) -> impl Future<Output = PeerResponse> + Send;
+
+    /// Before a snapshot chunk from a sender with `sender_vote` is stored:
+    /// `Ok(answer)` to take it (the answer to a chunk that is not the last),
+    /// `Err(answer)` to turn the sender away.
+    fn admit_snapshot_chunk(
+        &self,
+        sender_vote: &Vote,
+    ) -> impl Future<Output = Result<PeerResponse, PeerResponse>> + Send;
+
+    /// A snapshot received whole from replica `from`: check and install it.
+    fn install_snapshot(
+        &self,
+        from: NodeId,
+        sender_vote: Vote,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = PeerResponse> + Send;
+}
+
+/// Serves peers on `listener` until the process ends, answering through
+/// `service`. Snapshots sent by a leader are written into `inbox`.
 pub async fn serve(
     listener: TcpListener,
-    raft: Raft,
-    network: Network,
+    service: impl PeerService,
+    secret: Option<ClusterSecret>,
     inbox: Inbox,
     cluster_id: String,
     my_id: NodeId,
@@ -57,22 +84,17 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let raft = raft.clone();
-        let network = network.clone();
+        let service = service.clone();
+        let secret = secret.clone();
         let cluster_id = cluster_id.clone();
         let incoming = incoming.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_connection(
-                stream,
-                peer_addr,
-                raft,
-                network,
-                incoming,
-                &cluster_id,
+            let me = Callee {
+                cluster_id: &cluster_id,
                 my_id,
-            )
-            .await
-            {
+                secret: secret.as_ref(),
+            };
+            if let Err(why) = serve_connection(stream, peer_addr, &service, incoming, me).await {
                 tracing::warn!("closed connection from {peer_addr}: {why}");
             }
         });
@@ -82,20 +104,13 @@ pub async fn serve(
 async fn serve_connection(
     stream: TcpStream,
     peer_addr: SocketAddr,
-    raft: Raft,
-    network: Network,
+    service: &impl PeerService,
     incoming: IncomingSnapshot,
-    cluster_id: &str,
-    my_id: NodeId,
+    me: Callee<'_>,
 ) -> Result<(), String> {
     let mut frames = Framed::new(stream, frame_codec());
 
     // Nothing below runs for a caller that was not admitted (handshake.rs).
-    let me = Callee {
-        cluster_id,
-        my_id,
-        secret: network.secret(),
-    };
     let Some(from) = handshake::admit(&mut frames, &me, peer_addr).await? else {
         return Ok(());
     };
@@ -105,49 +120,17 @@ async fn serve_connection(
         .map_err(|e| format!("replica {from}: {e}"))?
     {
         let response = match request {
-            PeerRequest::AppendEntries(rpc) => {
-                PeerResponse::AppendEntries(raft.append_entries(rpc).await)
-            }
-            PeerRequest::Vote(rpc) => match crate::membership::removed_while_away(&raft, &rpc) {
-                Some(why) => PeerResponse::NotAMember(why),
-                None => PeerResponse::Vote(raft.vote(rpc).await),
-            },
-            PeerRequest::PreVote(rpc) => match crate::membership::removed_while_away(&raft, &rpc) {
-                Some(why) => PeerResponse::NotAMember(why),
-                None => PeerResponse::Vote(raft.pre_vote(rpc).await),
-            },
             PeerRequest::InstallSnapshot(chunk) => match chunk.data() {
-                Ok(data) => receive_snapshot_chunk(&raft, &incoming, from, chunk, &data).await,
+                Ok(data) => receive_snapshot_chunk(service, &incoming, from, chunk, &data).await,
                 Err(why) => {
                     let _ = send(&mut frames, &PeerResponse::Refused(why.clone())).await;
                     return Err(format!("replica {from}: {why}"));
                 }
             },
-            PeerRequest::Propose(proposal) => {
-                PeerResponse::Propose(raft.client_write(proposal.stamp()).await)
-            }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(leader_read_index(&raft).await),
-            PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
-                crate::membership::change_at_leader(&raft, &network, change).await,
-            ),
-            PeerRequest::TransferLeader(request) => PeerResponse::TransferLeader(
-                raft.handle_transfer_leader(request)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
-            PeerRequest::Removed => {
-                network
-                    .removal()
-                    .report(format!("replica {from}, the leader, said so"));
-                PeerResponse::Welcome
-            }
-            PeerRequest::Founded => match raft.is_initialized().await {
-                Ok(founded) => PeerResponse::Founded(founded),
-                Err(e) => PeerResponse::Refused(format!("this replica has stopped: {e}")),
-            },
             PeerRequest::Hello { .. } | PeerRequest::Proof { .. } | PeerRequest::ProofRefused => {
                 PeerResponse::Refused("hello was already said".into())
             }
+            request => service.answer(from, request).await,
         };
         send(&mut frames, &response).await?;
     }
@@ -155,33 +138,18 @@ async fn serve_connection(
 }
 
 /// Receives one chunk of a snapshot (`client.rs`, `full_snapshot`, sends
-/// them in order) and, after the last, installs the snapshot. A finished
-/// snapshot is read through before openraft is given it: openraft stops a
-/// replica whose install fails, so a damaged file must be refused here, where
-/// refusing costs nothing: the sender is told, checks its own file again, and
-/// sends a whole one.
+/// them in order) and, after the last, hands the whole file to the service.
 async fn receive_snapshot_chunk(
-    raft: &Raft,
+    service: &impl PeerService,
     incoming: &IncomingSnapshot,
     from: NodeId,
     chunk: SnapshotChunk,
     data: &[u8],
 ) -> PeerResponse {
-    // A sender with an older vote is told ours (and steps down) before it
-    // sends a whole snapshot for nothing.
-    let my_vote = match raft.with_raft_state(|state| *state.vote_ref()).await {
-        Ok(vote) => vote,
-        Err(fatal) => return PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
+    let answer = match service.admit_snapshot_chunk(&chunk.vote).await {
+        Ok(answer) => answer,
+        Err(refusal) => return refusal,
     };
-    // Votes are only partly ordered: anything not at least ours is refused.
-    let current = matches!(
-        chunk.vote.partial_cmp(&my_vote),
-        Some(Ordering::Greater | Ordering::Equal)
-    );
-    let answer = PeerResponse::InstallSnapshot(Ok(SnapshotResponse { vote: my_vote }));
-    if !current {
-        return answer;
-    }
     let finished = match write_chunk(incoming, &chunk, data).await {
         Ok(finished) => finished,
         Err(refusal) => return refusal,
@@ -193,7 +161,7 @@ async fn receive_snapshot_chunk(
         meta: chunk.meta,
         snapshot: file,
     };
-    check_and_install(raft, from, chunk.vote, snapshot).await
+    service.install_snapshot(from, chunk.vote, snapshot).await
 }
 
 /// Writes a chunk at its place in the transfer it belongs to; a chunk at
@@ -243,60 +211,6 @@ async fn write_chunk(
         return Ok(None);
     }
     Ok(receiving.take().map(|done| done.file))
-}
-
-/// The last step of [`receive_snapshot_chunk`], for a snapshot received whole.
-async fn check_and_install(
-    raft: &Raft,
-    from: NodeId,
-    sender_vote: Vote,
-    snapshot: Snapshot,
-) -> PeerResponse {
-    // openraft ignores a snapshot that holds nothing past what is committed
-    // here, and answers at once. That quick answer is what tells a sender that
-    // gave up waiting on a long install that it is done: reading the file
-    // first would make it late every time.
-    let committed = match raft
-        .with_raft_state(|state| state.local_committed().copied())
-        .await
-    {
-        Ok(committed) => committed,
-        Err(fatal) => return PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
-    };
-    let checked = if snapshot.meta.last_log_id > committed {
-        read_through(&snapshot).await
-    } else {
-        Ok(())
-    };
-    if let Err(damage) = checked {
-        crate::logging::note(&format!(
-            "refused snapshot {} (state at {:?}) from replica {from}: {damage}; kept the current state",
-            snapshot.snapshot.path().display(),
-            snapshot.meta.last_log_id,
-        ));
-        return PeerResponse::SnapshotDamaged(damage);
-    }
-    match raft.install_full_snapshot(sender_vote, snapshot).await {
-        Ok(response) => PeerResponse::InstallSnapshot(Ok(response)),
-        Err(fatal) => PeerResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
-    }
-}
-
-/// Reads a received snapshot through, off the async workers.
-async fn read_through(received: &Snapshot) -> Result<(), String> {
-    let file = received
-        .snapshot
-        .file
-        .try_clone()
-        .await
-        .map_err(|e| format!("could not read the received file: {e}"))?
-        .into_std()
-        .await;
-    let announced = received.meta.clone();
-    tokio::task::spawn_blocking(move || snapshot::check_received(file, &announced))
-        .await
-        .map_err(|e| format!("the check did not finish: {e}"))?
-        .map_err(|e| e.to_string())
 }
 
 /// The next request, `None` at a clean close; an error for anything unreadable.
