@@ -26,24 +26,22 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::{ReadPolicy, ServerState};
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::ServerState;
 use tokio::time::Instant;
 
 use crate::command::{Bytes, Op, Proposal, ProposalOutcome, Queued, Watched};
+use crate::forward::Attempt;
 use crate::machine::{Command, Reply};
 use crate::membership::ChangeError;
 use crate::metrics::{self, ErrorKind};
 use crate::network::{CallError, PeerRequest, PeerResponse, ReadPoint};
 use crate::node::Node;
 use crate::scripts::{check_evalsha, ScriptCommand};
-use crate::types::{NodeId, Raft, TypeConfig};
+use crate::types::NodeId;
 
 /// How long adding a member may take: the new replica must catch up first.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How often to look again for a leader while there is none.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A key-value command, as the prompt and the client port both understand it.
 /// Its words have been checked by [`Command::parse`] already.
@@ -204,32 +202,6 @@ pub struct MemberStatus {
     pub matched: Option<u64>,
 }
 
-/// At the leader: confirms leadership with a quorum, then returns the point a
-/// linearizable read must wait for.
-///
-/// Raft's read index is the commit index, which openraft takes as
-/// `max(first entry of this term, committed)`. A leader that restarts keeps its
-/// term (openraft 0.9 restores it as leader, and so does 0.10 by default:
-/// `Config::enable_leader_restore`) and relearns `committed` only from the
-/// hint `save_committed` left, which a power cut can roll back. So the index
-/// used here is the leader's last log index instead: every acknowledged write
-/// is at or below it, and waiting for it costs a read at most one commit round.
-/// (A workaround for openraft #1511; notes/findings.md, "Session 7: openraft
-/// 0.10", says what in 0.10 could replace it.)
-///
-/// `ReadPolicy::ReadIndex`: confirmed by a heartbeat round that started after
-/// this call (openraft 0.10 answers all reads waiting at once with one round).
-pub async fn leader_read_index(raft: &Raft) -> Result<ReadPoint, ReadIndexError> {
-    let (read_log_id, _applied) = raft.get_read_log_id(ReadPolicy::ReadIndex).await?;
-    let last_log_index = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
-    Ok(ReadPoint {
-        index: read_log_id.index().max(last_log_index),
-        leader_time: crate::machine::wall_clock_ms(),
-    })
-}
-
-pub type ReadIndexError = RaftError<TypeConfig, LinearizableReadError<TypeConfig>>;
-
 impl Node {
     /// Runs requests that arrived in this order from one source (a pipeline),
     /// and answers each in the same order.
@@ -388,61 +360,51 @@ impl Node {
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
         let bytes = ops.iter().map(Op::size).sum();
         let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            match self.current_leader() {
-                Some(leader) if leader == self.id => {
-                    let stamped = proposal.clone().stamp();
-                    let attempt =
-                        tokio::time::timeout_at(deadline, self.raft.client_write(stamped)).await;
-                    match attempt {
-                        Err(_) => return Err(KvError::WriteOutcomeUnknown(self.timeout)),
-                        Ok(Ok(response)) => return Ok(response.data),
-                        // Not appended: leadership had moved (openraft 0.10 says
-                        // this only before the entry is in the log).
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
-                        Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
-                            return Err(KvError::LeaderChangedMidWrite)
-                        }
-                        Ok(Err(RaftError::APIError(e))) => {
-                            return Err(KvError::Stopped(e.to_string()))
-                        }
-                        Ok(Err(RaftError::Fatal(e))) => {
-                            return Err(KvError::Stopped(e.to_string()))
-                        }
-                    }
+        let forwarded = PeerRequest::Propose(proposal.clone());
+        let (raft, timeout, proposal) = (&self.raft, self.timeout, &proposal);
+        let here = move |deadline| async move {
+            let written =
+                tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));
+            match written.await {
+                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
+                Ok(Ok(response)) => Attempt::Done(Ok(response.data)),
+                // Not appended: leadership had moved (openraft 0.10 says
+                // this only before the entry is in the log).
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Attempt::Again
                 }
-                Some(leader) => {
-                    let request = PeerRequest::Propose(proposal.clone());
-                    match self.call_leader(leader, &request, deadline).await {
-                        Ok(PeerResponse::Propose(Ok(response))) => return Ok(response.data),
-                        Ok(PeerResponse::Propose(Err(RaftError::APIError(
-                            ClientWriteError::ForwardToLeader(_),
-                        )))) => {}
-                        Ok(PeerResponse::Propose(Err(RaftError::APIError(
-                            ClientWriteError::LogEntryDiscarded(_),
-                        )))) => return Err(KvError::LeaderChangedMidWrite),
-                        Ok(PeerResponse::Propose(Err(e))) => {
-                            return Err(KvError::ForwardInterrupted(e.to_string()))
-                        }
-                        Ok(_) => {
-                            return Err(KvError::ForwardInterrupted("unexpected answer".into()))
-                        }
-                        Err(CallError::Unreachable { .. }) => {}
-                        Err(CallError::TooLarge(_)) => return Err(KvError::TooLarge),
-                        Err(e @ CallError::Interrupted { .. }) => {
-                            return Err(if Instant::now() >= deadline {
-                                KvError::WriteOutcomeUnknown(self.timeout)
-                            } else {
-                                KvError::ForwardInterrupted(e.to_string())
-                            })
-                        }
-                    }
+                Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                    Attempt::Done(Err(KvError::LeaderChangedMidWrite))
                 }
-                None => {}
+                Ok(Err(RaftError::APIError(e))) => {
+                    Attempt::Done(Err(KvError::Stopped(e.to_string())))
+                }
+                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
             }
-            self.pause_before_retry(deadline).await?;
-        }
+        };
+        let answered = |answer, deadline| match answer {
+            Ok(PeerResponse::Propose(Ok(response))) => Attempt::Done(Ok(response.data)),
+            Ok(PeerResponse::Propose(Err(RaftError::APIError(
+                ClientWriteError::ForwardToLeader(_),
+            )))) => Attempt::Again,
+            Ok(PeerResponse::Propose(Err(RaftError::APIError(
+                ClientWriteError::LogEntryDiscarded(_),
+            )))) => Attempt::Done(Err(KvError::LeaderChangedMidWrite)),
+            Ok(PeerResponse::Propose(Err(e))) => {
+                Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string())))
+            }
+            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
+            Err(CallError::Unreachable { .. }) => Attempt::Again,
+            Err(CallError::TooLarge(_)) => Attempt::Done(Err(KvError::TooLarge)),
+            Err(e @ CallError::Interrupted { .. }) => {
+                Attempt::Done(Err(if Instant::now() >= deadline {
+                    KvError::WriteOutcomeUnknown(timeout)
+                } else {
+                    KvError::ForwardInterrupted(e.to_string())
+                }))
+            }
+        };
+        self.at_leader(timeout, &forwarded, here, answered).await
     }
 
     /// Waits until a linearizable read may be served from this replica's
@@ -475,33 +437,24 @@ impl Node {
 
     /// One read-index round: ask the leader (or be it) for the index a read
     /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
+    /// A round that fails changed nothing, so it is always tried again.
     pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let index = match self.current_leader() {
-                Some(leader) if leader == self.id => {
-                    match tokio::time::timeout_at(deadline, leader_read_index(&self.raft)).await {
-                        Ok(Ok(index)) => Some(index),
-                        Ok(Err(RaftError::Fatal(e))) => {
-                            return Err(KvError::Stopped(e.to_string()))
-                        }
-                        Ok(Err(_)) | Err(_) => None,
-                    }
-                }
-                Some(leader) => match self
-                    .call_leader(leader, &PeerRequest::ReadIndex, deadline)
-                    .await
-                {
-                    Ok(PeerResponse::ReadIndex(Ok(point))) => Some(point),
-                    _ => None,
-                },
-                None => None,
-            };
-            if let Some(index) = index {
-                return Ok(index);
+        let raft = &self.raft;
+        let here = move |deadline| async move {
+            match tokio::time::timeout_at(deadline, crate::read_index::leader_read_index(raft))
+                .await
+            {
+                Ok(Ok(point)) => Attempt::Done(Ok(point)),
+                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
+                Ok(Err(_)) | Err(_) => Attempt::Again,
             }
-            self.pause_before_retry(deadline).await?;
-        }
+        };
+        let answered = |answer, _| match answer {
+            Ok(PeerResponse::ReadIndex(Ok(point))) => Attempt::Done(Ok(point)),
+            _ => Attempt::Again,
+        };
+        self.at_leader(self.timeout, &PeerRequest::ReadIndex, here, answered)
+            .await
     }
 
     /// Adds or removes a member, at the leader (forwarded there from here if
@@ -545,51 +498,38 @@ impl Node {
         change: crate::membership::MembershipChange,
     ) -> Result<crate::membership::ChangeDone, KvError> {
         let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.current_leader() {
-                Some(leader) if leader == self.id => {
-                    let changed = crate::membership::change_at_leader(
-                        &self.raft,
-                        &self.network,
-                        change.clone(),
-                    );
-                    match tokio::time::timeout_at(deadline, changed).await {
-                        Ok(Ok(done)) => return Ok(done),
-                        // Leadership moved while it ran: ask again.
-                        Ok(Err(ChangeError::NotLeader { .. })) => {}
-                        Ok(Err(ChangeError::Refused(why))) => return Err(KvError::Membership(why)),
-                        Err(_) => return Err(KvError::WriteOutcomeUnknown(timeout)),
-                    }
-                }
-                Some(leader) => {
-                    let request = PeerRequest::ChangeMembership(change.clone());
-                    match self.call_leader(leader, &request, deadline).await {
-                        Ok(PeerResponse::ChangeMembership(Ok(done))) => return Ok(done),
-                        Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader {
-                            ..
-                        }))) => {}
-                        Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
-                            return Err(KvError::Membership(why))
-                        }
-                        Ok(_) => {
-                            return Err(KvError::ForwardInterrupted("unexpected answer".into()))
-                        }
-                        Err(CallError::Unreachable { .. }) => {}
-                        // Every change may be asked again: one already made
-                        // is answered as done (and a hand-over moves the
-                        // leader, which is what interrupts its call).
-                        Err(CallError::Interrupted { .. }) if Instant::now() < deadline => {}
-                        Err(CallError::Interrupted { .. }) => {
-                            return Err(KvError::WriteOutcomeUnknown(timeout))
-                        }
-                        Err(e) => return Err(KvError::ForwardInterrupted(e.to_string())),
-                    }
-                }
-                None => {}
+        let forwarded = PeerRequest::ChangeMembership(change.clone());
+        let (raft, network, change) = (&self.raft, &self.network, &change);
+        let here = move |deadline| async move {
+            let changed = crate::membership::change_at_leader(raft, network, change.clone());
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok(Ok(done)) => Attempt::Done(Ok(done)),
+                // Leadership moved while it ran: ask again.
+                Ok(Err(ChangeError::NotLeader { .. })) => Attempt::Again,
+                Ok(Err(ChangeError::Refused(why))) => Attempt::Done(Err(KvError::Membership(why))),
+                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
             }
-            self.pause_before_retry(deadline).await?;
-        }
+        };
+        let answered = |answer, deadline| match answer {
+            Ok(PeerResponse::ChangeMembership(Ok(done))) => Attempt::Done(Ok(done)),
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader { .. }))) => {
+                Attempt::Again
+            }
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
+                Attempt::Done(Err(KvError::Membership(why)))
+            }
+            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
+            Err(CallError::Unreachable { .. }) => Attempt::Again,
+            // Every change may be asked again: one already made is answered
+            // as done (and a hand-over moves the leader, which is what
+            // interrupts its call).
+            Err(CallError::Interrupted { .. }) if Instant::now() < deadline => Attempt::Again,
+            Err(CallError::Interrupted { .. }) => {
+                Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout)))
+            }
+            Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
+        };
+        self.at_leader(timeout, &forwarded, here, answered).await
     }
 
     /// What this replica knows of the cluster now.
@@ -642,74 +582,5 @@ impl Node {
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
             members,
         }
-    }
-
-    fn current_leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
-    }
-
-    /// The leader's Raft address: from the committed membership, else from --peers.
-    fn address_of(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let from_membership = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|node| node.addr.clone());
-        from_membership.or_else(|| self.peers.address_of(id).map(str::to_string))
-    }
-
-    async fn call_leader(
-        &self,
-        leader: NodeId,
-        request: &PeerRequest,
-        deadline: Instant,
-    ) -> Result<PeerResponse, CallError> {
-        let Some(addr) = self.address_of(leader) else {
-            return Err(CallError::Unreachable {
-                target: leader,
-                addr: "?".into(),
-                why: "address unknown".into(),
-            });
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        // A leader that froze or was cut off may never answer, and the
-        // batcher waits for this call before it proposes the next batch: so
-        // stop waiting once another leader is known. What was sent may still
-        // be committed by the new leader, or not: the caller says so.
-        tokio::select! {
-            answer = self.network.call(leader, &addr, request, remaining) => answer,
-            successor = self.leader_other_than(leader) => Err(CallError::Interrupted {
-                target: leader,
-                why: format!("replica {successor} leads now"),
-            }),
-        }
-    }
-
-    /// Resolves once this replica knows of a leader other than `leader`.
-    async fn leader_other_than(&self, leader: NodeId) -> NodeId {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Some(now) = metrics.borrow_watched().current_leader {
-                if now != leader {
-                    return now;
-                }
-            }
-            if metrics.changed().await.is_err() {
-                // Raft has stopped; the call's own deadline ends the wait.
-                return std::future::pending().await;
-            }
-        }
-    }
-
-    async fn pause_before_retry(&self, deadline: Instant) -> Result<(), KvError> {
-        if let Err(e) = &self.raft.metrics().borrow_watched().running_state {
-            return Err(KvError::Stopped(e.to_string()));
-        }
-        if Instant::now() + RETRY_PAUSE >= deadline {
-            return Err(KvError::NoLeader(self.timeout));
-        }
-        tokio::time::sleep(RETRY_PAUSE).await;
-        Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod client;
 mod command;
 mod expiry;
 mod faults;
+mod forward;
 #[cfg(test)]
 mod fuzz;
 mod heavy;
@@ -33,6 +34,7 @@ mod metrics;
 mod network;
 mod node;
 mod peer_service;
+mod read_index;
 mod removal;
 mod repl;
 mod restore;

@@ -43,7 +43,7 @@ impl PeerService for RaftPeerService {
                 PeerResponse::Propose(raft.client_write(proposal.stamp()).await)
             }
             PeerRequest::ReadIndex => {
-                PeerResponse::ReadIndex(crate::kv::leader_read_index(raft).await)
+                PeerResponse::ReadIndex(crate::read_index::leader_read_index(raft).await)
             }
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
                 crate::membership::change_at_leader(raft, &self.network, change).await,

@@ -106,7 +106,7 @@ impl PeerRequest {
 
 pub type ProposeResult =
     Result<ClientWriteResponse<TypeConfig>, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
-/// The index a read at a follower must wait for (see `kv::leader_read_index`).
+/// The index a read at a follower must wait for (see `read_index.rs`).
 pub type ReadIndexResult =
     Result<ReadPoint, RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
 

@@ -81,11 +81,11 @@ fn flush_until_closed(
             Ok(()) => group.into_iter().for_each(|c| c.io_completed(Ok(()))),
             Err(e) => {
                 // fjall has poisoned the database: every later write fails too.
-                tracing::error!("syncing the log failed: {e}");
+                let error = super::fjall_io_error(e);
+                tracing::error!("syncing the log failed: {error}");
                 for callback in group {
-                    callback.io_completed(Err(std::io::Error::other(format!(
-                        "syncing the log failed: {e}"
-                    ))));
+                    let why = format!("syncing the log failed: {error}");
+                    callback.io_completed(Err(std::io::Error::new(error.kind(), why)));
                 }
             }
         }
