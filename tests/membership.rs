@@ -28,18 +28,7 @@ fn info_field(port: u16, field: &str) -> String {
 }
 
 fn wait_for_members(cluster: &mut Cluster, id: u64, members: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let status = cluster.replica(id).status();
-        if status.get("members") == members {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica {id} never saw members {members}: {status}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_for_members(id, members, SETTLE);
 }
 
 #[test]

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod netns;
 pub mod partition;
 
 /// The binary under test.
@@ -405,14 +406,21 @@ impl Replica {
         });
     }
 
-    /// The port this replica serves Redis clients on (from its `--client-addr`).
-    pub fn client_port(&self) -> u16 {
+    /// The `HOST:PORT` this replica serves Redis clients on (its `--client-addr`).
+    pub fn client_addr(&self) -> &str {
         self.args
             .iter()
             .skip_while(|arg| *arg != "--client-addr")
             .nth(1)
-            .and_then(|addr| addr.rsplit_once(':')?.1.parse().ok())
             .unwrap_or_else(|| panic!("replica {} was started without --client-addr", self.id))
+    }
+
+    /// The port this replica serves Redis clients on (from its `--client-addr`).
+    pub fn client_port(&self) -> u16 {
+        self.client_addr()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or_else(|| panic!("replica {}: --client-addr has no port", self.id))
     }
 
     /// The port this replica serves HTTP on (from its `--http-addr`), for
@@ -730,6 +738,9 @@ pub struct Cluster {
     // Declared before `data` so replicas are killed (and their logs dumped)
     // before the folder is deleted.
     replicas: Vec<Replica>,
+    /// Set by [`Cluster::start_in_namespaces`]. Declared after `replicas`: a
+    /// namespace goes only once the replica in it has been killed.
+    pub network: Option<netns::Network>,
     pub peers: String,
     /// Set by [`Cluster::start_partitionable`]: the proxies between replicas.
     pub partitions: Option<partition::Partitions>,
@@ -787,6 +798,7 @@ impl Cluster {
             .collect();
         Cluster {
             replicas,
+            network: None,
             peers,
             partitions: None,
             keep_data_on_failure: false,
@@ -814,10 +826,62 @@ impl Cluster {
             .collect();
         Cluster {
             replicas,
+            network: None,
             peers,
             partitions: Some(partitions),
             keep_data_on_failure: false,
             data,
+        }
+    }
+
+    /// Like [`Cluster::start_with`], with each replica in a network namespace
+    /// of its own ([`netns::Network`]), so links can really be cut. `Err`:
+    /// one line saying why namespaces cannot be used here (the tests print it
+    /// and skip).
+    pub fn start_in_namespaces(n: u64, extra: &[&str]) -> Result<Cluster, String> {
+        let network = netns::Network::create(n)?;
+        let data = temp_dir();
+        let peers = (1..=n)
+            .map(|id| format!("{id}={}:{}", network.address(id), free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let replicas = (1..=n)
+            .map(|id| {
+                let client_addr = format!("{}:{}", network.address(id), free_port());
+                let mut flags = vec!["--client-addr", client_addr.as_str()];
+                flags.extend_from_slice(extra);
+                let mut args: Vec<String> = ["netns", "exec", &network.namespace(id), BIN]
+                    .map(String::from)
+                    .to_vec();
+                args.extend(replica_args(id, data.path(), &peers, &flags));
+                Replica::spawn_program(Path::new("ip"), id, data.path(), args)
+            })
+            .collect();
+        Ok(Cluster {
+            replicas,
+            network: Some(network),
+            peers,
+            partitions: None,
+            keep_data_on_failure: false,
+            data,
+        })
+    }
+
+    /// The namespaces of a cluster from [`Cluster::start_in_namespaces`].
+    pub fn network(&self) -> &netns::Network {
+        self.network
+            .as_ref()
+            .expect("the cluster was started in network namespaces")
+    }
+
+    /// A `redis` crate connection to replica `id`'s client port (from inside
+    /// the hub namespace for a cluster in namespaces), retried until the port
+    /// answers or `settle` has passed; replies may take `settle` too.
+    pub fn redis(&mut self, id: u64, settle: Duration) -> redis::Connection {
+        let url = format!("redis://{}/", self.replica(id).client_addr());
+        match &self.network {
+            Some(network) => network.in_hub(|| redis_connection(&url, settle)),
+            None => redis_connection(&url, settle),
         }
     }
 
@@ -890,6 +954,23 @@ impl Cluster {
     pub fn wait_for_leader(&mut self, timeout: Duration) -> u64 {
         let running = self.running_ids();
         self.wait_for_leader_among(&running, timeout)
+    }
+
+    /// Polls replica `id`'s `status` until its `members` field is `members`
+    /// (`1,2,3`); fails the test if it is not within `timeout`.
+    pub fn wait_for_members(&mut self, id: u64, members: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.replica(id).status();
+            if status.get("members") == members {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {id} never saw members {members}: {status}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `checksum` at every replica in `ids` once they have all applied the
