@@ -178,7 +178,12 @@ pub async fn change_at_leader(
         .await
         .map_err(|e| change_error("the membership change", e))?;
     if let MembershipChange::Remove { id } = change {
-        if let Some((_, addr)) = addresses.iter().find(|(member, _)| *member == id) {
+        let me = raft.metrics().borrow_watched().id;
+        // A leader that removed itself is not told: the notice would stop it
+        // before it answers. It stops once openraft steps it down (main.rs,
+        // `report_removal_from_log`).
+        let known = addresses.iter().find(|(member, _)| *member == id);
+        if let Some((_, addr)) = known.filter(|_| id != me) {
             // Best effort: a replica that is down learns it from its log, or
             // stays apart, when it comes back.
             let told = network

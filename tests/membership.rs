@@ -504,3 +504,35 @@ fn removing_a_replica_twice_is_done_twice() {
         format!("{expected} (replica {gone} is not a member)")
     );
 }
+
+/// The leader asked at its own prompt to remove itself: it carries the change
+/// through and answers, and only then stops. It used to stop as soon as the
+/// entry without it was appended: no answer, and the others left in the
+/// joint configuration.
+#[test]
+fn removing_the_leader_at_its_own_prompt_answers_before_it_stops() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let members = format!("{},{}", rest[0], rest[1]);
+    let reply = cluster
+        .replica(leader)
+        .try_send(&format!("remove-replica {leader}"));
+    assert_eq!(
+        reply.as_deref().map_err(|e| e.to_string()),
+        Ok(format!("OK members={members}").as_str())
+    );
+    let exit = cluster.replica(leader).wait_own_exit(SETTLE);
+    assert_eq!(exit.code(), Some(0));
+    assert!(cluster
+        .replica(leader)
+        .stderr()
+        .contains("was removed from the cluster"));
+
+    let new = cluster.wait_for_leader_among(&rest, ELECTION_TIMEOUT);
+    cluster.replica(new).put("after", "removal");
+    for id in rest {
+        wait_for_members(&mut cluster, id, &members);
+        assert_eq!(cluster.replica(id).get("after"), "removal");
+    }
+}
