@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::command::{Op, ProposalOutcome};
-use crate::kv::KvError;
+use crate::command::Op;
+use crate::forward::KvError;
+use crate::machine::ProposalOutcome;
 use crate::metrics;
 use crate::network::ReadPoint;
 use crate::node::Node;

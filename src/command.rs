@@ -34,8 +34,6 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::machine::Reply;
-
 /// The newest proposal format this build writes and understands: 4, which
 /// may hold scripts. Format 3 added `Op::Sweep`; format 2 is the same without
 /// it, so this build still applies it. Format 1 (plain puts and deletes, no
@@ -141,12 +139,6 @@ impl Op {
     }
 }
 
-/// What applying a proposal produced: one reply per op.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProposalOutcome {
-    pub replies: Vec<Reply>,
-}
-
 /// Why a log entry's proposal cannot be applied by this build.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -157,6 +149,16 @@ pub enum DecodeError {
     UnknownFormat { found: u32 },
     #[error("a command of format {PROPOSAL_FORMAT} in the log is malformed: {0}")]
     Malformed(serde_json::Error),
+}
+
+/// The wall-clock time of this machine, in ms since the epoch. Only a leader
+/// stamping an entry or answering a read-index round calls this; applying an
+/// entry uses the time stamped in it, never a clock.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Proposal {
@@ -176,14 +178,14 @@ impl Proposal {
         let format = crate::faults::proposal_format_override().unwrap_or(needed);
         Proposal {
             format,
-            time_ms: crate::machine::wall_clock_ms(),
+            time_ms: wall_clock_ms(),
             ops,
         }
     }
 
     /// Sets the entry's time to this (the leader's) clock.
     pub fn stamp(mut self) -> Self {
-        self.time_ms = crate::machine::wall_clock_ms();
+        self.time_ms = wall_clock_ms();
         self
     }
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 
+use crate::command::wall_clock_ms;
 use crate::command::Op;
-use crate::machine::wall_clock_ms;
-use crate::node::Node;
+use crate::kv::Kv;
 
 /// How often the leader looks, and how many keys one entry removes at most:
 /// a bounded batch keeps each entry small and the write path free for clients.
@@ -23,15 +23,16 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 const KEYS_PER_ENTRY: usize = 200;
 
 /// Runs for the life of the process; does work only while this replica leads.
-pub async fn remove_expired_keys(node: Node) {
+pub async fn remove_expired_keys(kv: Kv) {
     let mut ticks = tokio::time::interval(LOOK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if node.raft.metrics().borrow_watched().current_leader != Some(node.id) {
+        if kv.node.raft.metrics().borrow_watched().current_leader != Some(kv.node.id) {
             continue;
         }
-        let due = match node
+        let due = match kv
+            .node
             .reader
             .due_expiries(wall_clock_ms(), KEYS_PER_ENTRY)
             .await
@@ -46,7 +47,7 @@ pub async fn remove_expired_keys(node: Node) {
             continue;
         }
         let count = due.len();
-        match node.write_batcher.write(vec![Op::Reap(due)]).await {
+        match kv.write(vec![Op::Reap(due)]).await {
             Ok(_) => tracing::debug!("active expiry: proposed the removal of {count} keys"),
             Err(e) => tracing::debug!("active expiry: {e}"),
         }

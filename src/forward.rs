@@ -16,10 +16,19 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 
-use crate::kv::KvError;
-use crate::network::{CallError, PeerRequest, PeerResponse};
+use openraft::errors::{ClientWriteError, RaftError};
+
+use crate::command::{Op, Proposal};
+use crate::machine::ProposalOutcome;
+use crate::metrics::ErrorKind;
+use crate::network::{
+    CallError, ChangeDone, ChangeError, MembershipChange, PeerRequest, PeerResponse, ReadPoint,
+};
 use crate::node::Node;
 use crate::types::NodeId;
+
+/// How long adding a member may take: the new replica must catch up first.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often to look again for a leader while there is none.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -134,5 +143,162 @@ impl Node {
         }
         tokio::time::sleep(RETRY_PAUSE).await;
         Ok(())
+    }
+
+    /// Proposes `ops` as one log entry and waits until it is committed and
+    /// applied. Callers go through the write batcher, which calls this.
+    pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
+        let bytes = ops.iter().map(Op::size).sum();
+        let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
+        let forwarded = PeerRequest::Propose(proposal.clone());
+        let (raft, timeout, proposal) = (&self.raft, self.timeout, &proposal);
+        let here = move |deadline| async move {
+            let written =
+                tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));
+            match written.await {
+                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
+                Ok(Ok(response)) => Attempt::Done(Ok(response.data)),
+                // Not appended: leadership had moved (openraft 0.10 says
+                // this only before the entry is in the log).
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Attempt::Again
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                    Attempt::Done(Err(KvError::LeaderChangedMidWrite))
+                }
+                Ok(Err(RaftError::APIError(e))) => {
+                    Attempt::Done(Err(KvError::Stopped(e.to_string())))
+                }
+                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
+            }
+        };
+        let answered = |answer, deadline| match answer {
+            Ok(PeerResponse::Propose(Ok(response))) => Attempt::Done(Ok(response.data)),
+            Ok(PeerResponse::Propose(Err(RaftError::APIError(
+                ClientWriteError::ForwardToLeader(_),
+            )))) => Attempt::Again,
+            Ok(PeerResponse::Propose(Err(RaftError::APIError(
+                ClientWriteError::LogEntryDiscarded(_),
+            )))) => Attempt::Done(Err(KvError::LeaderChangedMidWrite)),
+            Ok(PeerResponse::Propose(Err(e))) => {
+                Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string())))
+            }
+            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
+            Err(CallError::Unreachable { .. }) => Attempt::Again,
+            Err(CallError::TooLarge(_)) => Attempt::Done(Err(KvError::TooLarge)),
+            Err(e @ CallError::Interrupted { .. }) => {
+                Attempt::Done(Err(if Instant::now() >= deadline {
+                    KvError::WriteOutcomeUnknown(timeout)
+                } else {
+                    KvError::ForwardInterrupted(e.to_string())
+                }))
+            }
+        };
+        self.at_leader(timeout, &forwarded, here, answered).await
+    }
+
+    /// One read-index round: ask the leader (or be it) for the index a read
+    /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
+    /// A round that fails changed nothing, so it is always tried again.
+    pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
+        let raft = &self.raft;
+        let here = move |deadline| async move {
+            match tokio::time::timeout_at(deadline, crate::read_index::leader_read_index(raft))
+                .await
+            {
+                Ok(Ok(point)) => Attempt::Done(Ok(point)),
+                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
+                Ok(Err(_)) | Err(_) => Attempt::Again,
+            }
+        };
+        let answered = |answer, _| match answer {
+            Ok(PeerResponse::ReadIndex(Ok(point))) => Attempt::Done(Ok(point)),
+            _ => Attempt::Again,
+        };
+        self.at_leader(self.timeout, &PeerRequest::ReadIndex, here, answered)
+            .await
+    }
+
+    pub(crate) async fn change_membership_at_leader(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ChangeDone, KvError> {
+        let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
+        let forwarded = PeerRequest::ChangeMembership(change.clone());
+        let (raft, network, change) = (&self.raft, &self.network, &change);
+        let here = move |deadline| async move {
+            let changed = crate::membership::change_at_leader(raft, network, change.clone());
+            match tokio::time::timeout_at(deadline, changed).await {
+                Ok(Ok(done)) => Attempt::Done(Ok(done)),
+                // Leadership moved while it ran: ask again.
+                Ok(Err(ChangeError::NotLeader { .. })) => Attempt::Again,
+                Ok(Err(ChangeError::Refused(why))) => Attempt::Done(Err(KvError::Membership(why))),
+                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
+            }
+        };
+        let answered = |answer, deadline| match answer {
+            Ok(PeerResponse::ChangeMembership(Ok(done))) => Attempt::Done(Ok(done)),
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader { .. }))) => {
+                Attempt::Again
+            }
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
+                Attempt::Done(Err(KvError::Membership(why)))
+            }
+            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
+            Err(CallError::Unreachable { .. }) => Attempt::Again,
+            // Every change may be asked again: one already made is answered
+            // as done (and a hand-over moves the leader, which is what
+            // interrupts its call).
+            Err(CallError::Interrupted { .. }) if Instant::now() < deadline => Attempt::Again,
+            Err(CallError::Interrupted { .. }) => {
+                Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout)))
+            }
+            Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
+        };
+        self.at_leader(timeout, &forwarded, here, answered).await
+    }
+}
+
+/// Why a command did not complete. Each is one line at the prompt.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KvError {
+    #[error("no leader within {0:?}; is a majority of the replicas running and connected?")]
+    NoLeader(Duration),
+    #[error(
+        "timed out after {0:?} before the write was acknowledged; it may or may not be applied"
+    )]
+    WriteOutcomeUnknown(Duration),
+    #[error(
+        "lost contact with the leader after sending the write ({0}); it may or may not be applied"
+    )]
+    ForwardInterrupted(String),
+    /// openraft 0.10 says so when leadership moved after the write's entry was
+    /// appended: another leader may still commit it, or may not.
+    #[error("the leader changed while the write was in flight; it may or may not be applied")]
+    LeaderChangedMidWrite,
+    #[error("this replica has stopped: {0}")]
+    Stopped(String),
+    #[error("reading the local state failed: {0}")]
+    Storage(String),
+    #[error("the request is too large to send to the leader")]
+    TooLarge,
+    #[error("{0}")]
+    Membership(String),
+}
+
+impl KvError {
+    /// The kind `ondisk_errors_total` counts this error under.
+    pub fn metric_kind(&self) -> ErrorKind {
+        match self {
+            KvError::NoLeader(_) => ErrorKind::NoLeader,
+            KvError::WriteOutcomeUnknown(_) | KvError::ForwardInterrupted(_) => {
+                ErrorKind::OutcomeUnknown
+            }
+            KvError::LeaderChangedMidWrite => ErrorKind::LeaderChanged,
+            KvError::Stopped(_) => ErrorKind::Stopped,
+            KvError::Storage(_) => ErrorKind::Storage,
+            KvError::TooLarge => ErrorKind::TooLarge,
+            KvError::Membership(_) => ErrorKind::Membership,
+        }
     }
 }

@@ -27,9 +27,9 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::kv::Kv;
 use crate::kv::Status;
 use crate::metrics::{self, RaftView};
-use crate::node::Node;
 
 /// Connections served at once; more are closed at once. A scraper and a
 /// probe or two need a handful.
@@ -55,7 +55,7 @@ pub async fn bind(addr: &str) -> Result<TcpListener, crate::listen::ListenError>
 /// far it has come towards ready.
 #[derive(Default)]
 pub struct Pages {
-    node: OnceLock<Node>,
+    kv: OnceLock<Kv>,
     readiness: Readiness,
 }
 
@@ -90,9 +90,9 @@ impl Pages {
     /// disk said (its commit hint) and what the leader says is committed when
     /// this replica first hears of one: a replica that restarts behind the
     /// others is not ready until it has applied what they had.
-    pub async fn started(self: Arc<Self>, node: Node) {
-        let mut watch = node.raft.metrics();
-        let _ = self.node.set(node);
+    pub async fn started(self: Arc<Self>, kv: Kv) {
+        let mut watch = kv.node.raft.metrics();
+        let _ = self.kv.set(kv);
         let committed_here = index_of(watch.borrow_watched().local_committed);
         loop {
             {
@@ -116,10 +116,10 @@ impl Pages {
 
     /// `Ok` if ready, else the reason.
     fn ready(&self) -> Result<(), String> {
-        let Some(node) = self.node.get() else {
+        let Some(kv) = self.kv.get() else {
             return Err("starting: opening the data folder and finding the cluster".into());
         };
-        let m = node.raft.metrics().borrow_watched().clone();
+        let m = kv.node.raft.metrics().borrow_watched().clone();
         if let Err(fatal) = &m.running_state {
             return Err(format!("stopped: {fatal}"));
         }
@@ -224,8 +224,8 @@ fn answer<B>(pages: &Pages, request: &Request<B>) -> Response<Full<Bytes>> {
             ),
         },
         _ => {
-            if let Some(node) = pages.node.get() {
-                metrics::observe_raft(&raft_view(node.id, &node.status()));
+            if let Some(kv) = pages.kv.get() {
+                metrics::observe_raft(&raft_view(kv.node.id, &kv.status()));
             }
             let mut response = Response::new(Full::new(Bytes::from(metrics::encode())));
             response.headers_mut().insert(

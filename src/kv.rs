@@ -23,25 +23,21 @@
 //! same thing at either door.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use tokio::time::Instant;
 
-use crate::command::{Bytes, Op, Proposal, ProposalOutcome, Queued, Watched};
-use crate::forward::Attempt;
+use crate::batching::{self, ReadIndexRounds, WriteBatcher};
+use crate::command::{Bytes, Op, Queued, Watched};
+pub use crate::forward::KvError;
 use crate::machine::{Command, Reply};
-use crate::membership::ChangeError;
 use crate::metrics::{self, ErrorKind};
-use crate::network::{CallError, PeerRequest, PeerResponse, ReadPoint};
+use crate::network::ReadPoint;
 use crate::node::Node;
-use crate::scripts::{check_evalsha, ScriptCommand};
+use crate::scripts::{check_evalsha, ScriptCache, ScriptCommand, NOSCRIPT};
 use crate::types::NodeId;
-
-/// How long adding a member may take: the new replica must catch up first.
-const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A key-value command, as the prompt and the client port both understand it.
 /// Its words have been checked by [`Command::parse`] already.
@@ -112,50 +108,6 @@ impl Runnable {
     }
 }
 
-/// Why a command did not complete. Each is one line at the prompt.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum KvError {
-    #[error("no leader within {0:?}; is a majority of the replicas running and connected?")]
-    NoLeader(Duration),
-    #[error(
-        "timed out after {0:?} before the write was acknowledged; it may or may not be applied"
-    )]
-    WriteOutcomeUnknown(Duration),
-    #[error(
-        "lost contact with the leader after sending the write ({0}); it may or may not be applied"
-    )]
-    ForwardInterrupted(String),
-    /// openraft 0.10 says so when leadership moved after the write's entry was
-    /// appended: another leader may still commit it, or may not.
-    #[error("the leader changed while the write was in flight; it may or may not be applied")]
-    LeaderChangedMidWrite,
-    #[error("this replica has stopped: {0}")]
-    Stopped(String),
-    #[error("reading the local state failed: {0}")]
-    Storage(String),
-    #[error("the request is too large to send to the leader")]
-    TooLarge,
-    #[error("{0}")]
-    Membership(String),
-}
-
-impl KvError {
-    /// The kind `ondisk_errors_total` counts this error under.
-    pub fn metric_kind(&self) -> ErrorKind {
-        match self {
-            KvError::NoLeader(_) => ErrorKind::NoLeader,
-            KvError::WriteOutcomeUnknown(_) | KvError::ForwardInterrupted(_) => {
-                ErrorKind::OutcomeUnknown
-            }
-            KvError::LeaderChangedMidWrite => ErrorKind::LeaderChanged,
-            KvError::Stopped(_) => ErrorKind::Stopped,
-            KvError::Storage(_) => ErrorKind::Storage,
-            KvError::TooLarge => ErrorKind::TooLarge,
-            KvError::Membership(_) => ErrorKind::Membership,
-        }
-    }
-}
-
 /// Counts a reply that is an error, by kind: the request path's own, or the
 /// command's (a syntax error, a wrong type, a script's error).
 fn count_error(reply: &Result<Reply, KvError>) {
@@ -202,7 +154,31 @@ pub struct MemberStatus {
     pub matched: Option<u64>,
 }
 
-impl Node {
+/// The key-value service the front ends (prompt, Redis port, the leader's
+/// expiry and sweep) use: the Raft node, plus what gathers requests into
+/// shared rounds and the script cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Kv {
+    pub node: Node,
+    write_batcher: WriteBatcher,
+    read_rounds: ReadIndexRounds,
+    /// Scripts by SHA1, for EVALSHA (this process's, as in Redis).
+    pub scripts: Arc<ScriptCache>,
+}
+
+impl Kv {
+    /// Starts the write batcher of `node`'s service.
+    pub fn start(node: Node) -> Kv {
+        let (write_batcher, write_queue) = WriteBatcher::new();
+        tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
+        Kv {
+            node,
+            write_batcher,
+            read_rounds: ReadIndexRounds::default(),
+            scripts: Arc::default(),
+        }
+    }
+
     /// Runs requests that arrived in this order from one source (a pipeline),
     /// and answers each in the same order.
     ///
@@ -261,10 +237,18 @@ impl Node {
     pub fn prepare(&self, request: Request) -> Result<Runnable, Result<Reply, KvError>> {
         let request = match request {
             Request::Script(command) => return Err(Ok(self.scripts.answer(command))),
-            Request::EvalSha(queued) => match self.scripts.resolve(&queued) {
-                Ok(request) => request,
-                Err(refusal) => return Err(Ok(Reply::Error(refusal))),
-            },
+            Request::EvalSha(queued) => {
+                let eval = self.scripts.resolve(&queued);
+                let parsed = eval.map(|eval| {
+                    let words: Vec<&[u8]> = eval.args.iter().map(|word| &word[..]).collect();
+                    Request::parse(eval.db, &words)
+                });
+                match parsed {
+                    Ok(Some(Ok(request))) => request,
+                    Ok(Some(Err(refusal))) | Err(refusal) => return Err(Ok(Reply::Error(refusal))),
+                    Ok(None) => return Err(Ok(Reply::Error(NOSCRIPT.into()))),
+                }
+            }
             request => request,
         };
         match request {
@@ -294,6 +278,12 @@ impl Node {
             .unwrap_or_else(|| Err(KvError::Stopped("no reply was produced".into())))
     }
 
+    /// Proposes `ops` through the write batcher, for the leader's own
+    /// housekeeping (active expiry, the sweep after a flush).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<crate::machine::ProposalOutcome, KvError> {
+        self.write_batcher.write(ops).await
+    }
+
     async fn write_run(&self, run: Vec<Runnable>) -> Vec<Result<Reply, KvError>> {
         let count = run.len();
         let ops = run.into_iter().map(Runnable::into_op).collect();
@@ -321,6 +311,7 @@ impl Node {
         for request in run {
             let reply = match request {
                 Runnable::Run { command, queued } => self
+                    .node
                     .reader
                     .read(queued.db, &command, leader_time)
                     .await
@@ -337,7 +328,8 @@ impl Node {
     /// WATCH: what a transaction must find unchanged, read linearizably.
     pub async fn watch(&self, db: u8, keys: &[Vec<u8>]) -> Result<Vec<Watched>, KvError> {
         let leader_time = self.wait_until_readable().await?;
-        self.reader
+        self.node
+            .reader
             .watch(db, keys, leader_time)
             .await
             .map_err(KvError::Storage)
@@ -349,62 +341,11 @@ impl Node {
     /// point-in-time view of this replica. The cluster goes on serving.
     pub async fn backup(&self) -> Result<crate::store::snapshot::BackupCopy, KvError> {
         self.wait_until_readable().await?;
-        self.reader
+        self.node
+            .reader
             .write_backup()
             .await
             .map_err(|e| KvError::Storage(e.to_string()))
-    }
-
-    /// Proposes `ops` as one log entry and waits until it is committed and
-    /// applied. Callers go through the write batcher, which calls this.
-    pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
-        let bytes = ops.iter().map(Op::size).sum();
-        let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
-        let forwarded = PeerRequest::Propose(proposal.clone());
-        let (raft, timeout, proposal) = (&self.raft, self.timeout, &proposal);
-        let here = move |deadline| async move {
-            let written =
-                tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));
-            match written.await {
-                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
-                Ok(Ok(response)) => Attempt::Done(Ok(response.data)),
-                // Not appended: leadership had moved (openraft 0.10 says
-                // this only before the entry is in the log).
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                    Attempt::Again
-                }
-                Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
-                    Attempt::Done(Err(KvError::LeaderChangedMidWrite))
-                }
-                Ok(Err(RaftError::APIError(e))) => {
-                    Attempt::Done(Err(KvError::Stopped(e.to_string())))
-                }
-                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
-            }
-        };
-        let answered = |answer, deadline| match answer {
-            Ok(PeerResponse::Propose(Ok(response))) => Attempt::Done(Ok(response.data)),
-            Ok(PeerResponse::Propose(Err(RaftError::APIError(
-                ClientWriteError::ForwardToLeader(_),
-            )))) => Attempt::Again,
-            Ok(PeerResponse::Propose(Err(RaftError::APIError(
-                ClientWriteError::LogEntryDiscarded(_),
-            )))) => Attempt::Done(Err(KvError::LeaderChangedMidWrite)),
-            Ok(PeerResponse::Propose(Err(e))) => {
-                Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string())))
-            }
-            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
-            Err(CallError::Unreachable { .. }) => Attempt::Again,
-            Err(CallError::TooLarge(_)) => Attempt::Done(Err(KvError::TooLarge)),
-            Err(e @ CallError::Interrupted { .. }) => {
-                Attempt::Done(Err(if Instant::now() >= deadline {
-                    KvError::WriteOutcomeUnknown(timeout)
-                } else {
-                    KvError::ForwardInterrupted(e.to_string())
-                }))
-            }
-        };
-        self.at_leader(timeout, &forwarded, here, answered).await
     }
 
     /// Waits until a linearizable read may be served from this replica's
@@ -412,12 +353,13 @@ impl Node {
     /// that began after this call confirmed its leadership.
     /// Returns the leader's clock at that round.
     async fn wait_until_readable(&self) -> Result<u64, KvError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.node.timeout;
         let ReadPoint {
             index: read_index,
             leader_time,
-        } = self.read_rounds.read_index(self).await?;
+        } = self.read_rounds.read_index(&self.node).await?;
         let applied = self
+            .node
             .raft
             .metrics()
             .borrow_watched()
@@ -427,34 +369,13 @@ impl Node {
             return Ok(leader_time);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        self.raft
+        self.node
+            .raft
             .wait(Some(remaining))
             .applied_index_at_least(Some(read_index), "linearizable read")
             .await
             .map(|_| leader_time)
-            .map_err(|_| KvError::NoLeader(self.timeout))
-    }
-
-    /// One read-index round: ask the leader (or be it) for the index a read
-    /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
-    /// A round that fails changed nothing, so it is always tried again.
-    pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
-        let raft = &self.raft;
-        let here = move |deadline| async move {
-            match tokio::time::timeout_at(deadline, crate::read_index::leader_read_index(raft))
-                .await
-            {
-                Ok(Ok(point)) => Attempt::Done(Ok(point)),
-                Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
-                Ok(Err(_)) | Err(_) => Attempt::Again,
-            }
-        };
-        let answered = |answer, _| match answer {
-            Ok(PeerResponse::ReadIndex(Ok(point))) => Attempt::Done(Ok(point)),
-            _ => Attempt::Again,
-        };
-        self.at_leader(self.timeout, &PeerRequest::ReadIndex, here, answered)
-            .await
+            .map_err(|_| KvError::NoLeader(self.node.timeout))
     }
 
     /// Adds or removes a member, at the leader (forwarded there from here if
@@ -468,7 +389,7 @@ impl Node {
             crate::membership::MembershipChange::TransferLeader { to } => Some(*to),
             _ => None,
         };
-        let changed = self.change_membership_at_leader(change).await;
+        let changed = self.node.change_membership_at_leader(change).await;
         if let Err(e) = &changed {
             metrics::error(e.metric_kind());
         }
@@ -476,7 +397,7 @@ impl Node {
             // The old leader answers once it has seen `to` lead; this replica
             // may learn of it a heartbeat later. Waiting here means whoever
             // asked finds the new leader in `status` right after the answer.
-            self.wait_to_know_leader(to, Instant::now() + self.timeout)
+            self.wait_to_know_leader(to, Instant::now() + self.node.timeout)
                 .await;
         }
         changed
@@ -484,7 +405,7 @@ impl Node {
 
     /// Waits until this replica knows `leader` leads, or the deadline passes.
     async fn wait_to_know_leader(&self, leader: NodeId, deadline: Instant) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.node.raft.metrics();
         while metrics.borrow_watched().current_leader != Some(leader) {
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
@@ -493,48 +414,9 @@ impl Node {
         }
     }
 
-    async fn change_membership_at_leader(
-        &self,
-        change: crate::membership::MembershipChange,
-    ) -> Result<crate::membership::ChangeDone, KvError> {
-        let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
-        let forwarded = PeerRequest::ChangeMembership(change.clone());
-        let (raft, network, change) = (&self.raft, &self.network, &change);
-        let here = move |deadline| async move {
-            let changed = crate::membership::change_at_leader(raft, network, change.clone());
-            match tokio::time::timeout_at(deadline, changed).await {
-                Ok(Ok(done)) => Attempt::Done(Ok(done)),
-                // Leadership moved while it ran: ask again.
-                Ok(Err(ChangeError::NotLeader { .. })) => Attempt::Again,
-                Ok(Err(ChangeError::Refused(why))) => Attempt::Done(Err(KvError::Membership(why))),
-                Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
-            }
-        };
-        let answered = |answer, deadline| match answer {
-            Ok(PeerResponse::ChangeMembership(Ok(done))) => Attempt::Done(Ok(done)),
-            Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader { .. }))) => {
-                Attempt::Again
-            }
-            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
-                Attempt::Done(Err(KvError::Membership(why)))
-            }
-            Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
-            Err(CallError::Unreachable { .. }) => Attempt::Again,
-            // Every change may be asked again: one already made is answered
-            // as done (and a hand-over moves the leader, which is what
-            // interrupts its call).
-            Err(CallError::Interrupted { .. }) if Instant::now() < deadline => Attempt::Again,
-            Err(CallError::Interrupted { .. }) => {
-                Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout)))
-            }
-            Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
-        };
-        self.at_leader(timeout, &forwarded, here, answered).await
-    }
-
     /// What this replica knows of the cluster now.
     pub fn status(&self) -> Status {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.node.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let role = match metrics.state {
             _ if metrics.running_state.is_err() => "shutdown",
@@ -545,11 +427,11 @@ impl Node {
             ServerState::Shutdown => "shutdown",
         };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self.committed_index.load(Relaxed).max(applied);
+        let committed = self.node.committed_index.load(Relaxed).max(applied);
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         let matched = |id: NodeId| -> Option<u64> {
             let progress = metrics.replication.as_ref()?;
-            if id == self.id {
+            if id == self.node.id {
                 return Some(last_log_index);
             }
             progress.get(&id)?.map(|log_id| log_id.index)
@@ -574,11 +456,11 @@ impl Node {
             applied,
             voters,
             learners: membership.learner_ids().collect(),
-            recovered_at: self.reader.stats.recovered_at.load(Relaxed),
-            replayed: self.reader.stats.replayed.load(Relaxed),
+            recovered_at: self.node.reader.stats.recovered_at.load(Relaxed),
+            replayed: self.node.reader.stats.replayed.load(Relaxed),
             snapshot_index: metrics.snapshot.map(|id| id.index),
-            snapshot_bytes: self.reader.stats.snapshot_bytes.load(Relaxed),
-            snapshots_installed: self.reader.stats.snapshots_installed.load(Relaxed),
+            snapshot_bytes: self.node.reader.stats.snapshot_bytes.load(Relaxed),
+            snapshots_installed: self.node.reader.stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
             members,
         }

@@ -34,6 +34,7 @@ mod metrics;
 mod network;
 mod node;
 mod peer_service;
+mod raft;
 mod read_index;
 mod removal;
 mod repl;
@@ -118,24 +119,29 @@ fn main() -> ExitCode {
         Ok(node) => node,
         Err(e) => return fail(&e),
     };
-    runtime.spawn(http_pages.started(node.clone()));
+    let kv = {
+        // `Kv::start` spawns its write batcher onto this runtime.
+        let _entered = runtime.enter();
+        kv::Kv::start(node.clone())
+    };
+    runtime.spawn(http_pages.started(kv.clone()));
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(report_removal_from_log(node.clone(), cli.join.is_some()));
     runtime.spawn(stop_when_removed(node.id, node.removal.clone()));
     runtime.spawn(client::serve(
         client_listener,
-        node.clone(),
+        kv.clone(),
         client_password,
         client_tls,
     ));
-    runtime.spawn(expiry::remove_expired_keys(node.clone()));
-    runtime.spawn(sweep::sweep_flushed_keys(node.clone()));
+    runtime.spawn(expiry::remove_expired_keys(kv.clone()));
+    runtime.spawn(sweep::sweep_flushed_keys(kv.clone()));
     tracing::info!("replica {} started; peers {}", node.id, node.peers);
 
     if let Some(signals) = stop_signals {
         runtime.block_on(signals.wait());
     } else {
-        repl::run(&runtime, &node, &cli.replica_dir());
+        repl::run(&runtime, &kv, &cli.replica_dir());
     }
 
     tracing::info!("shutting down");

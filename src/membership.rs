@@ -22,7 +22,8 @@ use openraft::BasicNode;
 
 pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
 use crate::network::{Network, PeerRequest, PeerResponse};
-use crate::types::{NodeId, Raft, TypeConfig};
+use crate::raft::Raft;
+use crate::types::{NodeId, TypeConfig};
 
 /// How a person writes a change, and is told it is done (the type itself
 /// travels between replicas, so it is defined with the Raft port's messages).

@@ -9,16 +9,15 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 
-use crate::batching::{self, ReadIndexRounds, WriteBatcher};
 use crate::cli::{Cli, Peers};
 use crate::network::{server, ClusterSecret, Network, PeerRequest, PeerResponse};
 use crate::peer_service::RaftPeerService;
+use crate::raft::Raft;
 use crate::removal::Removal;
-use crate::scripts::ScriptCache;
 use crate::store::{
     self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
 };
-use crate::types::{NodeId, Raft};
+use crate::types::NodeId;
 
 /// Why a replica could not start. Each is printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +34,8 @@ pub enum StartError {
     Flusher(String),
 }
 
-/// A running replica: the parts the prompt and the request path need.
+/// A running replica's Raft node: openraft, its network and its store's
+/// reader. The key-value service (`kv.rs`) is built on it.
 #[derive(Clone)]
 pub struct Node {
     pub id: NodeId,
@@ -46,10 +46,6 @@ pub struct Node {
     pub reader: StateReader,
     pub committed_index: Arc<AtomicU64>,
     pub timeout: Duration,
-    pub write_batcher: WriteBatcher,
-    pub read_rounds: ReadIndexRounds,
-    /// Scripts by SHA1, for EVALSHA (this process's, as in Redis).
-    pub scripts: Arc<ScriptCache>,
     /// Reports that this replica is no longer a member; `main` stops it.
     pub removal: Removal,
 }
@@ -202,8 +198,7 @@ pub async fn start(
     }
     note_peers_that_differ(&raft, &cli.peers, cli.join.is_some());
 
-    let (write_batcher, write_queue) = WriteBatcher::new();
-    let node = Node {
+    Ok(Node {
         id,
         cluster_id,
         raft,
@@ -212,13 +207,8 @@ pub async fn start(
         reader,
         committed_index,
         timeout: cli.timeout,
-        write_batcher,
-        read_rounds: ReadIndexRounds::default(),
-        scripts: Arc::default(),
         removal,
-    };
-    tokio::spawn(batching::run_write_batches(node.clone(), write_queue));
-    Ok(node)
+    })
 }
 
 /// The first peer that says it belongs to a cluster, if any answers so.

@@ -12,8 +12,10 @@ use openraft::errors::RaftError;
 use openraft::raft::SnapshotResponse;
 
 use crate::network::{Network, PeerRequest, PeerResponse, PeerService};
+use crate::raft::Raft;
 use crate::store::snapshot;
-use crate::types::{NodeId, Raft, Snapshot, Vote};
+use crate::store::snapshot::Snapshot;
+use crate::types::{NodeId, Vote};
 
 /// The Raft node as its peers see it. Cheap to clone.
 #[derive(Clone)]

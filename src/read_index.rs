@@ -7,7 +7,8 @@ use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 
 use crate::network::ReadPoint;
-use crate::types::{Raft, TypeConfig};
+use crate::raft::Raft;
+use crate::types::TypeConfig;
 
 /// At the leader: confirms leadership with a quorum, then returns the point a
 /// linearizable read must wait for.
@@ -29,7 +30,7 @@ pub async fn leader_read_index(raft: &Raft) -> Result<ReadPoint, ReadIndexError>
     let last_log_index = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
     Ok(ReadPoint {
         index: read_log_id.index().max(last_log_index),
-        leader_time: crate::machine::wall_clock_ms(),
+        leader_time: crate::command::wall_clock_ms(),
     })
 }
 

@@ -24,10 +24,10 @@ use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::kv::Kv;
 use crate::kv::{self, Request, Status};
 use crate::machine::Reply;
 use crate::membership::MembershipChange;
-use crate::node::Node;
 use crate::store::StateChecksum;
 
 /// One line the person typed, understood.
@@ -627,16 +627,16 @@ pub fn format_checksum(sum: &StateChecksum) -> String {
 
 /// Runs one command and returns the lines to print: one, except a Redis
 /// command's array reply on a terminal (see [`reply_lines`]).
-async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<String> {
+async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<String> {
     let answer = match command {
         PromptCommand::Redis(request) => {
-            return match node.execute_one(request).await {
+            return match kv.execute_one(request).await {
                 Ok(reply) if on_terminal => reply_lines(&reply),
                 Ok(reply) => vec![reply_line(&reply)],
                 Err(e) => vec![format!("(error) {e}")],
             }
         }
-        PromptCommand::Kv(request) => node.execute_one(request).await.map(|reply| match reply {
+        PromptCommand::Kv(request) => kv.execute_one(request).await.map(|reply| match reply {
             Reply::Bulk(value) => String::from_utf8_lossy(&value).into_owned(),
             Reply::Nil => "(nil)".to_string(),
             Reply::Error(e) => format!("(error) {e}"),
@@ -645,13 +645,14 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
         }),
         PromptCommand::Membership(change) => {
             let done = change.clone();
-            node.change_membership(change)
+            kv.change_membership(change)
                 .await
                 .map(|changed| done.done_text(&changed))
         }
-        PromptCommand::Status if on_terminal => return status_lines(&node.status()),
-        PromptCommand::Status => Ok(format_status(&node.status())),
-        PromptCommand::Checksum => node
+        PromptCommand::Status if on_terminal => return status_lines(&kv.status()),
+        PromptCommand::Status => Ok(format_status(&kv.status())),
+        PromptCommand::Checksum => kv
+            .node
             .reader
             .checksum()
             .await
@@ -674,7 +675,7 @@ async fn execute(node: &Node, command: PromptCommand, on_terminal: bool) -> Vec<
 /// Handles one input line; returns false when the person asked to leave.
 fn handle_line(
     runtime: &Runtime,
-    node: &Node,
+    kv: &Kv,
     line: &str,
     on_terminal: bool,
     out: &mut impl Write,
@@ -683,9 +684,9 @@ fn handle_line(
         Ok(None) => return true,
         Ok(Some(PromptCommand::Exit)) => return false,
         Ok(Some(command)) => {
-            let node = node.clone();
+            let kv = kv.clone();
             // Run on the runtime's workers: storage calls expect to be there.
-            let task = runtime.spawn(async move { execute(&node, command, on_terminal).await });
+            let task = runtime.spawn(async move { execute(&kv, command, on_terminal).await });
             runtime.block_on(task).unwrap_or_else(|e| {
                 vec![format!(
                     "(error) the command failed inside the replica: {e}"
@@ -702,9 +703,9 @@ fn handle_line(
 }
 
 /// Reads commands until `exit` or end of input.
-pub fn run(runtime: &Runtime, node: &Node, replica_dir: &Path) {
+pub fn run(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
     if std::io::stdin().is_terminal() {
-        run_interactive(runtime, node, replica_dir);
+        run_interactive(runtime, kv, replica_dir);
     } else {
         let stdout = std::io::stdout();
         // Lines as bytes: one line that is not UTF-8 is refused on its own
@@ -716,14 +717,14 @@ pub fn run(runtime: &Runtime, node: &Node, replica_dir: &Path) {
                 let _ = writeln!(stdout.lock(), "(error) the line is not UTF-8 text; ignored");
                 continue;
             };
-            if !handle_line(runtime, node, line, false, &mut stdout.lock()) {
+            if !handle_line(runtime, kv, line, false, &mut stdout.lock()) {
                 break;
             }
         }
     }
 }
 
-fn run_interactive(runtime: &Runtime, node: &Node, replica_dir: &Path) {
+fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
     let history = replica_dir.join("history.txt");
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
@@ -735,9 +736,9 @@ fn run_interactive(runtime: &Runtime, node: &Node, replica_dir: &Path) {
     let _ = editor.load_history(&history);
     println!(
         "replica {} of example-ondisk; type help for the commands",
-        node.id
+        kv.node.id
     );
-    let prompt = format!("replica-{}> ", node.id);
+    let prompt = format!("replica-{}> ", kv.node.id);
     loop {
         match editor.readline(&prompt) {
             Ok(line) => {
@@ -745,7 +746,7 @@ fn run_interactive(runtime: &Runtime, node: &Node, replica_dir: &Path) {
                     let _ = editor.add_history_entry(line.as_str());
                     let _ = editor.save_history(&history);
                 }
-                if !handle_line(runtime, node, &line, true, &mut std::io::stdout()) {
+                if !handle_line(runtime, kv, &line, true, &mut std::io::stdout()) {
                     break;
                 }
             }

@@ -11,8 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::command::Queued;
-use crate::kv::Request;
+use crate::command::{Bytes, Queued};
 use crate::machine::parse::{parse_numkeys, shown};
 use crate::machine::script::{compile_check, sha1_hex};
 use crate::machine::Reply;
@@ -148,8 +147,8 @@ impl ScriptCache {
     }
 
     /// EVALSHA's words as the EVAL they stand for (the script's body in place
-    /// of its SHA1), understood; Redis's NOSCRIPT if it is not here.
-    pub fn resolve(&self, queued: &Queued) -> Result<Request, String> {
+    /// of its SHA1); Redis's NOSCRIPT if it is not here.
+    pub fn resolve(&self, queued: &Queued) -> Result<Queued, String> {
         let [name, sha, rest @ ..] = &queued.args[..] else {
             return Err(NOSCRIPT.into());
         };
@@ -162,14 +161,14 @@ impl ScriptCache {
         } else {
             b"EVAL"
         };
-        let mut args: Vec<&[u8]> = Vec::with_capacity(queued.args.len());
-        args.push(eval);
-        args.push(&body);
-        args.extend(rest.iter().map(|word| &word[..]));
-        match Request::parse(queued.db, &args) {
-            Some(parsed) => parsed,
-            None => Err(NOSCRIPT.into()),
-        }
+        let mut args = Vec::with_capacity(queued.args.len());
+        args.push(Bytes(eval.to_vec()));
+        args.push(Bytes(body.to_vec()));
+        args.extend(rest.iter().cloned());
+        Ok(Queued {
+            db: queued.db,
+            args,
+        })
     }
 
     /// Scripts held, and the bytes of their bodies (for INFO).
@@ -199,9 +198,7 @@ mod tests {
             .unwrap();
         assert_eq!(sha, "4e6d8fc8bb01276962cce5371fa795a7763657ae");
         let upper = sha.to_ascii_uppercase();
-        let Ok(Request::Run { queued, .. }) =
-            cache.resolve(&evalsha(&["EVALSHA", &upper, "1", "k"]))
-        else {
+        let Ok(queued) = cache.resolve(&evalsha(&["EVALSHA", &upper, "1", "k"])) else {
             panic!("not resolved");
         };
         let words: Vec<&[u8]> = queued.args.iter().map(|a| &a[..]).collect();

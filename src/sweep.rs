@@ -12,8 +12,8 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 
 use crate::command::Op;
+use crate::kv::Kv;
 use crate::machine::DATABASES;
-use crate::node::Node;
 
 /// How often the leader looks, and how many stored records one entry's range
 /// covers at most: each range costs every replica one apply, so the sweep
@@ -22,7 +22,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 const RECORDS_PER_ENTRY: usize = 2000;
 
 /// Runs for the life of the process; does work only while this replica leads.
-pub async fn sweep_flushed_keys(node: Node) {
+pub async fn sweep_flushed_keys(kv: Kv) {
     let mut ticks = tokio::time::interval(LOOK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Where each database's sweep goes on from. Only a hint: a new leader
@@ -30,11 +30,16 @@ pub async fn sweep_flushed_keys(node: Node) {
     let mut resume_at = [0u64; DATABASES as usize];
     loop {
         ticks.tick().await;
-        if node.raft.metrics().borrow_watched().current_leader != Some(node.id) {
+        if kv.node.raft.metrics().borrow_watched().current_leader != Some(kv.node.id) {
             continue;
         }
         for (db, from) in (0..DATABASES).zip(resume_at.iter_mut()) {
-            let range = match node.reader.next_sweep(db, *from, RECORDS_PER_ENTRY).await {
+            let range = match kv
+                .node
+                .reader
+                .next_sweep(db, *from, RECORDS_PER_ENTRY)
+                .await
+            {
                 Ok(Some(range)) => range,
                 Ok(None) => continue,
                 Err(e) => {
@@ -51,7 +56,7 @@ pub async fn sweep_flushed_keys(node: Node) {
                 first: range.first,
                 last: range.last,
             };
-            match node.write_batcher.write(vec![sweep]).await {
+            match kv.write(vec![sweep]).await {
                 Ok(_) => {
                     tracing::debug!("sweep: proposed {} stale records of db {db}", range.stale)
                 }

@@ -1,21 +1,21 @@
 //! The openraft type configuration, in one place.
 //!
 //! Every other module names Raft types through the aliases below, so a reader
-//! can see at a glance what travels through the log (`Proposal`), what apply
-//! returns (`ProposalOutcome`), and how a snapshot is carried (a file on disk,
-//! so its size never has to fit in memory).
+//! can see at a glance what travels through the log (`Proposal`) and what
+//! apply returns (`ProposalOutcome`).
 //!
 //! openraft 0.10 keeps the snapshot's data type out of the type configuration:
-//! the state machine names it (`RaftStateMachine::SnapshotData`), the network
-//! must carry the same type, and the `Raft` handle is typed by the state
-//! machine (`Raft<C, SM>`).
+//! the state machine names it (`RaftStateMachine::SnapshotData`: a file on
+//! disk, `store/snapshot.rs`), the network must carry the same type, and the
+//! `Raft` handle is typed by the state machine (`raft.rs`). Those live with
+//! the store, so that this module, which everything uses, uses nothing above.
 
 use openraft::errors::ErrorSource;
 use openraft::type_config::alias;
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Proposal, ProposalOutcome};
-use crate::store::StateMachine;
+use crate::command::Proposal;
+use crate::machine::ProposalOutcome;
 
 /// Replica ids are small integers chosen by the operator (`--replica-id N`).
 pub type NodeId = u64;
@@ -32,8 +32,6 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         ErrorSource = ErrorText,
 );
-
-pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// About how many bytes an entry's proposal takes as encoded: what makes an
 /// entry slow to send, parse or apply (membership entries count as nothing).
@@ -52,9 +50,6 @@ pub type Entry = alias::EntryOf<TypeConfig>;
 pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
 pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
-/// A snapshot is a file (`store/snapshot.rs` gives its format), with its path.
-pub type SnapshotData = crate::store::snapshot::SnapshotFile;
-pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// How openraft carries the cause of a storage or network error: its message,
 /// nothing else. openraft's default (`AnyError`) puts the Rust type's name in

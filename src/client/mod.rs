@@ -29,11 +29,11 @@ use commands::ClientCommand;
 use resp::{Frame, Protocol};
 
 use crate::command::{Queued, Watched};
+use crate::kv::Kv;
 use crate::kv::{KvError, Request, Runnable, Status};
 use crate::machine::parse::shown;
 use crate::machine::{Reply, REDIS_VERSION};
 use crate::metrics::{self, ErrorKind};
-use crate::node::Node;
 
 /// Connections served at once; one more is told so and closed (as Redis does
 /// at `maxclients`), so a flood of connections cannot exhaust file handles.
@@ -144,7 +144,7 @@ impl ClientStats {
 /// Accepts clients until the process ends.
 pub async fn serve(
     listener: TcpListener,
-    node: Node,
+    kv: Kv,
     password: Option<auth::Password>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
@@ -176,7 +176,7 @@ pub async fn serve(
         };
         next_id += 1;
         let mut connection = Connection {
-            node: node.clone(),
+            kv: kv.clone(),
             stats: stats.clone(),
             session: Session::new(next_id, peer.to_string(), password.is_none()),
             password: password.clone(),
@@ -300,7 +300,7 @@ impl Session {
 /// One client's connection: its session, and the keyspace requests of the
 /// current pipeline that have not run yet.
 struct Connection {
-    node: Node,
+    kv: Kv,
     stats: Arc<ClientStats>,
     session: Session,
     /// What AUTH must match, if the port asks for a password.
@@ -448,7 +448,7 @@ impl Connection {
             .write_to(out, protocol);
             return Ok(());
         };
-        let copy = match self.node.backup().await {
+        let copy = match self.kv.backup().await {
             Ok(copy) => copy,
             Err(e) => {
                 metrics::error(e.metric_kind());
@@ -498,7 +498,7 @@ impl Connection {
         let answer = match command {
             // EVALSHA is resolved now, SCRIPT answered now; an error of
             // either takes the command's place in EXEC's reply, as in Redis.
-            Ok(ClientCommand::Kv(request)) => match self.node.prepare(request) {
+            Ok(ClientCommand::Kv(request)) => match self.kv.prepare(request) {
                 Ok(Runnable::Run { queued, .. }) => {
                     transaction.queued.push(queued);
                     return Frame::Simple("QUEUED");
@@ -548,7 +548,7 @@ impl Connection {
             .into_iter()
             .map(|(request, at, name)| (request, (at, name)))
             .unzip();
-        let replies = self.node.execute(requests).await;
+        let replies = self.kv.execute(requests).await;
         for reply in replies {
             reply_frame(reply).write_to(out, self.session.protocol);
         }
@@ -558,13 +558,13 @@ impl Connection {
 
     /// Everything that is not a keyspace request.
     async fn connection_command(&mut self, command: ClientCommand) -> Frame {
-        let node = &self.node;
+        let kv = &self.kv;
         let session = &mut self.session;
         match command {
-            ClientCommand::Kv(request) => reply_frame(node.execute_one(request).await),
+            ClientCommand::Kv(request) => reply_frame(kv.execute_one(request).await),
             ClientCommand::Constant(frame) => frame,
-            ClientCommand::Info(section) => info(node, &self.stats, section.as_deref()).await,
-            ClientCommand::Checksum => match node.reader.checksum().await {
+            ClientCommand::Info(section) => info(kv, &self.stats, section.as_deref()).await,
+            ClientCommand::Checksum => match kv.node.reader.checksum().await {
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
@@ -572,7 +572,7 @@ impl Connection {
             ClientCommand::Backup => Frame::error("ERR internal error: BACKUP was not streamed"),
             ClientCommand::Membership(change) => {
                 let done = change.clone();
-                match node.change_membership(change).await {
+                match kv.change_membership(change).await {
                     Ok(changed) => Frame::bulk(done.done_text(&changed)),
                     Err(e) => Frame::error(format!("ERR {e}")),
                 }
@@ -673,7 +673,7 @@ impl Connection {
                     watched,
                     commands: std::mem::take(&mut transaction.queued),
                 };
-                match reply_frame(node.execute_one(request).await) {
+                match reply_frame(kv.execute_one(request).await) {
                     Frame::Array(replies) => transaction.merge(replies),
                     // Nil (a watched key changed) or an error: nothing ran.
                     other => {
@@ -682,7 +682,7 @@ impl Connection {
                     }
                 }
             }
-            ClientCommand::Watch(keys) => match node.watch(session.db, &keys).await {
+            ClientCommand::Watch(keys) => match kv.watch(session.db, &keys).await {
                 Ok(watched) => {
                     session.watched.extend(watched);
                     Frame::ok()
@@ -749,12 +749,12 @@ fn hello_reply(session: &Session) -> Frame {
 }
 
 /// `INFO`, in the sections tools read.
-async fn info(node: &Node, stats: &ClientStats, section: Option<&str>) -> Frame {
-    let keyspace = match node.reader.keyspace_counts().await {
+async fn info(kv: &Kv, stats: &ClientStats, section: Option<&str>) -> Frame {
+    let keyspace = match kv.node.reader.keyspace_counts().await {
         Ok(counts) => counts,
         Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
     };
-    Frame::Verbatim(info_text(node, stats, &node.status(), &keyspace, section))
+    Frame::Verbatim(info_text(kv, stats, &kv.status(), &keyspace, section))
 }
 
 fn section_wanted(asked: Option<&str>, name: &str) -> bool {
@@ -777,7 +777,7 @@ fn resident_bytes() -> u64 {
 
 /// The text of `INFO`: sections of `name:value` lines, as Redis writes them.
 fn info_text(
-    node: &Node,
+    kv: &Kv,
     stats: &ClientStats,
     status: &Status,
     keyspace: &[(u8, u64, u64)],
@@ -792,11 +792,11 @@ fn info_text(
         ("redis_version", REDIS_VERSION.to_string()),
         ("redis_mode", "standalone".to_string()),
         ("process_id", std::process::id().to_string()),
-        ("replica_id", node.id.to_string()),
-        ("cluster_id", node.cluster_id.clone()),
+        ("replica_id", kv.node.id.to_string()),
+        ("cluster_id", kv.node.cluster_id.clone()),
     ];
     let memory = resident_bytes();
-    let (scripts, script_bytes) = node.scripts.size();
+    let (scripts, script_bytes) = kv.scripts.size();
     let memory = [
         ("used_memory", memory.to_string()),
         ("used_memory_rss", memory.to_string()),

@@ -64,11 +64,8 @@ impl Reply {
     }
 }
 
-/// The wall-clock time of this machine, in ms since the epoch. Only a leader
-/// stamping an entry or answering a read-index round calls this.
-pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What applying a proposal produced: one reply per op.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalOutcome {
+    pub replies: Vec<Reply>,
 }

@@ -22,8 +22,9 @@ use super::handshake::{self, ClusterSecret, Link};
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::metrics::{self, SnapshotEvent};
 use crate::removal::Removal;
+use crate::store::snapshot::Snapshot;
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
-use crate::types::{proposal_bytes, NodeId, Snapshot, TypeConfig, Vote};
+use crate::types::{proposal_bytes, NodeId, TypeConfig, Vote};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 

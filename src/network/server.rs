@@ -12,8 +12,9 @@ use tokio_util::codec::Framed;
 
 use super::handshake::{self, Callee, ClusterSecret};
 use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk};
+use crate::store::snapshot::Snapshot;
 use crate::store::snapshot::{Inbox, SnapshotFile};
-use crate::types::{NodeId, Snapshot, Vote};
+use crate::types::{NodeId, Vote};
 
 /// A snapshot on its way in, chunk by chunk. There is one at a time per
 /// replica, whichever connection its chunks arrive on.

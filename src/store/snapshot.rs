@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::metrics::{self, FsyncSite};
-use crate::types::SnapshotMeta;
+use crate::types::{SnapshotMeta, TypeConfig};
+
+/// A snapshot as openraft hands it over: its header and its file.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotFile>;
 
 /// A snapshot file as openraft carries it (`RaftStateMachine::SnapshotData`):
 /// the open file, and where it lies, so that an install can keep a received

@@ -29,15 +29,15 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::RwLock;
 
+use super::snapshot::Snapshot;
 use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, records, Db};
-use crate::command::{ProposalOutcome, Watched};
+use crate::command::Watched;
 use crate::faults::crash_point;
+use crate::machine::ProposalOutcome;
 use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
 use crate::metrics::{self, FsyncSite, SnapshotEvent};
-use crate::types::{
-    proposal_bytes, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::types::{proposal_bytes, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// A run of entries applied in one batch stops growing past this many bytes
 /// of proposals (see `apply`).

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use mlua::{LightUserData, Lua, Table, Value, Variadic};
 
 use super::convert::format_g;
-use super::sandbox::Raised;
+use super::raised::Raised;
 use super::COPY_LIMIT;
 
 /// A library function: its arguments, and a value or the error to raise.

@@ -35,6 +35,7 @@ mod calls;
 mod convert;
 mod libs;
 mod pattern;
+mod raised;
 mod sandbox;
 
 use sha1::{Digest, Sha1};

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use mlua::{Lua, MultiValue, Value, Variadic};
 
 use super::convert::format_g;
-use super::sandbox::Raised;
+use super::raised::Raised;
 use super::COPY_LIMIT;
 
 /// Lua's `LUA_MAXCAPTURES`.
