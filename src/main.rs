@@ -51,6 +51,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::Fatal;
 
 fn main() -> ExitCode {
+    fewer_malloc_arenas();
     let cli = match cli::parse_invocation() {
         Invocation::Replica(cli) => cli,
         Invocation::Tool(Tool::Backup(args)) => return report(backup::run(&args)),
@@ -236,6 +237,24 @@ async fn report_removal_from_log(node: node::Node, joining: bool) {
         }
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// glibc's malloc gives threads that allocate at once arenas of their own, up
+/// to eight per core, and hands little of an arena's freed memory back. Under
+/// load a replica's threads (the runtime's workers, the blocking pool, the
+/// log flusher, fjall's workers) each grew one: peak memory passed the 200 MiB
+/// a replica may use in `scripts/bench.sh`. Two arenas kept it under, at the
+/// same throughput (notes/findings.md, session 9). Elsewhere than glibc, nothing.
+fn fewer_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const ARENAS: libc::c_int = 2;
+        // SAFETY: mallopt only sets a malloc tunable; called before any
+        // thread is started, and it fails harmlessly (returns 0) if refused.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
         }
     }
 }
