@@ -232,7 +232,7 @@ impl Node {
                 Ok(Ok(done)) => Attempt::Done(Ok(done)),
                 // Leadership moved while it ran: ask again.
                 Ok(Err(ChangeError::NotLeader { .. })) => Attempt::Again,
-                Ok(Err(ChangeError::Refused(why))) => Attempt::Done(Err(KvError::Membership(why))),
+                Ok(Err(refused)) => Attempt::Done(Err(KvError::Membership(refused.to_string()))),
                 Err(_) => Attempt::Done(Err(KvError::WriteOutcomeUnknown(timeout))),
             }
         };
@@ -241,8 +241,8 @@ impl Node {
             Ok(PeerResponse::ChangeMembership(Err(ChangeError::NotLeader { .. }))) => {
                 Attempt::Again
             }
-            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why)))) => {
-                Attempt::Done(Err(KvError::Membership(why)))
+            Ok(PeerResponse::ChangeMembership(Err(refused))) => {
+                Attempt::Done(Err(KvError::Membership(refused.to_string())))
             }
             Ok(_) => Attempt::Done(Err(KvError::ForwardInterrupted("unexpected answer".into()))),
             Err(CallError::Unreachable { .. }) => Attempt::Again,

@@ -27,8 +27,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::kv::Kv;
-use crate::kv::Status;
+use crate::kv::{Kv, Role, Status};
 use crate::metrics::{self, RaftView};
 
 /// Connections served at once; more are closed at once. A scraper and a
@@ -251,7 +250,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// member's lag behind its last log index (members that have not answered
 /// yet are left out rather than shown as far behind).
 fn raft_view(my_id: u64, status: &Status) -> RaftView {
-    let lag = if status.role == "leader" {
+    let lag = if status.role == Role::Leader {
         status
             .members
             .iter()
@@ -265,7 +264,7 @@ fn raft_view(my_id: u64, status: &Status) -> RaftView {
         Vec::new()
     };
     RaftView {
-        role: status.role,
+        role: status.role.as_str(),
         term: status.term,
         leader: status.leader,
         commit_index: status.committed,
@@ -324,7 +323,7 @@ mod tests {
             matched,
         };
         let status = Status {
-            role: "leader",
+            role: Role::Leader,
             leader: Some(1),
             term: 2,
             last_log_index: 50,
@@ -347,7 +346,7 @@ mod tests {
             (48, 47, 50)
         );
         let follower = Status {
-            role: "follower",
+            role: Role::Follower,
             ..status
         };
         assert!(raft_view(2, &follower).lag.is_empty());

@@ -118,10 +118,41 @@ fn count_error(reply: &Result<Reply, KvError>) {
     }
 }
 
+/// What this replica is in the Raft group right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    /// Receives the log but does not vote (a replica being added).
+    Learner,
+    /// openraft has stopped (a fatal error, or on the way out).
+    Shutdown,
+}
+
+impl Role {
+    /// As `status`, INFO and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A snapshot of what `status` shows.
 #[derive(Debug, Clone)]
 pub struct Status {
-    pub role: &'static str,
+    pub role: Role,
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_log_index: u64,
@@ -419,12 +450,12 @@ impl Kv {
         let metrics = self.node.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let role = match metrics.state {
-            _ if metrics.running_state.is_err() => "shutdown",
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
+            _ if metrics.running_state.is_err() => Role::Shutdown,
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
         };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
         let committed = self.node.committed_index.load(Relaxed).max(applied);
@@ -463,6 +494,25 @@ impl Kv {
             snapshots_installed: self.node.reader.stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
             members,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    /// `ondisk_raft_role` has a series for every role `status` can show.
+    #[test]
+    fn every_role_has_a_metrics_series() {
+        for role in [
+            Role::Leader,
+            Role::Follower,
+            Role::Candidate,
+            Role::Learner,
+            Role::Shutdown,
+        ] {
+            assert!(crate::metrics::ROLES.contains(&role.as_str()), "{role}");
         }
     }
 }

@@ -136,13 +136,11 @@ pub async fn change_at_leader(
                         voters: voters.into_iter().collect(),
                         already: true,
                     }),
-                    Some((_, known)) => Err(ChangeError::Refused(format!(
-                        "replica {id} is already a member, at {known}; \
-                         to move it, remove it and add it again"
-                    ))),
-                    None => Err(ChangeError::Refused(format!(
-                        "replica {id} is already a member"
-                    ))),
+                    Some((_, known)) => Err(ChangeError::AlreadyMember {
+                        id: *id,
+                        at: Some(known.clone()),
+                    }),
+                    None => Err(ChangeError::AlreadyMember { id: *id, at: None }),
                 };
             }
             raft.add_learner(*id, BasicNode { addr: addr.clone() }, false)
@@ -364,11 +362,12 @@ pub async fn join_through(network: Network, my_id: NodeId, my_addr: String, memb
                 (target, addr) = (leader, leader_addr);
                 continue;
             }
-            Ok(PeerResponse::ChangeMembership(Err(ChangeError::Refused(why))))
-                if why.contains("already a member") =>
-            {
-                return;
-            }
+            // A member already without a known address: nothing to ask.
+            // At another address, it is said, and asked again.
+            Ok(PeerResponse::ChangeMembership(Err(ChangeError::AlreadyMember {
+                at: None,
+                ..
+            }))) => return,
             Ok(PeerResponse::ChangeMembership(Err(e))) => e.to_string(),
             Ok(_) => "an unexpected answer".to_string(),
             Err(e) => e.to_string(),

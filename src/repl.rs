@@ -24,8 +24,7 @@ use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
-use crate::kv::Kv;
-use crate::kv::{self, Request, Status};
+use crate::kv::{self, Kv, Request, Role, Status};
 use crate::machine::Reply;
 use crate::membership::MembershipChange;
 use crate::store::StateChecksum;
@@ -600,7 +599,7 @@ fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
 /// to hold (`none` until it answers), so a lagging or new replica shows. Only
 /// the leader tracks this; elsewhere the field says `none`.
 fn replication(status: &Status) -> String {
-    if status.role != "leader" {
+    if status.role != Role::Leader {
         return "none".into();
     }
     let progress: Vec<String> = status
@@ -767,7 +766,7 @@ mod tests {
     #[test]
     fn status_is_one_line_for_scripts_and_aligned_lines_for_people() {
         let status = Status {
-            role: "leader",
+            role: Role::Leader,
             leader: Some(1),
             term: 3,
             last_log_index: 42,

@@ -29,8 +29,7 @@ use commands::ClientCommand;
 use resp::{Frame, Protocol};
 
 use crate::command::{Queued, Watched};
-use crate::kv::Kv;
-use crate::kv::{KvError, Request, Runnable, Status};
+use crate::kv::{Kv, KvError, Request, Role, Runnable, Status};
 use crate::machine::parse::shown;
 use crate::machine::{Reply, REDIS_VERSION};
 use crate::metrics::{self, ErrorKind};
@@ -859,7 +858,7 @@ fn info_text(
             if member.voter { "voter" } else { "learner" },
             member.addr
         );
-        if status.role == "leader" {
+        if status.role == Role::Leader {
             match member.matched {
                 Some(matched) => line.push_str(&format!(
                     ",match_index={matched},lag={}",

@@ -180,6 +180,10 @@ pub enum ChangeError {
     /// Asked at a replica that does not lead: ask the leader, if one is known.
     #[error("this replica is not the leader")]
     NotLeader { leader: Option<(NodeId, String)> },
+    /// An add of a replica that is a member already, at another address
+    /// (`at`), or with none known; the same address is answered as done.
+    #[error("replica {id} is already a member{}", at.as_ref().map(|at| format!(", at {at}; to move it, remove it and add it again")).unwrap_or_default())]
+    AlreadyMember { id: NodeId, at: Option<String> },
     #[error("{0}")]
     Refused(String),
 }
