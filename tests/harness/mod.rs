@@ -72,20 +72,30 @@ pub fn temp_dir() -> TempDir {
         .expect("create a temporary folder")
 }
 
-/// A loopback port that was free a moment ago: bind 127.0.0.1:0, read the port the
-/// kernel chose, release it.
+/// Where test ports come from: below Linux's ephemeral range (32768-60999),
+/// where the kernel picks the local port of every outgoing connection. A port
+/// from there, free while its replica was down for a restart, could be taken
+/// by any process's outgoing connection, and the restart failed with "address
+/// already in use" (seen once in a 30-minute chaos run).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that was free a moment ago, from [`TEST_PORTS`], picked at
+/// random so that test processes running at once rarely try the same one.
 pub fn free_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-        let port = listener
-            .local_addr()
-            .expect("local address of a bound socket")
-            .port();
-        drop(listener);
-        if lock(&HANDED_OUT).insert(port) {
+    use std::hash::{BuildHasher, RandomState};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    let seeds = RandomState::new();
+    for attempt in 0u64.. {
+        let offset = seeds.hash_one(attempt) % span;
+        let port = TEST_PORTS.start + u16::try_from(offset).expect("offset within the span");
+        if lock(&HANDED_OUT).contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && lock(&HANDED_OUT).insert(port) {
             return port;
         }
     }
+    unreachable!("the loop above only ends by returning")
 }
 
 /// A `--peers` value for replicas `1..=n` on fresh loopback ports:
