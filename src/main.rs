@@ -45,6 +45,7 @@ mod sweep;
 mod types;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use cli::{Invocation, Tool};
 use openraft::async_runtime::WatchReceiver;
@@ -82,8 +83,8 @@ fn main() -> ExitCode {
         Ok(db) => db,
         Err(e) => return fail(&e),
     };
-    let _log_flush = match logging::init(&cli.replica_dir(), cli.log_level) {
-        Ok(guard) => guard,
+    let log_flush = match logging::init(&cli.replica_dir(), cli.log_level) {
+        Ok(guard) => Arc::new(Mutex::new(Some(guard))),
         Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,6 +143,11 @@ fn main() -> ExitCode {
     if let Some(signals) = stop_signals {
         runtime.block_on(signals.wait());
     } else {
+        runtime.spawn(stop_the_prompt_on_sigterm(
+            node.clone(),
+            log_flush.clone(),
+            TerminalSettings::save(),
+        ));
         repl::run(&runtime, &kv, &cli.replica_dir());
     }
 
@@ -255,6 +261,58 @@ fn fewer_malloc_arenas() {
         // thread is started, and it fails harmlessly (returns 0) if refused.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+    }
+}
+
+/// With a prompt, SIGTERM (a service manager stopping the replica, a rolling
+/// restart) must not simply kill it: a leader hands leadership over first, as
+/// at the end of the prompt, so the others need not wait out an election.
+/// The prompt is blocked reading a line, so this stops the process itself,
+/// after flushing the log and giving the terminal its settings back.
+async fn stop_the_prompt_on_sigterm(
+    node: node::Node,
+    log_flush: Arc<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>>,
+    terminal: TerminalSettings,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot handle SIGTERM; it will stop this replica without a hand-over");
+        return;
+    };
+    terminate.recv().await;
+    tracing::info!("SIGTERM: shutting down");
+    membership::step_down(&node.raft).await;
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!("openraft did not shut down cleanly: {e}");
+    }
+    terminal.restore();
+    // Dropping the guard writes out what the log still buffers.
+    drop(log_flush.lock().unwrap_or_else(|e| e.into_inner()).take());
+    std::process::exit(0);
+}
+
+/// The terminal's settings when the replica started, if stdin is one: the
+/// prompt puts it in raw mode while it reads a line.
+struct TerminalSettings(Option<libc::termios>);
+
+impl TerminalSettings {
+    fn save() -> Self {
+        // SAFETY: tcgetattr writes a termios into the zeroed one it is given,
+        // and only reports an error for a stdin that is not a terminal.
+        unsafe {
+            let mut settings: libc::termios = std::mem::zeroed();
+            let is_terminal = libc::tcgetattr(libc::STDIN_FILENO, &mut settings) == 0;
+            TerminalSettings(is_terminal.then_some(settings))
+        }
+    }
+
+    fn restore(&self) {
+        if let Some(settings) = &self.0 {
+            // SAFETY: the settings were read from this same terminal.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, settings);
+            }
         }
     }
 }

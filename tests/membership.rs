@@ -536,3 +536,42 @@ fn removing_the_leader_at_its_own_prompt_answers_before_it_stops() {
         assert_eq!(cluster.replica(id).get("after"), "removal");
     }
 }
+
+#[test]
+fn a_leader_stopped_by_sigterm_at_its_prompt_hands_over_first() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    cluster.replica(leader).put("before-sigterm", "1");
+    let before = cluster.replica(leader).status().term();
+
+    // Its stdin stays open: the prompt is still reading when SIGTERM comes.
+    cluster.replica(leader).terminate();
+    let exit = cluster
+        .replica(leader)
+        .wait_own_exit(Duration::from_secs(30));
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SIGTERM should end it cleanly: {exit}"
+    );
+    let log = std::fs::read_to_string(cluster.replica(leader).dir.join("replica.log")).unwrap();
+    assert!(
+        log.contains("handed leadership to replica"),
+        "the leader did not hand over on SIGTERM; its log ends:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+
+    // Handed over, not elected after a timeout: one term later, not more.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let successor = cluster.wait_for_leader_among(&others, ELECTION_TIMEOUT);
+    assert_eq!(cluster.replica(successor).status().term(), before + 1);
+    cluster.replica(successor).put("after-sigterm", "1");
+    cluster.replica(leader).restart();
+    cluster.assert_all_readable(
+        leader,
+        &[
+            ("before-sigterm".into(), "1".into()),
+            ("after-sigterm".into(), "1".into()),
+        ],
+    );
+}
