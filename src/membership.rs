@@ -21,6 +21,7 @@ use openraft::raft::VoteRequest;
 use openraft::BasicNode;
 
 pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
+use crate::machine::parse::shown;
 use crate::network::{Network, PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::types::{NodeId, TypeConfig};
@@ -34,7 +35,7 @@ impl MembershipChange {
         let id = parse_id(id)?;
         let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
         if !matches!(port, Some(Ok(port)) if port != 0) {
-            return Err(format!("'{}' is not HOST:PORT", shorten(addr)));
+            return Err(format!("'{}' is not HOST:PORT", shown(addr.as_bytes())));
         }
         Ok(MembershipChange::Add {
             id,
@@ -77,20 +78,11 @@ fn parse_id(word: &str) -> Result<NodeId, String> {
         Ok(id) => Ok(id),
         Err(_) => Err(format!(
             "'{}' is not a replica id (a whole number)",
-            shorten(word)
+            shown(word.as_bytes())
         )),
     }
 }
 
-/// Input echoed in an error stays short: the line is for a person.
-fn shorten(word: &str) -> String {
-    const SHOWN: usize = 40;
-    if word.chars().count() <= SHOWN {
-        return word.to_string();
-    }
-    let head: String = word.chars().take(SHOWN).collect();
-    format!("{head}...")
-}
 
 /// What an openraft write error means for a membership change.
 fn change_error(

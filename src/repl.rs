@@ -25,6 +25,7 @@ use tokio::runtime::Runtime;
 
 use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::kv::{self, Kv, Request, Role, Status};
+use crate::machine::parse::shown;
 use crate::machine::Reply;
 use crate::membership::MembershipChange;
 use crate::store::StateChecksum;
@@ -212,17 +213,6 @@ fn check_key(key: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A word as an error line may quote it: at most 40 characters, and nothing
-/// that would break the line or drive the terminal.
-fn shown(word: &[u8]) -> String {
-    one_line(
-        &String::from_utf8_lossy(word)
-            .chars()
-            .take(40)
-            .collect::<String>(),
-    )
 }
 
 /// `text` with every control character and every blank but the space made

@@ -292,11 +292,22 @@ impl From<&str> for Refusal {
     }
 }
 
-/// A word as it may appear inside an error line: short, printable.
+/// A word as an error line may quote it, at the prompt, on the Redis port or
+/// in a membership answer: its first 40 characters, with every control
+/// character and every blank but the space made `?`, so that the line stays
+/// one line and cannot drive a terminal.
 pub fn shown(word: &[u8]) -> String {
-    String::from_utf8_lossy(&word[..word.len().min(40)])
+    const SHOWN_CHARS: usize = 40;
+    String::from_utf8_lossy(word)
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .take(SHOWN_CHARS)
+        .map(|c| {
+            if c.is_control() || (c.is_whitespace() && c != ' ') {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
