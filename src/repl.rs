@@ -23,7 +23,6 @@ use std::path::Path;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
-use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::kv::{self, Kv, Request, Role, Status};
 use crate::machine::parse::shown;
 use crate::machine::Reply;
@@ -139,13 +138,8 @@ fn parse_put(rest: &str) -> Result<PromptCommand, String> {
             shown(key.as_bytes())
         ));
     }
-    check_key(key.as_bytes())?;
-    if value.len() > MAX_VALUE_LEN {
-        return Err(format!(
-            "the value is {} bytes; values are at most {MAX_VALUE_LEN} bytes",
-            value.len()
-        ));
-    }
+    // The key's and the value's sizes are checked where the client port's
+    // are (`machine::parse`), with the same words.
     Ok(PromptCommand::Kv(keyspace_request(&["SET", key, value])?))
 }
 
@@ -168,7 +162,6 @@ fn parse_get_or_delete(name: &str, rest: &str) -> Result<PromptCommand, String> 
             }
         },
     };
-    check_key(&key)?;
     let command: &[u8] = if verb == "get" { b"GET" } else { b"DEL" };
     Ok(PromptCommand::Kv(keyspace_request(&[command, &key])?))
 }
@@ -205,15 +198,6 @@ fn keyspace_request(words: &[impl AsRef<[u8]>]) -> Result<Request, String> {
     }
 }
 
-fn check_key(key: &[u8]) -> Result<(), String> {
-    if key.len() > MAX_KEY_LEN {
-        return Err(format!(
-            "the key is {} bytes; keys are at most {MAX_KEY_LEN} bytes",
-            key.len()
-        ));
-    }
-    Ok(())
-}
 
 /// `text` with every control character and every blank but the space made
 /// `?`, so an answer is exactly one line whatever a word held.
@@ -752,6 +736,7 @@ fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
     #[test]
     fn status_is_one_line_for_scripts_and_aligned_lines_for_people() {
