@@ -20,8 +20,8 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::VoteRequest;
 use openraft::BasicNode;
 
-pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
 use crate::machine::parse::shown;
+pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
 use crate::network::{Network, PeerRequest, PeerResponse};
 use crate::raft::Raft;
 use crate::types::{NodeId, TypeConfig};
@@ -82,7 +82,6 @@ fn parse_id(word: &str) -> Result<NodeId, String> {
         )),
     }
 }
-
 
 /// What an openraft write error means for a membership change.
 fn change_error(

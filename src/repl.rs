@@ -198,7 +198,6 @@ fn keyspace_request(words: &[impl AsRef<[u8]>]) -> Result<Request, String> {
     }
 }
 
-
 /// `text` with every control character and every blank but the space made
 /// `?`, so an answer is exactly one line whatever a word held.
 fn one_line(text: &str) -> String {

@@ -338,11 +338,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Removes the entries up to and including `log_id`, which openraft never
-    /// asks past what the state machine holds (`records::purge_limit` checks).
+    /// asks past what the state machine holds (`records::note_purge_past_applied`).
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
-        let Some(upto) = records::purge_limit(&self.store, log_id)? else {
-            return Ok(());
-        };
+        records::note_purge_past_applied(&self.store, log_id)?;
+        let upto = log_id;
         let watermark = records::encode(&upto);
         let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
         if upto.index < floor {

@@ -48,6 +48,8 @@
 //!    power cut lost unsynced apply batches, rule 4, after a snapshot of them
 //!    was fsynced): the state is loaded back from the file.
 
+#[cfg(test)]
+mod conformance;
 mod group_commit;
 pub mod log;
 mod records;

@@ -825,11 +825,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
         // Keep a received file as this replica's current snapshot, so it can
         // serve it in turn without building one first. (Its own snapshot,
-        // restored at start-up, is already in place.)
-        if snapshot.is_received() {
+        // restored at start-up, is already in place.) A finished file from
+        // another folder (openraft's storage suite hands one state machine's
+        // snapshot to another) is copied in the same way.
+        let from_elsewhere = !snapshot.is_received()
+            && snapshot.path().parent() != Some(self.store.snapshot_dir.as_path());
+        if snapshot.is_received() || from_elsewhere {
             let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
-            std::fs::rename(snapshot.path(), &kept).map_err(snapshot_error)?;
-            snapshot.keep();
+            if from_elsewhere {
+                std::fs::copy(snapshot.path(), &kept)
+                    .and_then(|_| std::fs::File::open(&kept)?.sync_all())
+                    .map_err(snapshot_error)?;
+            } else {
+                std::fs::rename(snapshot.path(), &kept).map_err(snapshot_error)?;
+                snapshot.keep();
+            }
             snapshot::sync_dir(&self.store.snapshot_dir)
                 .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
                 .map_err(snapshot_error)?;
@@ -845,7 +855,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     /// openraft asks for the snapshot to send it to a replica that fell behind.
     /// It is read through first: that replica would refuse a damaged file
-    /// (`network/server.rs` checks before its install, which openraft would
+    /// (`peer_service.rs` checks before its install, which openraft would
     /// make fatal), and it would be sent the same file again and again. A
     /// damaged file is set aside and a new snapshot built from this replica's
     /// state. The read is skipped for a file unchanged since it was last known
