@@ -28,6 +28,7 @@ use crate::machine::parse::shown;
 use crate::machine::Reply;
 use crate::membership::MembershipChange;
 use crate::store::StateChecksum;
+use crate::types::NodeId;
 
 /// One line the person typed, understood.
 #[derive(Debug, Clone, PartialEq)]
@@ -568,6 +569,58 @@ fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Runs `adding` (an add-replica) while a line on the terminal says how far
+/// the newcomer has caught up, renewed twice a second and cleared at the end:
+/// adding waits until the new replica holds the whole log, which for a large
+/// state takes a while.
+async fn with_catch_up_progress<T>(
+    kv: &Kv,
+    newcomer: NodeId,
+    adding: impl std::future::Future<Output = T>,
+) -> T {
+    let started = std::time::Instant::now();
+    let mut adding = std::pin::pin!(adding);
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            outcome = &mut adding => {
+                eprint!("\r\x1b[K");
+                return outcome;
+            }
+            _ = ticks.tick() => {
+                let line = catch_up_progress(&kv.status(), newcomer, started.elapsed());
+                eprint!("\r\x1b[K{line}");
+            }
+        }
+    }
+}
+
+/// How far `newcomer` has caught up, as far as this replica knows: only the
+/// leader tracks what each member holds.
+fn catch_up_progress(status: &Status, newcomer: NodeId, elapsed: std::time::Duration) -> String {
+    let seconds = elapsed.as_secs();
+    let held = status
+        .members
+        .iter()
+        .find(|member| member.id == newcomer)
+        .and_then(|member| member.matched);
+    match (status.role, held) {
+        (Role::Leader, Some(held)) => {
+            let of = status.last_log_index.max(1);
+            let percent = held.min(of) * 100 / of;
+            format!(
+                "replica {newcomer} catching up: holds {held} of {} entries ({percent}%), {seconds} s",
+                status.last_log_index
+            )
+        }
+        (Role::Leader, None) => {
+            format!("replica {newcomer} catching up: no answer from it yet, {seconds} s")
+        }
+        _ => format!("waiting for the leader to add replica {newcomer}, {seconds} s"),
+    }
+}
+
 /// At the leader, `ID:INDEX` for each member: the last log index it is known
 /// to hold (`none` until it answers), so a lagging or new replica shows. Only
 /// the leader tracks this; elsewhere the field says `none`.
@@ -617,9 +670,16 @@ async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<Stri
         }),
         PromptCommand::Membership(change) => {
             let done = change.clone();
-            kv.change_membership(change)
-                .await
-                .map(|changed| done.done_text(&changed))
+            let newcomer = match &change {
+                MembershipChange::Add { id, .. } if on_terminal => Some(*id),
+                _ => None,
+            };
+            let changing = kv.change_membership(change);
+            let changed = match newcomer {
+                Some(id) => with_catch_up_progress(kv, id, changing).await,
+                None => changing.await,
+            };
+            changed.map(|changed| done.done_text(&changed))
         }
         PromptCommand::Status if on_terminal => return status_lines(&kv.status()),
         PromptCommand::Status => Ok(format_status(&kv.status())),
@@ -769,6 +829,48 @@ mod tests {
         assert!(lines
             .iter()
             .all(|l| value_column(l) == value_column(&lines[0])));
+    }
+
+    #[test]
+    fn catch_up_progress_says_what_the_newcomer_holds_where_that_is_known() {
+        let member = |id, matched| crate::kv::MemberStatus {
+            id,
+            voter: id != 4,
+            addr: format!("127.0.0.1:{}", 63000 + id),
+            matched,
+        };
+        let mut status = Status {
+            role: Role::Leader,
+            leader: Some(1),
+            term: 3,
+            last_log_index: 2000,
+            committed: 2000,
+            applied: 2000,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            recovered_at: 0,
+            replayed: 0,
+            snapshot_index: None,
+            snapshot_bytes: 0,
+            snapshots_installed: 0,
+            first_log_index: 1,
+            members: vec![member(1, Some(2000)), member(4, Some(500))],
+        };
+        let after = std::time::Duration::from_secs(7);
+        assert_eq!(
+            catch_up_progress(&status, 4, after),
+            "replica 4 catching up: holds 500 of 2000 entries (25%), 7 s"
+        );
+        status.members[1].matched = None;
+        assert_eq!(
+            catch_up_progress(&status, 4, after),
+            "replica 4 catching up: no answer from it yet, 7 s"
+        );
+        status.role = Role::Follower;
+        assert_eq!(
+            catch_up_progress(&status, 4, after),
+            "waiting for the leader to add replica 4, 7 s"
+        );
     }
 
     /// The words a prompt request carries to the log.
