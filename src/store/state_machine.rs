@@ -425,6 +425,63 @@ fn snapshot_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The data keyspace the pointer names (the first one, on a first start),
+/// after dropping any other that an interrupted install left behind.
+fn open_data_keyspace(store: &Db) -> io::Result<Keyspace> {
+    let active: String = records::read_latest(&store.sm_meta, records::DATA_KEYSPACE)?
+        .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
+    let data = store
+        .db
+        .keyspace(&active, keyspace_options)
+        .map_err(|e| read_error(describe_fjall_error(&e)))?;
+    for name in store.db.list_keyspace_names() {
+        let name: &str = &name;
+        if name.starts_with(DATA_KEYSPACE_PREFIX) && name != active {
+            tracing::info!("dropping keyspace {name} left by an interrupted snapshot install");
+            let stale = store
+                .db
+                .keyspace(name, keyspace_options)
+                .map_err(|e| write_error(describe_fjall_error(&e)))?;
+            store
+                .db
+                .delete_keyspace(stale)
+                .map_err(|e| write_error(describe_fjall_error(&e)))?;
+        }
+    }
+    // Remember the data keyspace by name so a restart finds it (first start).
+    store
+        .sm_meta
+        .insert(records::DATA_KEYSPACE, records::encode(&active))
+        .map_err(|e| write_error(describe_fjall_error(&e)))?;
+    Ok(data)
+}
+
+/// The newest whole snapshot file that can still catch a replica up, after
+/// clearing the snapshot folder of unfinished and damaged files.
+fn usable_snapshot(store: &Db) -> io::Result<Option<(std::path::PathBuf, SnapshotMeta)>> {
+    snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
+    for damage in snapshot::set_aside_damaged(&store.snapshot_dir).map_err(write_error)? {
+        crate::logging::note(&damage);
+    }
+    let Some((path, meta)) = snapshot::latest(&store.snapshot_dir).map_err(read_error)? else {
+        return Ok(None);
+    };
+    // An older snapshot left beside a damaged newer one may end before the
+    // purged log: it could not catch anyone up, the entries after it are
+    // gone. Without it, openraft builds a new one as it starts.
+    let purged = records::purged(store).unwrap_or(None);
+    if meta.last_log_id < purged {
+        tracing::warn!(
+            "snapshot {} ends at {:?}, before the purged log ({purged:?}); not offered",
+            path.display(),
+            meta.last_log_id
+        );
+        std::fs::remove_file(&path).map_err(write_error)?;
+        return Ok(None);
+    }
+    Ok(Some((path, meta)))
+}
+
 impl StateMachine {
     /// The record of which snapshot file is known whole, for the network
     /// client: a replica that receives a damaged file says so, and the next
@@ -446,71 +503,25 @@ impl StateMachine {
         let last_applied = records::applied_in(&view, &store.sm_meta)?;
         let membership: StoredMembership =
             records::read(&view, &store.sm_meta, records::MEMBERSHIP)?.unwrap_or_default();
-        let active: String = records::read(&view, &store.sm_meta, records::DATA_KEYSPACE)?
-            .unwrap_or_else(|| format!("{DATA_KEYSPACE_PREFIX}1"));
         drop(view);
+        let data = open_data_keyspace(&store)?;
+        let current_snapshot = usable_snapshot(&store)?;
 
-        let data = store
-            .db
-            .keyspace(&active, keyspace_options)
-            .map_err(|e| read_error(describe_fjall_error(&e)))?;
-        for name in store.db.list_keyspace_names() {
-            let name: &str = &name;
-            if name.starts_with(DATA_KEYSPACE_PREFIX) && name != active {
-                tracing::info!("dropping keyspace {name} left by an interrupted snapshot install");
-                let stale = store
-                    .db
-                    .keyspace(name, keyspace_options)
-                    .map_err(|e| write_error(describe_fjall_error(&e)))?;
-                store
-                    .db
-                    .delete_keyspace(stale)
-                    .map_err(|e| write_error(describe_fjall_error(&e)))?;
-            }
-        }
-        // Remember the data keyspace by name so a restart finds it (first start).
-        store
-            .sm_meta
-            .insert(records::DATA_KEYSPACE, records::encode(&active))
-            .map_err(|e| write_error(describe_fjall_error(&e)))?;
-
-        snapshot::remove_unfinished(&store.snapshot_dir).map_err(write_error)?;
-        for damage in snapshot::set_aside_damaged(&store.snapshot_dir).map_err(write_error)? {
-            crate::logging::note(&damage);
-        }
-        let mut current_snapshot = snapshot::latest(&store.snapshot_dir).map_err(read_error)?;
-        // An older snapshot left beside a damaged newer one may end before the
-        // purged log: it could not catch anyone up, the entries after it are
-        // gone. Without it, openraft builds a new one as it starts.
-        let purged = records::purged(&store).unwrap_or(None);
-        if let Some((path, meta)) = &current_snapshot {
-            if meta.last_log_id < purged {
-                tracing::warn!(
-                    "snapshot {} ends at {:?}, before the purged log ({purged:?}); not offered",
-                    path.display(),
-                    meta.last_log_id
-                );
-                std::fs::remove_file(path).map_err(write_error)?;
-                current_snapshot = None;
-            }
-        }
         let stats = Arc::new(ApplyStats::default());
         let recovered_at = last_applied.map_or(0, |id| id.index);
         stats.recovered_at.store(recovered_at, Ordering::Relaxed);
         tracing::info!(
             "state machine recovered at applied index {recovered_at} (log id {last_applied:?})"
         );
-
-        let data = Arc::new(RwLock::new(ActiveData::open(data).map_err(read_error)?));
+        let known_whole = snapshot::KnownWhole::default();
         if let Some((path, _)) = &current_snapshot {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
-        }
-        let known_whole = snapshot::KnownWhole::default();
-        if let Some((path, _)) = &current_snapshot {
-            // Read through by `set_aside_damaged` above.
+            // Read through by `set_aside_damaged` in `usable_snapshot`.
             known_whole.mark(path);
         }
+
+        let data = Arc::new(RwLock::new(ActiveData::open(data).map_err(read_error)?));
         let reader = StateReader {
             db: store.db.clone(),
             sm_meta: store.sm_meta.clone(),
