@@ -541,6 +541,41 @@ impl StateMachine {
         Ok((machine, reader))
     }
 
+    /// Keeps a received file as this replica's current snapshot, so it can
+    /// serve it in turn without building one first. (Its own snapshot,
+    /// restored at start-up, is already in place.) A finished file from
+    /// another folder (openraft's storage suite hands one state machine's
+    /// snapshot to another) is copied in the same way.
+    fn keep_as_current_snapshot(
+        &mut self,
+        snapshot: &mut SnapshotFile,
+        meta: &SnapshotMeta,
+    ) -> io::Result<()> {
+        let from_elsewhere = !snapshot.is_received()
+            && snapshot.path().parent() != Some(self.store.snapshot_dir.as_path());
+        if snapshot.is_received() || from_elsewhere {
+            let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
+            if from_elsewhere {
+                std::fs::copy(snapshot.path(), &kept)
+                    .and_then(|_| std::fs::File::open(&kept)?.sync_all())
+                    .map_err(snapshot_error)?;
+            } else {
+                std::fs::rename(snapshot.path(), &kept).map_err(snapshot_error)?;
+                snapshot.keep();
+            }
+            snapshot::sync_dir(&self.store.snapshot_dir)
+                .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
+                .map_err(snapshot_error)?;
+            let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
+            self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
+            metrics::snapshot(SnapshotEvent::Installed, bytes);
+            // `load_snapshot` read it through.
+            self.known_whole.mark(&kept);
+            self.current_snapshot = Some((kept, meta.clone()));
+        }
+        Ok(())
+    }
+
     fn sm_meta(&self) -> &Keyspace {
         &self.store.sm_meta
     }
@@ -834,34 +869,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta.last_log_id
         );
 
-        // Keep a received file as this replica's current snapshot, so it can
-        // serve it in turn without building one first. (Its own snapshot,
-        // restored at start-up, is already in place.) A finished file from
-        // another folder (openraft's storage suite hands one state machine's
-        // snapshot to another) is copied in the same way.
-        let from_elsewhere = !snapshot.is_received()
-            && snapshot.path().parent() != Some(self.store.snapshot_dir.as_path());
-        if snapshot.is_received() || from_elsewhere {
-            let kept = snapshot::finished_path(&self.store.snapshot_dir, meta);
-            if from_elsewhere {
-                std::fs::copy(snapshot.path(), &kept)
-                    .and_then(|_| std::fs::File::open(&kept)?.sync_all())
-                    .map_err(snapshot_error)?;
-            } else {
-                std::fs::rename(snapshot.path(), &kept).map_err(snapshot_error)?;
-                snapshot.keep();
-            }
-            snapshot::sync_dir(&self.store.snapshot_dir)
-                .and_then(|()| snapshot::remove_others(&self.store.snapshot_dir, &kept))
-                .map_err(snapshot_error)?;
-            let bytes = std::fs::metadata(&kept).map(|m| m.len()).unwrap_or(0);
-            self.stats.snapshot_bytes.store(bytes, Ordering::Relaxed);
-            metrics::snapshot(SnapshotEvent::Installed, bytes);
-            // `load_snapshot` read it through.
-            self.known_whole.mark(&kept);
-            self.current_snapshot = Some((kept, meta.clone()));
-        }
-        Ok(())
+        self.keep_as_current_snapshot(&mut snapshot, meta)
     }
 
     /// openraft asks for the snapshot to send it to a replica that fell behind.
