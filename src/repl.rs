@@ -80,36 +80,7 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
     let command = match name.as_str() {
         "put" => parse_put(rest)?,
         "get" | "delete" | "del" => parse_get_or_delete(&name, rest)?,
-        "add-replica" => {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let [id, addr] = words[..] else {
-                return Err(
-                    "add-replica needs an id and an address: add-replica ID HOST:PORT".into(),
-                );
-            };
-            PromptCommand::Membership(
-                MembershipChange::parse_add(id, addr).map_err(|e| format!("add-replica: {e}"))?,
-            )
-        }
-        "remove-replica" => {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let [id] = words[..] else {
-                return Err("remove-replica needs one id: remove-replica ID".into());
-            };
-            PromptCommand::Membership(
-                MembershipChange::parse_remove(id).map_err(|e| format!("remove-replica: {e}"))?,
-            )
-        }
-        "transfer-leader" => {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let [id] = words[..] else {
-                return Err("transfer-leader needs one id: transfer-leader ID".into());
-            };
-            PromptCommand::Membership(
-                MembershipChange::parse_transfer(id)
-                    .map_err(|e| format!("transfer-leader: {e}"))?,
-            )
-        }
+        "add-replica" | "remove-replica" | "transfer-leader" => parse_membership(&name, rest)?,
         "status" | "checksum" | "help" | "exit" | "quit" => {
             if !rest.is_empty() {
                 return Err(format!("{name} takes no arguments"));
@@ -124,6 +95,26 @@ pub fn parse_line(line: &str) -> Result<Option<PromptCommand>, String> {
         _ => parse_redis(line)?,
     };
     Ok(Some(command))
+}
+
+/// `add-replica ID HOST:PORT`, `remove-replica ID` and `transfer-leader ID`.
+fn parse_membership(name: &str, rest: &str) -> Result<PromptCommand, String> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let change = match (name, &words[..]) {
+        ("add-replica", [id, addr]) => MembershipChange::parse_add(id, addr),
+        ("add-replica", _) => {
+            return Err("add-replica needs an id and an address: add-replica ID HOST:PORT".into())
+        }
+        ("remove-replica", [id]) => MembershipChange::parse_remove(id),
+        ("remove-replica", _) => {
+            return Err("remove-replica needs one id: remove-replica ID".into())
+        }
+        (_, [id]) => MembershipChange::parse_transfer(id),
+        _ => return Err("transfer-leader needs one id: transfer-leader ID".into()),
+    };
+    change
+        .map(PromptCommand::Membership)
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// `put KEY VALUE`: KEY is the first word as typed, VALUE the rest of the
