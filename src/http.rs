@@ -323,21 +323,11 @@ mod tests {
             matched,
         };
         let status = Status {
-            role: Role::Leader,
-            leader: Some(1),
-            term: 2,
             last_log_index: 50,
             committed: 48,
             applied: 47,
-            voters: vec![1, 2, 3],
-            learners: vec![],
-            recovered_at: 0,
-            replayed: 0,
-            snapshot_index: None,
-            snapshot_bytes: 0,
-            snapshots_installed: 0,
-            first_log_index: 0,
             members: vec![member(1, Some(50)), member(2, Some(45)), member(3, None)],
+            ..Status::example()
         };
         let view = raft_view(1, &status);
         assert_eq!(view.lag, vec![(2, 5)]);

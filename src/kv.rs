@@ -498,6 +498,31 @@ impl Kv {
     }
 }
 
+/// For the front ends' unit tests: a leader of three at term 3, with 42
+/// entries, every field plain; a test changes what it looks at.
+#[cfg(test)]
+impl Status {
+    pub fn example() -> Status {
+        Status {
+            role: Role::Leader,
+            leader: Some(1),
+            term: 3,
+            last_log_index: 42,
+            committed: 42,
+            applied: 41,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            recovered_at: 0,
+            replayed: 0,
+            snapshot_index: None,
+            snapshot_bytes: 0,
+            snapshots_installed: 0,
+            first_log_index: 1,
+            members: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Role;

@@ -790,23 +790,7 @@ mod tests {
 
     #[test]
     fn status_is_one_line_for_scripts_and_aligned_lines_for_people() {
-        let status = Status {
-            role: Role::Leader,
-            leader: Some(1),
-            term: 3,
-            last_log_index: 42,
-            committed: 42,
-            applied: 41,
-            voters: vec![1, 2, 3],
-            learners: vec![],
-            recovered_at: 0,
-            replayed: 0,
-            snapshot_index: None,
-            snapshot_bytes: 0,
-            snapshots_installed: 0,
-            first_log_index: 1,
-            members: vec![],
-        };
+        let status = Status::example();
         let line = format_status(&status);
         assert!(
             line.starts_with("role=leader leader=1 term=3 last_log_index=42"),
@@ -831,21 +815,10 @@ mod tests {
             matched,
         };
         let mut status = Status {
-            role: Role::Leader,
-            leader: Some(1),
-            term: 3,
             last_log_index: 2000,
-            committed: 2000,
-            applied: 2000,
-            voters: vec![1, 2, 3],
             learners: vec![4],
-            recovered_at: 0,
-            replayed: 0,
-            snapshot_index: None,
-            snapshot_bytes: 0,
-            snapshots_installed: 0,
-            first_log_index: 1,
             members: vec![member(1, Some(2000)), member(4, Some(500))],
+            ..Status::example()
         };
         let after = std::time::Duration::from_secs(7);
         assert_eq!(
