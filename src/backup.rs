@@ -4,7 +4,7 @@
 //! Why the file can be trusted:
 //! - the replica copies one point-in-time view of its state, taken once it
 //!   has applied everything acknowledged before the backup began (a
-//!   linearizable read point, `Node::backup`);
+//!   linearizable read point, `Kv::backup`);
 //! - the bytes go to `FILE.part`; only after all of them arrived, were
 //!   fsynced and read back whole (header, key order, record count, CRC: what
 //!   an install checks) is that renamed to FILE. A transfer cut anywhere

@@ -18,7 +18,7 @@
 //! Order: writes in one batch are applied in the order they were queued.
 //! Batches in flight at the same time may be appended in either order, which is
 //! fine for independent writers; a client connection that pipelines several
-//! writes queues them as ONE item (see `Node::execute`), so its own writes are
+//! writes queues them as ONE item (see `Kv::execute`), so its own writes are
 //! never reordered.
 
 use std::sync::{Arc, Mutex};

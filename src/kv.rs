@@ -19,7 +19,7 @@
 //!   the body.
 //!
 //! The prompt and the client port both turn what they receive into
-//! [`Request`]s and hand them to [`Node::execute`], so a command means the
+//! [`Request`]s and hand them to [`Kv::execute`], so a command means the
 //! same thing at either door.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -81,7 +81,7 @@ impl Request {
     }
 }
 
-/// A request ready to run: what [`Node::prepare`] leaves of a [`Request`].
+/// A request ready to run: what [`Kv::prepare`] leaves of a [`Request`].
 #[derive(Debug)]
 pub enum Runnable {
     Run {
@@ -301,7 +301,7 @@ impl Kv {
         }
     }
 
-    /// One request; see [`Node::execute`].
+    /// One request; see [`Kv::execute`].
     pub async fn execute_one(&self, request: Request) -> Result<Reply, KvError> {
         let mut replies = self.execute(vec![request]).await;
         replies

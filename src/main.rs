@@ -1,13 +1,10 @@
 //! example-ondisk: a replica of a three-way replicated key-value store.
 //!
-//! `main` only wires the parts together; each Raft concept has its own file:
-//! `store/log.rs` (Raft log and vote), `store/state_machine.rs` (apply, reads),
-//! `store/snapshot.rs` (snapshot files), `network/` (Raft transport),
-//! `node.rs` (starting openraft, bootstrap), `kv.rs` (the request path),
-//! `batching.rs` (many requests, few Raft rounds), `client/` (the Redis-protocol
-//! port), `repl.rs` (the prompt), `command.rs` (what goes into the log),
-//! `http.rs` (metrics and probes) and `metrics.rs` (what they count).
-//! Two tools share the binary: `backup.rs` and `restore.rs`.
+//! `main` only wires the parts together and is the one place that stops the
+//! process. Each Raft concept has its own file; README.md's code map lists
+//! them from the front ends down to the store, in the order they depend on
+//! each other (`tests/layers.rs` keeps that order free of cycles). Two tools
+//! share the binary: `backup.rs` and `restore.rs`.
 
 // openraft's error types are large by design and are what its traits return;
 // boxing them at every call would only add noise.

@@ -3,7 +3,7 @@
 //! `redis-cli -p 6380`, `redis-benchmark` and Redis client libraries work
 //! unchanged. Each connection reads every request that has arrived (clients
 //! pipeline), runs them in order through the same request path as the prompt
-//! (`Node::execute`), and writes all the replies in one go. Consecutive
+//! (`Kv::execute`), and writes all the replies in one go. Consecutive
 //! key-value requests of one pipeline travel together: their writes as one
 //! queued item (one log entry, in order), their reads on one read index.
 //!
@@ -428,7 +428,7 @@ impl Connection {
 
     /// BACKUP: the whole state as one bulk string (`$LEN`, the file, CRLF),
     /// the way Redis's SYNC sends its RDB file. The copy is written to this
-    /// replica's disk first (`Node::backup`), so the state is held only for as
+    /// replica's disk first (`Kv::backup`), so the state is held only for as
     /// long as that takes, not while a slow client reads; then it is sent from
     /// the file without being read into memory. The replies before it go out
     /// first. A failure once the length has gone out can only close the
