@@ -23,7 +23,7 @@
 //!   that sync covers every append before it: what openraft counts as this
 //!   leader's flushed log is on disk (openraft issue #2118 was about exactly
 //!   that moment; alpha.37 also waits for the flush itself).
-//! - `tests/durability.rs` starts replicas whose flusher sleeps before each
+//! - `tests/group_commit.rs` starts replicas whose flusher sleeps before each
 //!   sync and checks that no write is acknowledged before a quorum's sleep
 //!   is over: a callback completed early makes it fail.
 
