@@ -14,9 +14,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use tokio::time::Instant;
-
 use openraft::errors::{ClientWriteError, RaftError};
+use tokio::time::Instant;
 
 use crate::command::{Op, Proposal};
 use crate::machine::ProposalOutcome;
