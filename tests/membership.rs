@@ -459,15 +459,7 @@ fn leadership_is_handed_over_on_request_and_when_the_leader_stops() {
     // A leader that stops hands over first, so nobody waits for an election.
     let before = cluster.replica(leader).status().term();
     cluster.replica(leader).exit();
-    let log = std::fs::read_to_string(cluster.replica(leader).dir.join("replica.log")).unwrap();
-    assert!(
-        log.contains("handed leadership to replica"),
-        "the stopping leader did not hand over; its log ends:\n{}",
-        &log[log.len().saturating_sub(3000)..]
-    );
-    let others = [to, asker];
-    let successor = cluster.wait_for_leader_among(&others, ELECTION_TIMEOUT);
-    assert_eq!(cluster.replica(successor).status().term(), before + 1);
+    let successor = handed_over_on_stopping(&mut cluster, leader, before);
     cluster.replica(successor).put("after-stop", "1");
     cluster.replica(leader).restart();
     cluster.assert_all_readable(
@@ -554,17 +546,7 @@ fn a_leader_stopped_by_sigterm_at_its_prompt_hands_over_first() {
         Some(0),
         "SIGTERM should end it cleanly: {exit}"
     );
-    let log = std::fs::read_to_string(cluster.replica(leader).dir.join("replica.log")).unwrap();
-    assert!(
-        log.contains("handed leadership to replica"),
-        "the leader did not hand over on SIGTERM; its log ends:\n{}",
-        &log[log.len().saturating_sub(3000)..]
-    );
-
-    // Handed over, not elected after a timeout: one term later, not more.
-    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-    let successor = cluster.wait_for_leader_among(&others, ELECTION_TIMEOUT);
-    assert_eq!(cluster.replica(successor).status().term(), before + 1);
+    let successor = handed_over_on_stopping(&mut cluster, leader, before);
     cluster.replica(successor).put("after-sigterm", "1");
     cluster.replica(leader).restart();
     cluster.assert_all_readable(
@@ -574,4 +556,20 @@ fn a_leader_stopped_by_sigterm_at_its_prompt_hands_over_first() {
             ("after-sigterm".into(), "1".into()),
         ],
     );
+}
+
+/// Checks that `leader`, now stopped, handed leadership over on its way out
+/// (its log says so) rather than leaving an election to a timeout: the
+/// successor leads one term after `term_before`, not more. Returns it.
+fn handed_over_on_stopping(cluster: &mut Cluster, leader: u64, term_before: u64) -> u64 {
+    let log = std::fs::read_to_string(cluster.replica(leader).dir.join("replica.log")).unwrap();
+    assert!(
+        log.contains("handed leadership to replica"),
+        "the stopping leader did not hand over; its log ends:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let successor = cluster.wait_for_leader_among(&others, ELECTION_TIMEOUT);
+    assert_eq!(cluster.replica(successor).status().term(), term_before + 1);
+    successor
 }
