@@ -42,12 +42,14 @@ pub enum Attempt<T> {
 
 impl Node {
     /// Runs a request at the leader within `timeout`: `here` when this
-    /// replica leads (it gets the deadline), else `request` forwarded, whose
-    /// answer (or failure to get one) `answered` reads.
+    /// replica leads (it gets the deadline), else the request `forwarded`
+    /// makes, whose answer (or failure to get one) `answered` reads. The
+    /// forwarded request is made only when it is sent: a write's carries a
+    /// copy of its proposal, which the leader itself never needs.
     pub async fn at_leader<T, Here, HereDone>(
         &self,
         timeout: Duration,
-        request: &PeerRequest,
+        forwarded: impl Fn() -> PeerRequest,
         mut here: Here,
         answered: impl Fn(Result<PeerResponse, CallError>, Instant) -> Attempt<T>,
     ) -> Result<T, KvError>
@@ -60,7 +62,8 @@ impl Node {
             let attempt = match self.current_leader() {
                 Some(leader) if leader == self.id => here(deadline).await,
                 Some(leader) => {
-                    answered(self.call_leader(leader, request, deadline).await, deadline)
+                    let answer = self.call_leader(leader, &forwarded(), deadline).await;
+                    answered(answer, deadline)
                 }
                 None => Attempt::Again,
             };
@@ -149,7 +152,6 @@ impl Node {
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
         let bytes = ops.iter().map(Op::size).sum();
         let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
-        let forwarded = PeerRequest::Propose(proposal.clone());
         let (raft, timeout, proposal) = (&self.raft, self.timeout, &proposal);
         let here = move |deadline| async move {
             let written =
@@ -193,7 +195,8 @@ impl Node {
                 }))
             }
         };
-        self.at_leader(timeout, &forwarded, here, answered).await
+        let forwarded = || PeerRequest::Propose(proposal.clone());
+        self.at_leader(timeout, forwarded, here, answered).await
     }
 
     /// One read-index round: ask the leader (or be it) for the index a read
@@ -214,7 +217,7 @@ impl Node {
             Ok(PeerResponse::ReadIndex(Ok(point))) => Attempt::Done(Ok(point)),
             _ => Attempt::Again,
         };
-        self.at_leader(self.timeout, &PeerRequest::ReadIndex, here, answered)
+        self.at_leader(self.timeout, || PeerRequest::ReadIndex, here, answered)
             .await
     }
 
@@ -223,7 +226,6 @@ impl Node {
         change: MembershipChange,
     ) -> Result<ChangeDone, KvError> {
         let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
-        let forwarded = PeerRequest::ChangeMembership(change.clone());
         let (raft, network, change) = (&self.raft, &self.network, &change);
         let here = move |deadline| async move {
             let changed = crate::membership::change_at_leader(raft, network, change.clone());
@@ -254,7 +256,8 @@ impl Node {
             }
             Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
         };
-        self.at_leader(timeout, &forwarded, here, answered).await
+        let forwarded = || PeerRequest::ChangeMembership(change.clone());
+        self.at_leader(timeout, forwarded, here, answered).await
     }
 }
 
