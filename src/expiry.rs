@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use openraft::async_runtime::WatchReceiver;
-
 use crate::command::wall_clock_ms;
 use crate::command::Op;
 use crate::kv::Kv;
@@ -28,12 +26,11 @@ pub async fn remove_expired_keys(kv: Kv) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if kv.node.raft.metrics().borrow_watched().current_leader != Some(kv.node.id) {
+        if !kv.leads() {
             continue;
         }
         let due = match kv
-            .node
-            .reader
+            .state()
             .due_expiries(wall_clock_ms(), KEYS_PER_ENTRY)
             .await
         {

@@ -60,7 +60,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             let attempt = match self.current_leader() {
-                Some(leader) if leader == self.id => here(deadline).await,
+                Some(leader) if leader == self.id() => here(deadline).await,
                 Some(leader) => {
                     let answer = self.call_leader(leader, &forwarded(), deadline).await;
                     answered(answer, deadline)
@@ -75,18 +75,18 @@ impl Node {
     }
 
     pub(crate) fn current_leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft().metrics().borrow_watched().current_leader
     }
 
     /// The leader's Raft address: from the committed membership, else from --peers.
     fn address_of(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft().metrics().borrow_watched().clone();
         let from_membership = metrics
             .membership_config
             .membership()
             .get_node(&id)
             .map(|node| node.addr.clone());
-        from_membership.or_else(|| self.peers.address_of(id).map(str::to_string))
+        from_membership.or_else(|| self.peers().address_of(id).map(str::to_string))
     }
 
     async fn call_leader(
@@ -108,7 +108,7 @@ impl Node {
         // stop waiting once another leader is known. What was sent may still
         // be committed by the new leader, or not: the caller says so.
         tokio::select! {
-            answer = self.network.call(leader, &addr, request, remaining) => answer,
+            answer = self.network().call(leader, &addr, request, remaining) => answer,
             successor = self.leader_other_than(leader) => Err(CallError::Interrupted {
                 target: leader,
                 why: format!("replica {successor} leads now"),
@@ -118,7 +118,7 @@ impl Node {
 
     /// Resolves once this replica knows of a leader other than `leader`.
     async fn leader_other_than(&self, leader: NodeId) -> NodeId {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft().metrics();
         loop {
             if let Some(now) = metrics.borrow_watched().current_leader {
                 if now != leader {
@@ -137,7 +137,7 @@ impl Node {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), KvError> {
-        if let Err(e) = &self.raft.metrics().borrow_watched().running_state {
+        if let Err(e) = &self.raft().metrics().borrow_watched().running_state {
             return Err(KvError::Stopped(e.to_string()));
         }
         if Instant::now() + RETRY_PAUSE >= deadline {
@@ -152,7 +152,7 @@ impl Node {
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
         let bytes = ops.iter().map(Op::size).sum();
         let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
-        let (raft, timeout, proposal) = (&self.raft, self.timeout, &proposal);
+        let (raft, timeout, proposal) = (self.raft(), self.timeout(), &proposal);
         let here = move |deadline| async move {
             let written =
                 tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));
@@ -203,7 +203,7 @@ impl Node {
     /// must wait for. Rounds are shared through `batching::ReadIndexRounds`.
     /// A round that fails changed nothing, so it is always tried again.
     pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
-        let raft = &self.raft;
+        let raft = self.raft();
         let here = move |deadline| async move {
             match tokio::time::timeout_at(deadline, crate::read_index::leader_read_index(raft))
                 .await
@@ -217,7 +217,7 @@ impl Node {
             Ok(PeerResponse::ReadIndex(Ok(point))) => Attempt::Done(Ok(point)),
             _ => Attempt::Again,
         };
-        self.at_leader(self.timeout, || PeerRequest::ReadIndex, here, answered)
+        self.at_leader(self.timeout(), || PeerRequest::ReadIndex, here, answered)
             .await
     }
 
@@ -225,8 +225,8 @@ impl Node {
         &self,
         change: MembershipChange,
     ) -> Result<ChangeDone, KvError> {
-        let timeout = self.timeout.max(MEMBERSHIP_TIMEOUT);
-        let (raft, network, change) = (&self.raft, &self.network, &change);
+        let timeout = self.timeout().max(MEMBERSHIP_TIMEOUT);
+        let (raft, network, change) = (self.raft(), self.network(), &change);
         let here = move |deadline| async move {
             let changed = crate::membership::change_at_leader(raft, network, change.clone());
             match tokio::time::timeout_at(deadline, changed).await {

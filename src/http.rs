@@ -90,7 +90,7 @@ impl Pages {
     /// this replica first hears of one: a replica that restarts behind the
     /// others is not ready until it has applied what they had.
     pub async fn started(self: Arc<Self>, kv: Kv) {
-        let mut watch = kv.node.raft.metrics();
+        let mut watch = kv.raft_metrics();
         let _ = self.kv.set(kv);
         let committed_here = index_of(watch.borrow_watched().local_committed);
         loop {
@@ -118,7 +118,7 @@ impl Pages {
         let Some(kv) = self.kv.get() else {
             return Err("starting: opening the data folder and finding the cluster".into());
         };
-        let m = kv.node.raft.metrics().borrow_watched().clone();
+        let m = kv.raft_metrics().borrow_watched().clone();
         if let Err(fatal) = &m.running_state {
             return Err(format!("stopped: {fatal}"));
         }
@@ -224,7 +224,7 @@ fn answer<B>(pages: &Pages, request: &Request<B>) -> Response<Full<Bytes>> {
         },
         _ => {
             if let Some(kv) = pages.kv.get() {
-                metrics::observe_raft(&raft_view(kv.node.id, &kv.status()));
+                metrics::observe_raft(&raft_view(kv.replica_id(), &kv.status()));
             }
             let mut response = Response::new(Full::new(Bytes::from(metrics::encode())));
             response.headers_mut().insert(

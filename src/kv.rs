@@ -173,6 +173,56 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
 }
 
+impl Status {
+    /// Every field, named and ordered as the prompt's `status` prints them;
+    /// INFO's Raft section renders the same list (`client/mod.rs`).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let ids = |ids: &[u64]| {
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+            }
+        };
+        let or_none = |value: Option<u64>| value.map_or("none".to_string(), |v| v.to_string());
+        vec![
+            ("role", self.role.to_string()),
+            ("leader", or_none(self.leader)),
+            ("term", self.term.to_string()),
+            ("last_log_index", self.last_log_index.to_string()),
+            ("committed", self.committed.to_string()),
+            ("applied", self.applied.to_string()),
+            ("members", ids(&self.voters)),
+            ("learners", ids(&self.learners)),
+            ("recovered_at", self.recovered_at.to_string()),
+            ("replayed", self.replayed.to_string()),
+            ("first_log_index", self.first_log_index.to_string()),
+            ("snapshot_index", or_none(self.snapshot_index)),
+            ("snapshot_bytes", self.snapshot_bytes.to_string()),
+            ("snapshots_installed", self.snapshots_installed.to_string()),
+            ("replication", self.replication()),
+        ]
+    }
+
+    /// At the leader, `ID:INDEX` for each member: the last log index it is
+    /// known to hold (`none` until it answers), so a lagging or new replica
+    /// shows. Only the leader tracks this; elsewhere the field says `none`.
+    fn replication(&self) -> String {
+        if self.role != Role::Leader || self.members.is_empty() {
+            return "none".into();
+        }
+        let progress: Vec<String> = self
+            .members
+            .iter()
+            .map(|member| {
+                let matched = member.matched.map_or("none".into(), |i| i.to_string());
+                format!("{}:{matched}", member.id)
+            })
+            .collect();
+        progress.join(",")
+    }
+}
+
 /// One member as this replica sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -190,7 +240,7 @@ pub struct MemberStatus {
 /// shared rounds and the script cache. Cheap to clone.
 #[derive(Clone)]
 pub struct Kv {
-    pub node: Node,
+    node: Node,
     write_batcher: WriteBatcher,
     read_rounds: ReadIndexRounds,
     /// Scripts by SHA1, for EVALSHA (this process's, as in Redis).
@@ -208,6 +258,32 @@ impl Kv {
             read_rounds: ReadIndexRounds::default(),
             scripts: Arc::default(),
         }
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> NodeId {
+        self.node.id()
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        self.node.cluster_id()
+    }
+
+    /// Whether this replica leads now, as far as it knows: the leader's own
+    /// housekeeping (active expiry, the sweep) runs only there.
+    pub fn leads(&self) -> bool {
+        self.node.raft().metrics().borrow_watched().current_leader == Some(self.node.id())
+    }
+
+    /// openraft's figures for this replica, followed as they change.
+    pub fn raft_metrics(&self) -> crate::raft::MetricsWatch {
+        self.node.raft().metrics()
+    }
+
+    /// Reads of this replica's applied state as it is now, without a
+    /// read-index round: checksums, counts, the leader's housekeeping.
+    pub fn state(&self) -> &crate::store::StateReader {
+        self.node.reader()
     }
 
     /// Runs requests that arrived in this order from one source (a pipeline),
@@ -343,7 +419,7 @@ impl Kv {
             let reply = match request {
                 Runnable::Run { command, queued } => self
                     .node
-                    .reader
+                    .reader()
                     .read(queued.db, &command, leader_time)
                     .await
                     .map_err(KvError::Storage),
@@ -360,7 +436,7 @@ impl Kv {
     pub async fn watch(&self, db: u8, keys: &[Vec<u8>]) -> Result<Vec<Watched>, KvError> {
         let leader_time = self.wait_until_readable().await?;
         self.node
-            .reader
+            .reader()
             .watch(db, keys, leader_time)
             .await
             .map_err(KvError::Storage)
@@ -373,7 +449,7 @@ impl Kv {
     pub async fn backup(&self) -> Result<crate::store::snapshot::BackupCopy, KvError> {
         self.wait_until_readable().await?;
         self.node
-            .reader
+            .reader()
             .write_backup()
             .await
             .map_err(|e| KvError::Storage(e.to_string()))
@@ -384,14 +460,14 @@ impl Kv {
     /// that began after this call confirmed its leadership.
     /// Returns the leader's clock at that round.
     async fn wait_until_readable(&self) -> Result<u64, KvError> {
-        let deadline = Instant::now() + self.node.timeout;
+        let deadline = Instant::now() + self.node.timeout();
         let ReadPoint {
             index: read_index,
             leader_time,
         } = self.read_rounds.read_index(&self.node).await?;
         let applied = self
             .node
-            .raft
+            .raft()
             .metrics()
             .borrow_watched()
             .last_applied
@@ -401,12 +477,12 @@ impl Kv {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.node
-            .raft
+            .raft()
             .wait(Some(remaining))
             .applied_index_at_least(Some(read_index), "linearizable read")
             .await
             .map(|_| leader_time)
-            .map_err(|_| KvError::NoLeader(self.node.timeout))
+            .map_err(|_| KvError::NoLeader(self.node.timeout()))
     }
 
     /// Adds or removes a member, at the leader (forwarded there from here if
@@ -428,7 +504,7 @@ impl Kv {
             // The old leader answers once it has seen `to` lead; this replica
             // may learn of it a heartbeat later. Waiting here means whoever
             // asked finds the new leader in `status` right after the answer.
-            self.wait_to_know_leader(to, Instant::now() + self.node.timeout)
+            self.wait_to_know_leader(to, Instant::now() + self.node.timeout())
                 .await;
         }
         changed
@@ -436,7 +512,7 @@ impl Kv {
 
     /// Waits until this replica knows `leader` leads, or the deadline passes.
     async fn wait_to_know_leader(&self, leader: NodeId, deadline: Instant) {
-        let mut metrics = self.node.raft.metrics();
+        let mut metrics = self.node.raft().metrics();
         while metrics.borrow_watched().current_leader != Some(leader) {
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
@@ -447,7 +523,7 @@ impl Kv {
 
     /// What this replica knows of the cluster now.
     pub fn status(&self) -> Status {
-        let metrics = self.node.raft.metrics().borrow_watched().clone();
+        let metrics = self.node.raft().metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let role = match metrics.state {
             _ if metrics.running_state.is_err() => Role::Shutdown,
@@ -458,11 +534,11 @@ impl Kv {
             ServerState::Shutdown => Role::Shutdown,
         };
         let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self.node.committed_index.load(Relaxed).max(applied);
+        let committed = self.node.committed_index().max(applied);
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         let matched = |id: NodeId| -> Option<u64> {
             let progress = metrics.replication.as_ref()?;
-            if id == self.node.id {
+            if id == self.node.id() {
                 return Some(last_log_index);
             }
             progress.get(&id)?.map(|log_id| log_id.index)
@@ -487,11 +563,11 @@ impl Kv {
             applied,
             voters,
             learners: membership.learner_ids().collect(),
-            recovered_at: self.node.reader.stats.recovered_at.load(Relaxed),
-            replayed: self.node.reader.stats.replayed.load(Relaxed),
+            recovered_at: self.node.reader().stats.recovered_at.load(Relaxed),
+            replayed: self.node.reader().stats.replayed.load(Relaxed),
             snapshot_index: metrics.snapshot.map(|id| id.index),
-            snapshot_bytes: self.node.reader.stats.snapshot_bytes.load(Relaxed),
-            snapshots_installed: self.node.reader.stats.snapshots_installed.load(Relaxed),
+            snapshot_bytes: self.node.reader().stats.snapshot_bytes.load(Relaxed),
+            snapshots_installed: self.node.reader().stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
             members,
         }

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     runtime.spawn(http_pages.started(kv.clone()));
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(report_removal_from_log(node.clone(), cli.join.is_some()));
-    runtime.spawn(stop_when_removed(node.id, node.removal.clone()));
+    runtime.spawn(stop_when_removed(node.id(), node.removal().clone()));
     runtime.spawn(client::serve(
         client_listener,
         kv.clone(),
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     ));
     runtime.spawn(expiry::remove_expired_keys(kv.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(kv.clone()));
-    tracing::info!("replica {} started; peers {}", node.id, node.peers);
+    tracing::info!("replica {} started; peers {}", node.id(), node.peers());
 
     if let Some(signals) = stop_signals {
         runtime.block_on(signals.wait());
@@ -149,8 +149,8 @@ fn main() -> ExitCode {
     }
 
     tracing::info!("shutting down");
-    runtime.block_on(membership::step_down(&node.raft));
-    if let Err(e) = runtime.block_on(node.raft.shutdown()) {
+    runtime.block_on(membership::step_down(node.raft()));
+    if let Err(e) = runtime.block_on(node.raft().shutdown()) {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }
     ExitCode::SUCCESS
@@ -177,7 +177,7 @@ fn fail(error: &dyn std::fmt::Display) -> ExitCode {
 /// unknown format). Say so on stderr and exit, rather than leave a prompt that
 /// can no longer do anything.
 async fn exit_on_fatal(node: node::Node) {
-    let mut metrics = node.raft.metrics();
+    let mut metrics = node.raft().metrics();
     loop {
         if let Err(fatal) = &metrics.borrow_watched().running_state {
             if !matches!(fatal, Fatal::Stopped) {
@@ -187,7 +187,7 @@ async fn exit_on_fatal(node: node::Node) {
                 while let Some(inner) = cause.source() {
                     cause = inner;
                 }
-                eprintln!("error: replica {} stopped: {cause}", node.id);
+                eprintln!("error: replica {} stopped: {cause}", node.id());
                 tracing::error!("replica stopped: {fatal}");
                 std::process::exit(1);
             }
@@ -222,20 +222,21 @@ async fn stop_when_removed(my_id: types::NodeId, removal: removal::Removal) {
 /// an answer (tests/membership.rs, removing the leader). openraft steps it
 /// down once the change is committed, and it stops then.
 async fn report_removal_from_log(node: node::Node, joining: bool) {
-    let mut metrics = node.raft.metrics();
+    let mut metrics = node.raft().metrics();
     let mut was_member = !joining;
     loop {
         let (member, known, leading) = {
             let m = metrics.borrow_watched();
             let membership = m.membership_config.membership();
-            let member = membership.voter_ids().any(|id| id == node.id)
-                || membership.learner_ids().any(|id| id == node.id);
+            let member = membership.voter_ids().any(|id| id == node.id())
+                || membership.learner_ids().any(|id| id == node.id());
             let leading = m.state == openraft::ServerState::Leader;
             (member, m.membership_config.log_id().is_some(), leading)
         };
         was_member |= member;
         if was_member && known && !member && !leading {
-            node.removal.report("its log holds a membership without it");
+            node.removal()
+                .report("its log holds a membership without it");
             return;
         }
         if metrics.changed().await.is_err() {
@@ -279,8 +280,8 @@ async fn stop_the_prompt_on_sigterm(
     };
     terminate.recv().await;
     tracing::info!("SIGTERM: shutting down");
-    membership::step_down(&node.raft).await;
-    if let Err(e) = node.raft.shutdown().await {
+    membership::step_down(node.raft()).await;
+    if let Err(e) = node.raft().shutdown().await {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }
     terminal.restore();

@@ -38,16 +38,63 @@ pub enum StartError {
 /// reader. The key-value service (`kv.rs`) is built on it.
 #[derive(Clone)]
 pub struct Node {
-    pub id: NodeId,
-    pub cluster_id: String,
-    pub raft: Raft,
-    pub peers: Peers,
-    pub network: Network,
-    pub reader: StateReader,
-    pub committed_index: Arc<AtomicU64>,
-    pub timeout: Duration,
+    id: NodeId,
+    cluster_id: String,
+    raft: Raft,
+    peers: Peers,
+    network: Network,
+    reader: StateReader,
+    committed_index: Arc<AtomicU64>,
+    timeout: Duration,
+    removal: Removal,
+}
+
+impl Node {
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// openraft's handle, for the leader-side operations and its metrics.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The addresses given by `--peers`: where to find a member before the
+    /// log says where it is.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Reads of this replica's applied state.
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    /// The highest index this replica knows to be committed (openraft's
+    /// metrics lag behind the log store's record of it).
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long a request may wait for the cluster (`--timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Reports that this replica is no longer a member; `main` stops it.
-    pub removal: Removal,
+    pub fn removal(&self) -> &Removal {
+        &self.removal
+    }
 }
 
 /// Log entries kept behind a snapshot when the log is purged.

@@ -7,3 +7,7 @@ use crate::store::StateMachine;
 use crate::types::TypeConfig;
 
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// openraft's figures for a replica (role, term, indexes, membership),
+/// followed as they change.
+pub type MetricsWatch = <<<TypeConfig as openraft::RaftTypeConfig>::AsyncRuntime as openraft::AsyncRuntime>::Watch as openraft::async_runtime::watch::Watch>::Receiver<openraft::RaftMetrics<TypeConfig>>;

@@ -502,7 +502,8 @@ pub fn quoted(bytes: &[u8]) -> String {
 
 /// The one line `status` prints: `key=value` pairs a script can split.
 pub fn format_status(status: &Status) -> String {
-    let pairs: Vec<String> = status_fields(status)
+    let pairs: Vec<String> = status
+        .fields()
         .into_iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
@@ -511,53 +512,12 @@ pub fn format_status(status: &Status) -> String {
 
 /// `status` for a person at a terminal: one field a line, values aligned.
 fn status_lines(status: &Status) -> Vec<String> {
-    let fields = status_fields(status);
+    let fields = status.fields();
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     fields
         .into_iter()
         .map(|(name, value)| format!("{name:width$}  {value}"))
         .collect()
-}
-
-/// The fields of `status`, in the order both forms print them.
-fn status_fields(status: &Status) -> Vec<(&'static str, String)> {
-    let ids = |ids: &[u64]| {
-        if ids.is_empty() {
-            "none".to_string()
-        } else {
-            ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-        }
-    };
-    vec![
-        ("role", status.role.to_string()),
-        (
-            "leader",
-            status
-                .leader
-                .map_or("none".to_string(), |id| id.to_string()),
-        ),
-        ("term", status.term.to_string()),
-        ("last_log_index", status.last_log_index.to_string()),
-        ("committed", status.committed.to_string()),
-        ("applied", status.applied.to_string()),
-        ("members", ids(&status.voters)),
-        ("learners", ids(&status.learners)),
-        ("recovered_at", status.recovered_at.to_string()),
-        ("replayed", status.replayed.to_string()),
-        ("first_log_index", status.first_log_index.to_string()),
-        (
-            "snapshot_index",
-            status
-                .snapshot_index
-                .map_or("none".to_string(), |i| i.to_string()),
-        ),
-        ("snapshot_bytes", status.snapshot_bytes.to_string()),
-        (
-            "snapshots_installed",
-            status.snapshots_installed.to_string(),
-        ),
-        ("replication", replication(status)),
-    ]
 }
 
 /// Runs `adding` (an add-replica) while a line on the terminal says how far
@@ -612,27 +572,6 @@ fn catch_up_progress(status: &Status, newcomer: NodeId, elapsed: std::time::Dura
     }
 }
 
-/// At the leader, `ID:INDEX` for each member: the last log index it is known
-/// to hold (`none` until it answers), so a lagging or new replica shows. Only
-/// the leader tracks this; elsewhere the field says `none`.
-fn replication(status: &Status) -> String {
-    if status.role != Role::Leader {
-        return "none".into();
-    }
-    let progress: Vec<String> = status
-        .members
-        .iter()
-        .map(|member| {
-            let matched = member.matched.map_or("none".into(), |i| i.to_string());
-            format!("{}:{matched}", member.id)
-        })
-        .collect();
-    if progress.is_empty() {
-        return "none".into();
-    }
-    progress.join(",")
-}
-
 /// The one line `checksum` prints (at the prompt and on the client port).
 pub fn format_checksum(sum: &StateChecksum) -> String {
     format!(
@@ -675,8 +614,7 @@ async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<Stri
         PromptCommand::Status if on_terminal => return status_lines(&kv.status()),
         PromptCommand::Status => Ok(format_status(&kv.status())),
         PromptCommand::Checksum => kv
-            .node
-            .reader
+            .state()
             .checksum()
             .await
             .map_err(kv::KvError::Storage)
@@ -759,9 +697,9 @@ fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
     let _ = editor.load_history(&history);
     println!(
         "replica {} of example-ondisk; type help for the commands",
-        kv.node.id
+        kv.replica_id()
     );
-    let prompt = format!("replica-{}> ", kv.node.id);
+    let prompt = format!("replica-{}> ", kv.replica_id());
     loop {
         match editor.readline(&prompt) {
             Ok(line) => {

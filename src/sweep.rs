@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use openraft::async_runtime::WatchReceiver;
-
 use crate::command::Op;
 use crate::kv::Kv;
 use crate::machine::DATABASES;
@@ -30,16 +28,11 @@ pub async fn sweep_flushed_keys(kv: Kv) {
     let mut resume_at = [0u64; DATABASES as usize];
     loop {
         ticks.tick().await;
-        if kv.node.raft.metrics().borrow_watched().current_leader != Some(kv.node.id) {
+        if !kv.leads() {
             continue;
         }
         for (db, from) in (0..DATABASES).zip(resume_at.iter_mut()) {
-            let range = match kv
-                .node
-                .reader
-                .next_sweep(db, *from, RECORDS_PER_ENTRY)
-                .await
-            {
+            let range = match kv.state().next_sweep(db, *from, RECORDS_PER_ENTRY).await {
                 Ok(Some(range)) => range,
                 Ok(None) => continue,
                 Err(e) => {

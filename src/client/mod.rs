@@ -563,7 +563,7 @@ impl Connection {
             ClientCommand::Kv(request) => reply_frame(kv.execute_one(request).await),
             ClientCommand::Constant(frame) => frame,
             ClientCommand::Info(section) => info(kv, &self.stats, section.as_deref()).await,
-            ClientCommand::Checksum => match kv.node.reader.checksum().await {
+            ClientCommand::Checksum => match kv.state().checksum().await {
                 Ok(sum) => Frame::bulk(crate::repl::format_checksum(&sum)),
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
@@ -749,7 +749,7 @@ fn hello_reply(session: &Session) -> Frame {
 
 /// `INFO`, in the sections tools read.
 async fn info(kv: &Kv, stats: &ClientStats, section: Option<&str>) -> Frame {
-    let keyspace = match kv.node.reader.keyspace_counts().await {
+    let keyspace = match kv.state().keyspace_counts().await {
         Ok(counts) => counts,
         Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
     };
@@ -782,7 +782,6 @@ fn info_text(
     keyspace: &[(u8, u64, u64)],
     section: Option<&str>,
 ) -> String {
-    let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let server = [
         (
             "example_ondisk_version",
@@ -791,8 +790,8 @@ fn info_text(
         ("redis_version", REDIS_VERSION.to_string()),
         ("redis_mode", "standalone".to_string()),
         ("process_id", std::process::id().to_string()),
-        ("replica_id", kv.node.id.to_string()),
-        ("cluster_id", kv.node.cluster_id.clone()),
+        ("replica_id", kv.replica_id().to_string()),
+        ("cluster_id", kv.cluster_id().to_string()),
     ];
     let memory = resident_bytes();
     let (scripts, script_bytes) = kv.scripts.size();
@@ -823,33 +822,22 @@ fn info_text(
         ),
         ("instantaneous_ops_per_sec", stats.ops_per_sec().to_string()),
     ];
-    let mut raft = named(&[
-        ("role", status.role.to_string()),
-        (
-            "leader",
-            status.leader.map_or("none".into(), |id| id.to_string()),
-        ),
-        ("term", status.term.to_string()),
-        ("last_log_index", status.last_log_index.to_string()),
-        ("commit_index", status.committed.to_string()),
-        ("applied_index", status.applied.to_string()),
-        ("first_log_index", status.first_log_index.to_string()),
-        (
-            "snapshot_index",
-            status
-                .snapshot_index
-                .map_or("none".into(), |i| i.to_string()),
-        ),
-        ("snapshot_bytes", status.snapshot_bytes.to_string()),
-        (
-            "snapshots_installed",
-            status.snapshots_installed.to_string(),
-        ),
-        ("members", ids(&status.voters)),
-        ("learners", ids(&status.learners)),
-        ("recovered_at", status.recovered_at.to_string()),
-        ("replayed", status.replayed.to_string()),
-    ]);
+    // The fields of `status`, under the names INFO has always used for the
+    // two indexes (scripts read them), with the replication progress given
+    // one line per member below instead of in one field.
+    let mut raft: Vec<(String, String)> = status
+        .fields()
+        .into_iter()
+        .filter(|(name, _)| *name != "replication")
+        .map(|(name, value)| {
+            let name = match name {
+                "committed" => "commit_index",
+                "applied" => "applied_index",
+                other => other,
+            };
+            (name.to_string(), value)
+        })
+        .collect();
     // One line per member, as Redis lists its replicas (`slave0:ip=...`);
     // at the leader with how far each member's log matches, and its lag.
     for member in &status.members {
