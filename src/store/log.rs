@@ -23,6 +23,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 
 use super::group_commit::Flusher;
+use super::recent_entries::RecentEntries;
 use super::{fjall_io_error, records, Db};
 use crate::metrics::{self, FsyncSite};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -39,6 +40,8 @@ pub struct LogStore {
     committed_index: Arc<AtomicU64>,
     /// Syncs appended entries and completes their callbacks.
     flusher: Flusher,
+    /// The newest entries, so replication and apply need not read them back.
+    recent: RecentEntries,
 }
 
 impl LogStore {
@@ -49,6 +52,7 @@ impl LogStore {
             store,
             committed_index: Arc::default(),
             flusher,
+            recent: RecentEntries::default(),
         })
     }
 
@@ -136,6 +140,9 @@ impl LogStore {
         end: Bound<u64>,
         byte_budget: usize,
     ) -> io::Result<Vec<Entry>> {
+        if let Some(entries) = self.recent.read(start, end, byte_budget) {
+            return Ok(entries);
+        }
         let floor = self.last_purged()?.map_or(0, |id| id.index + 1);
         let start = start.max(floor);
         let end = end.map(|i| i.to_be_bytes());
@@ -309,6 +316,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         match committed {
             Ok(()) => {
+                self.recent.appended(&entries);
                 self.flusher.after_next_sync(callback);
                 Ok(())
             }
@@ -325,6 +333,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// removed entry must not come back after a crash.
     async fn truncate_after(&mut self, last_kept: Option<LogId>) -> io::Result<()> {
         let first_removed = last_kept.map_or(0, |id| id.index + 1);
+        self.recent.truncated_from(first_removed);
         tokio::task::block_in_place(|| {
             metrics::timed_fsync(FsyncSite::LogTruncate, || {
                 self.remove_range(
@@ -341,6 +350,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// asks past what the state machine holds (`records::note_purge_past_applied`).
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         records::note_purge_past_applied(&self.store, log_id)?;
+        self.recent.purged_through(log_id.index);
         let upto = log_id;
         let watermark = records::encode(&upto);
         let floor = self.last_purged()?.map_or(0, |id| id.index + 1);

@@ -52,6 +52,7 @@
 mod conformance;
 mod group_commit;
 pub mod log;
+mod recent_entries;
 mod records;
 pub mod snapshot;
 pub mod state_machine;
