@@ -171,7 +171,13 @@ mod tests {
             ],
         });
         Entry {
-            log_id: LogId::new(CommittedLeaderId { term: 1, node_id: 1 }, index),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: openraft::EntryPayload::Normal(Proposal::new(&[op])),
         }
     }

@@ -718,6 +718,56 @@ impl StateMachine {
     }
 }
 
+/// Step 1 of an install (see `install_snapshot`): the snapshot's state loaded
+/// into a fresh keyspace that nothing points at yet, so a crash leaves the
+/// old state and the next start drops the new keyspace.
+async fn load_aside(
+    store: &Db,
+    snapshot: &mut SnapshotFile,
+    meta: &SnapshotMeta,
+) -> io::Result<ActiveData> {
+    // The network server wrote the chunks through tokio's file, which
+    // buffers: flush and sync before reading it back as a plain file.
+    tokio::io::AsyncWriteExt::flush(&mut snapshot.file)
+        .await
+        .map_err(snapshot_error)?;
+    snapshot.file.sync_all().await.map_err(snapshot_error)?;
+    let received = snapshot.file.try_clone().await?.into_std().await;
+    let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
+    let new_data = tokio::task::block_in_place(|| load_snapshot(store, received, meta, &new_name))?;
+    match ActiveData::open(new_data.clone()) {
+        Ok(active) => Ok(active),
+        Err(e) => {
+            let _ = store.db.delete_keyspace(new_data);
+            Err(read_error(e))
+        }
+    }
+}
+
+/// Step 2 of an install: the moment the loaded state takes over, in one
+/// fsynced batch (rule 5 in `store/mod.rs`).
+fn switch_to_loaded(store: &Db, new_name: &str, meta: &SnapshotMeta) -> Result<(), fjall::Error> {
+    let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
+    let applied = records::encode(&meta.last_log_id);
+    batch.insert(
+        &store.sm_meta,
+        records::DATA_KEYSPACE,
+        records::encode(&new_name),
+    );
+    batch.insert(&store.sm_meta, records::APPLIED, applied.clone());
+    batch.insert(
+        &store.sm_meta,
+        records::MEMBERSHIP,
+        records::encode(&meta.last_membership),
+    );
+    // The log before the snapshot is gone for good from here on: record
+    // that with the switch, or a restart would look for entries this
+    // replica never had (openraft's purge after the install may not
+    // have run before a crash).
+    batch.insert(&store.raft_meta, records::PURGED, applied);
+    metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
+}
+
 /// A run of entries applied to a batch that is not committed yet.
 struct AppliedRun {
     batch: OwnedWriteBatch,
@@ -798,44 +848,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         mut snapshot: SnapshotFile,
     ) -> io::Result<()> {
-        // The network server wrote the chunks through tokio's file, which
-        // buffers: flush and sync before reading it back as a plain file.
-        tokio::io::AsyncWriteExt::flush(&mut snapshot.file)
-            .await
-            .map_err(snapshot_error)?;
-        snapshot.file.sync_all().await.map_err(snapshot_error)?;
-        let received = snapshot.file.try_clone().await?.into_std().await;
         let store = self.store.clone();
-        let new_name = format!("{DATA_KEYSPACE_PREFIX}{}", unique_suffix());
-
-        let new_data =
-            tokio::task::block_in_place(|| load_snapshot(&store, received, meta, &new_name))?;
+        let new_data = load_aside(&store, &mut snapshot, meta).await?;
         crash_point("install:loaded");
-        let new_data = match ActiveData::open(new_data.clone()) {
-            Ok(active) => active,
-            Err(e) => {
-                let _ = store.db.delete_keyspace(new_data);
-                return Err(read_error(e));
-            }
-        };
 
         let mut data = self.data.write().await;
-        let switched = tokio::task::block_in_place(|| {
-            let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
-            let name = records::encode(&new_name);
-            let applied = records::encode(&meta.last_log_id);
-            let applied_again = applied.clone();
-            let membership = records::encode(&meta.last_membership);
-            batch.insert(&store.sm_meta, records::DATA_KEYSPACE, name);
-            batch.insert(&store.sm_meta, records::APPLIED, applied);
-            batch.insert(&store.sm_meta, records::MEMBERSHIP, membership);
-            // The log before the snapshot is gone for good from here on: record
-            // that with the switch, or a restart would look for entries this
-            // replica never had (openraft's purge after the install may not
-            // have run before a crash).
-            batch.insert(&store.raft_meta, records::PURGED, applied_again);
-            metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
-        });
+        let new_name = new_data.keyspace.name().to_string();
+        let switched = tokio::task::block_in_place(|| switch_to_loaded(&store, &new_name, meta));
         if let Err(e) = switched {
             drop(data);
             let _ = store.db.delete_keyspace(new_data.keyspace);
