@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 use crate::cli::BackupArgs;
-use crate::client::auth::{Password, PASSWORD_VARIABLE};
 use crate::client::tls;
+use crate::session::auth::{Password, PASSWORD_VARIABLE};
 use crate::store::snapshot::sync_dir;
 use crate::store::StateDigest;
 
@@ -120,7 +120,7 @@ pub fn run(args: &BackupArgs) -> Result<String, BackupError> {
         "backup of {addr} written to {}: {size} bytes in {:.1} s, at {}",
         args.out.display(),
         started.elapsed().as_secs_f64(),
-        crate::repl::format_checksum(&checksum)
+        crate::session::format_checksum(&checksum)
     ))
 }
 

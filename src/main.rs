@@ -37,11 +37,14 @@ mod removal;
 mod repl;
 mod restore;
 mod scripts;
+mod session;
+mod stop;
 mod store;
 mod sweep;
 mod types;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use cli::{Invocation, Tool};
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
             Ok(secret) => secret,
             Err(e) => return fail(&e),
         };
-    let client_password = match client::auth::Password::configured(cli.password_file.as_deref()) {
+    let client_password = match session::auth::Password::configured(cli.password_file.as_deref()) {
         Ok(password) => password,
         Err(e) => return fail(&e),
     };
@@ -127,33 +130,56 @@ fn main() -> ExitCode {
     runtime.spawn(exit_on_fatal(node.clone()));
     runtime.spawn(report_removal_from_log(node.clone(), cli.join.is_some()));
     runtime.spawn(stop_when_removed(node.id(), node.removal().clone()));
-    runtime.spawn(client::serve(
-        client_listener,
-        kv.clone(),
-        client_password,
-        client_tls,
-    ));
+    let stop_requests = stop::StopRequests::new();
+    let shared = session::Shared {
+        kv: kv.clone(),
+        stats: {
+            // The command rate is sampled on this runtime.
+            let _entered = runtime.enter();
+            session::Stats::start()
+        },
+        password: client_password.map(Arc::new),
+        stop: stop_requests.clone(),
+    };
+    runtime.spawn(client::serve(client_listener, shared.clone(), client_tls));
     runtime.spawn(expiry::remove_expired_keys(kv.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(kv.clone()));
     tracing::info!("replica {} started; peers {}", node.id(), node.peers());
 
     if let Some(signals) = stop_signals {
-        runtime.block_on(signals.wait());
+        runtime.block_on(async {
+            tokio::select! {
+                () = signals.wait() => {}
+                who = stop_requests.requested() => tracing::info!("{who}"),
+            }
+        });
     } else {
-        runtime.spawn(stop_the_prompt_on_sigterm(
+        runtime.spawn(stop_the_prompt_when_asked(
             node.clone(),
+            stop_requests,
             log_flush.clone(),
             TerminalSettings::save(),
         ));
-        repl::run(&runtime, &kv, &cli.replica_dir());
+        repl::run(&runtime, shared, &cli.replica_dir());
     }
 
     tracing::info!("shutting down");
-    runtime.block_on(membership::step_down(node.raft()));
-    if let Err(e) = runtime.block_on(node.raft().shutdown()) {
+    runtime.block_on(stop_raft(&node));
+    ExitCode::SUCCESS
+}
+
+/// Hands leadership over (at a leader) and stops openraft, once. The end of
+/// the prompt, SIGTERM and SHUTDOWN can come at about the same time; a second
+/// caller waits for ever, and the first one's caller ends the process.
+async fn stop_raft(node: &node::Node) {
+    static STOPPING: AtomicBool = AtomicBool::new(false);
+    if STOPPING.swap(true, SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    membership::step_down(node.raft()).await;
+    if let Err(e) = node.raft().shutdown().await {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }
-    ExitCode::SUCCESS
 }
 
 /// A tool's outcome: what it did on stdout, or one `error:` line.
@@ -266,24 +292,32 @@ fn fewer_malloc_arenas() {
 /// With a prompt, SIGTERM (a service manager stopping the replica, a rolling
 /// restart) must not simply kill it: a leader hands leadership over first, as
 /// at the end of the prompt, so the others need not wait out an election.
-/// The prompt is blocked reading a line, so this stops the process itself,
-/// after flushing the log and giving the terminal its settings back.
-async fn stop_the_prompt_on_sigterm(
+/// SHUTDOWN (from a client, or typed at the prompt) stops it the same way.
+/// The prompt may be blocked reading a line, so this stops the process
+/// itself, after flushing the log and giving the terminal its settings back.
+async fn stop_the_prompt_when_asked(
     node: node::Node,
+    requests: stop::StopRequests,
     log_flush: Arc<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>>,
     terminal: TerminalSettings,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        tracing::warn!("cannot handle SIGTERM; it will stop this replica without a hand-over");
-        return;
+    let sigterm = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => terminate.recv().await,
+            Err(_) => {
+                tracing::warn!(
+                    "cannot handle SIGTERM; it will stop this replica without a hand-over"
+                );
+                std::future::pending().await
+            }
+        }
     };
-    terminate.recv().await;
-    tracing::info!("SIGTERM: shutting down");
-    membership::step_down(node.raft()).await;
-    if let Err(e) = node.raft().shutdown().await {
-        tracing::warn!("openraft did not shut down cleanly: {e}");
+    tokio::select! {
+        _ = sigterm => tracing::info!("SIGTERM: shutting down"),
+        who = requests.requested() => tracing::info!("{who}: shutting down"),
     }
+    stop_raft(&node).await;
     terminal.restore();
     // Dropping the guard writes out what the log still buffers.
     drop(log_flush.lock().unwrap_or_else(|e| e.into_inner()).take());

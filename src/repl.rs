@@ -6,16 +6,18 @@
 //!   `add-replica`, `remove-replica`, `help`, `exit`) read their words as typed
 //!   and answer as they always have: `put KEY VALUE` takes the rest of the line
 //!   as the value, `get` prints the value itself.
-//! - Every other keyspace command the client port serves (`set`, `incr`,
-//!   `expire`, `ttl`, `mget`, `scan`, ...) reads its words as redis-cli does
-//!   ([`split_words`]: `"a key"`, `'it\'s'`, `\n`, `\xff`) and is answered as
-//!   redis-cli prints the reply ([`reply_lines`]).
+//! - Every other command the client port serves (`set`, `incr`, `scan`,
+//!   `multi`/`exec`, `select`, `ping`, `info`, `config`, `shutdown`, ...)
+//!   reads its words as redis-cli does ([`split_words`]: `"a key"`,
+//!   `'it\'s'`, `\n`, `\xff`) and is answered as redis-cli prints the reply
+//!   ([`reply_lines`]).
 //!
 //! Parsing is a pure function ([`parse_line`]) so every rule about input is
-//! unit-tested; the loop only reads lines, runs them through the request path
-//! in `kv.rs` (the one the client port uses too), and prints the answer: one
-//! line per command, except an array on a terminal, which is one line per
-//! element as in redis-cli.
+//! unit-tested; the loop only reads lines, runs them through the prompt's own
+//! [`Session`] (the same session a client of the port has: its database, its
+//! transaction, its WATCHed keys), and prints the answer: one line per
+//! command, except an array (or INFO's text) on a terminal, which is one
+//! line per element as in redis-cli.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -23,22 +25,24 @@ use std::path::Path;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
-use crate::kv::{self, Kv, Request, Role, Status};
+use bytes::Bytes;
+
+use crate::kv::{self, Kv, Role, Status};
 use crate::machine::parse::shown;
-use crate::machine::Reply;
 use crate::membership::MembershipChange;
-use crate::store::StateChecksum;
+use crate::session::{commands, format_checksum, Frame, Session, Shared};
 use crate::types::NodeId;
 
 /// One line the person typed, understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptCommand {
-    /// put, get and delete: the same requests the client port makes, answered
-    /// in the prompt's own words (`get` prints the bare value, `put` and
-    /// `delete` print OK).
-    Kv(Request),
-    /// Any other keyspace command, answered as redis-cli prints the reply.
-    Redis(Request),
+    /// put, get and delete, as the words of the request the client port
+    /// would get (`SET k v`, `GET k`, `DEL k`), answered in the prompt's own
+    /// words (`get` prints the bare value, `put` and `delete` print OK).
+    Kv(Vec<Bytes>),
+    /// Any other command the port serves, as its words, checked; answered
+    /// as redis-cli prints the reply.
+    Redis(Vec<Bytes>),
     /// add-replica, remove-replica and transfer-leader.
     Membership(MembershipChange),
     Status,
@@ -49,9 +53,9 @@ pub enum PromptCommand {
 
 const COMMAND_LIST: &str =
     "put, get, delete, status, checksum, add-replica, remove-replica, transfer-leader, \
-     help, exit, or a Redis string command (set, incr, expire, ttl, mget, scan, eval, ...)";
+     help, exit, or a Redis command (set, incr, expire, scan, eval, multi, select, info, ...)";
 
-const HELP_LINES: [&str; 13] = [
+const HELP_LINES: [&str; 14] = [
     "put KEY VALUE   store VALUE (the rest of the line) under KEY; prints OK once committed",
     "get KEY         print the value under KEY, or (nil); linearizable from any replica",
     "delete KEY      remove KEY; prints OK",
@@ -63,6 +67,7 @@ const HELP_LINES: [&str; 13] = [
     "set KEY VALUE [EX s] [NX] ...   Redis's SET; quote words as in redis-cli: \"a key\" 'it\\'s' \"\\xff\"",
     "incr, expire, ttl, mget, scan, ...   the other Redis string commands, answered as redis-cli prints",
     "eval SCRIPT NUMKEYS KEY... ARG...   a Lua script, as Redis runs it (evalsha, script load|exists|flush too)",
+    "multi, exec, watch, select N, ping, info, config, save, shutdown, ...   as on the client port",
     "help            this list",
     "exit            leave (Ctrl-D too)",
 ];
@@ -158,35 +163,48 @@ fn parse_get_or_delete(name: &str, rest: &str) -> Result<PromptCommand, String> 
     Ok(PromptCommand::Kv(keyspace_request(&[command, &key])?))
 }
 
-/// Any other line: a keyspace command as redis-cli would send it.
+/// Any other line: a command as redis-cli would send it.
 fn parse_redis(line: &str) -> Result<PromptCommand, String> {
     // The name alone first: an unknown one is refused without reading the
     // rest of the line, which may be a pasted 8 MiB value.
     let (name, _) = next_word(line).map_err(|e| e.to_string())?;
-    if Request::parse(0, &[&name]).is_none() {
+    let known = commands::COMMAND_NAMES
+        .iter()
+        .any(|known| known.as_bytes().eq_ignore_ascii_case(&name));
+    if !known {
         return Err(format!(
             "unknown command '{}'; expected {COMMAND_LIST} (type help)",
             shown(&name)
         ));
     }
-    let words = split_words(line).map_err(|e| e.to_string())?;
-    match Request::parse(0, &words) {
-        Some(Ok(request)) => Ok(PromptCommand::Redis(request)),
+    let words: Vec<Bytes> = split_words(line)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+    // Checked here with the port's own parser, so a mistake is told at once;
+    // the session reads the words again in its selected database.
+    match commands::parse(&words, 0) {
+        Ok(_) => Ok(PromptCommand::Redis(words)),
         // Redis's own error line (`ERR syntax error`), as redis-cli shows it.
-        Some(Err(e)) => Err(one_line(&e)),
-        None => Err(format!("unknown command '{}'", shown(&name))),
+        Err(e) => Err(one_line(&e)),
     }
 }
 
-/// The request the client port would make of these words (database 0).
-fn keyspace_request(words: &[impl AsRef<[u8]>]) -> Result<Request, String> {
-    match Request::parse(0, words) {
-        Some(Ok(request)) => Ok(request),
-        Some(Err(e)) => Err(one_line(e.strip_prefix("ERR ").unwrap_or(&e))),
-        None => Err(format!(
+/// The words of put, get or delete's request, checked as the client port
+/// checks them.
+fn keyspace_request(words: &[impl AsRef<[u8]>]) -> Result<Vec<Bytes>, String> {
+    let words: Vec<Bytes> = words
+        .iter()
+        .map(|word| Bytes::copy_from_slice(word.as_ref()))
+        .collect();
+    match commands::parse(&words, 0) {
+        Ok(commands::ClientCommand::Kv(_)) => Ok(words),
+        Ok(_) => Err(format!(
             "'{}' is not a keyspace command",
             shown(words.first().map_or(&[][..], |w| w.as_ref()))
         )),
+        Err(e) => Err(one_line(e.strip_prefix("ERR ").unwrap_or(&e))),
     }
 }
 
@@ -402,7 +420,11 @@ fn single_quoted<'a>(inside: &'a str, word: &mut Vec<u8>) -> Result<&'a str, Spl
 /// 2) 1) "a key"
 ///    2) "hits"
 /// ```
-pub fn reply_lines(reply: &Reply) -> Vec<String> {
+pub fn reply_lines(reply: &Frame) -> Vec<String> {
+    // INFO's text is printed as it is, a line a line, as redis-cli does.
+    if let Frame::Verbatim(text) = reply {
+        return text.lines().map(one_line).collect();
+    }
     let mut text = String::new();
     render_tty(reply, "", &mut text);
     text.lines().map(str::to_string).collect()
@@ -410,7 +432,7 @@ pub fn reply_lines(reply: &Reply) -> Vec<String> {
 
 /// redis-cli's `cliFormatReplyTTY`: `reply` and a newline onto `out`; the
 /// lines after the first of an array start with `indent`.
-fn render_tty(reply: &Reply, indent: &str, out: &mut String) {
+fn render_tty(reply: &Frame, indent: &str, out: &mut String) {
     let items = elements(reply);
     if items.is_empty() {
         out.push_str(&reply_line(reply));
@@ -433,16 +455,18 @@ fn render_tty(reply: &Reply, indent: &str, out: &mut String) {
 /// command gets exactly one line: as [`reply_lines`], with an array's elements
 /// side by side and a nested array in brackets, `1) "0" 2) [1) "a key" 2) "hits"]`.
 /// Strings are quoted, so a bracket inside one is never taken for structure.
-pub fn reply_line(reply: &Reply) -> String {
+pub fn reply_line(reply: &Frame) -> String {
     match reply {
-        Reply::Ok => "OK".into(),
-        Reply::Status(text) => one_line(text),
+        Frame::Simple(text) => one_line(text),
+        Frame::Status(text) => one_line(text),
         // redis-cli shows a null array (EXEC after a WATCHed change) as nil too.
-        Reply::Nil | Reply::NilArray => "(nil)".into(),
-        Reply::Int(n) => format!("(integer) {n}"),
-        Reply::Bulk(bytes) => quoted(bytes),
-        Reply::Error(e) => format!("(error) {}", one_line(e)),
-        Reply::Array(_) | Reply::Map(_) => {
+        Frame::Null | Frame::NullArray | Frame::Bulk(None) => "(nil)".into(),
+        Frame::Integer(n) => format!("(integer) {n}"),
+        Frame::Bulk(Some(bytes)) => quoted(bytes),
+        // INFO's text, quoted as a string so it stays on one line.
+        Frame::Verbatim(text) => quoted(text.as_bytes()),
+        Frame::Error(e) => format!("(error) {}", one_line(e)),
+        Frame::Array(_) | Frame::Map(_) => {
             let items = elements(reply);
             if items.is_empty() {
                 return "(empty array)".into();
@@ -467,10 +491,10 @@ pub fn reply_line(reply: &Reply) -> String {
 /// The elements of an array reply (none for any other reply). A map's are
 /// key, value, key, value: the flat array RESP2 sends it as, which is how
 /// redis-cli (RESP2 unless started with -3) shows it.
-fn elements(reply: &Reply) -> Vec<&Reply> {
+fn elements(reply: &Frame) -> Vec<&Frame> {
     match reply {
-        Reply::Array(items) => items.iter().collect(),
-        Reply::Map(pairs) => pairs.iter().flat_map(|(key, value)| [key, value]).collect(),
+        Frame::Array(items) => items.iter().collect(),
+        Frame::Map(pairs) => pairs.iter().flat_map(|(key, value)| [key, value]).collect(),
         _ => Vec::new(),
     }
 }
@@ -572,29 +596,26 @@ fn catch_up_progress(status: &Status, newcomer: NodeId, elapsed: std::time::Dura
     }
 }
 
-/// The one line `checksum` prints (at the prompt and on the client port).
-pub fn format_checksum(sum: &StateChecksum) -> String {
-    format!(
-        "applied={} keys={} digest={:032x}",
-        sum.applied_index, sum.keys, sum.digest
-    )
-}
-
-/// Runs one command and returns the lines to print: one, except a Redis
-/// command's array reply on a terminal (see [`reply_lines`]).
-async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<String> {
+/// Runs one command in `session` and returns the lines to print: one, except
+/// a Redis command's array reply (or INFO's text) on a terminal (see
+/// [`reply_lines`]).
+async fn execute(session: &mut Session, command: PromptCommand, on_terminal: bool) -> Vec<String> {
+    let kv = session.shared().kv.clone();
     let answer = match command {
-        PromptCommand::Redis(request) => {
-            return match kv.execute_one(request).await {
-                Ok(reply) if on_terminal => reply_lines(&reply),
-                Ok(reply) => vec![reply_line(&reply)],
-                Err(e) => vec![format!("(error) {e}")],
-            }
+        PromptCommand::Redis(words) => {
+            let reply = run_counted(session, &words).await;
+            return if on_terminal {
+                reply_lines(&reply)
+            } else {
+                vec![reply_line(&reply)]
+            };
         }
-        PromptCommand::Kv(request) => kv.execute_one(request).await.map(|reply| match reply {
-            Reply::Bulk(value) => String::from_utf8_lossy(&value).into_owned(),
-            Reply::Nil => "(nil)".to_string(),
-            Reply::Error(e) => format!("(error) {e}"),
+        PromptCommand::Kv(words) => Ok(match run_counted(session, &words).await {
+            Frame::Bulk(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+            Frame::Bulk(None) | Frame::Null => "(nil)".to_string(),
+            Frame::Error(e) => format!("(error) {}", one_line(&e)),
+            // Inside MULTI.
+            Frame::Simple("QUEUED") => "QUEUED".to_string(),
             // put and delete of one key answer OK, whether or not it existed.
             _ => "OK".to_string(),
         }),
@@ -606,7 +627,7 @@ async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<Stri
             };
             let changing = kv.change_membership(change);
             let changed = match newcomer {
-                Some(id) => with_catch_up_progress(kv, id, changing).await,
+                Some(id) => with_catch_up_progress(&kv, id, changing).await,
                 None => changing.await,
             };
             changed.map(|changed| done.done_text(&changed))
@@ -633,40 +654,112 @@ async fn execute(kv: &Kv, command: PromptCommand, on_terminal: bool) -> Vec<Stri
     vec![answer.unwrap_or_else(|e| format!("(error) {e}"))]
 }
 
-/// Handles one input line; returns false when the person asked to leave.
-fn handle_line(
-    runtime: &Runtime,
-    kv: &Kv,
-    line: &str,
-    on_terminal: bool,
-    out: &mut impl Write,
-) -> bool {
-    let lines = match parse_line(line) {
-        Ok(None) => return true,
-        Ok(Some(PromptCommand::Exit)) => return false,
-        Ok(Some(command)) => {
-            let kv = kv.clone();
-            // Run on the runtime's workers: storage calls expect to be there.
-            let task = runtime.spawn(async move { execute(&kv, command, on_terminal).await });
-            runtime.block_on(task).unwrap_or_else(|e| {
-                vec![format!(
-                    "(error) the command failed inside the replica: {e}"
-                )]
-            })
-        }
-        Err(why) => vec![format!("(error) {why}")],
-    };
-    for line in lines {
-        let _ = writeln!(out, "{line}");
+/// Runs a request in the session, counted in INFO as the port counts its own.
+async fn run_counted(session: &mut Session, words: &[Bytes]) -> Frame {
+    let started = std::time::Instant::now();
+    let reply = session.run_one(words).await;
+    if let Some(name) = words.first() {
+        session
+            .shared()
+            .stats
+            .count_command(name, started.elapsed());
     }
-    let _ = out.flush();
-    true
+    reply
 }
 
-/// Reads commands until `exit` or end of input.
-pub fn run(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
+/// The prompt itself: the session its commands run in, and where they run.
+struct Prompt<'a> {
+    runtime: &'a Runtime,
+    /// `None` only while a command runs (it is lent to the task).
+    session: Option<Session>,
+    shared: Shared,
+}
+
+impl Prompt<'_> {
+    /// Handles one input line; returns false when the person asked to leave
+    /// (or SHUTDOWN was accepted).
+    fn handle_line(&mut self, line: &str, on_terminal: bool, out: &mut impl Write) -> bool {
+        let lines = match parse_line(line) {
+            Ok(None) => return true,
+            Ok(Some(PromptCommand::Exit)) => return false,
+            Ok(Some(command)) => {
+                let mut session = self.take_session();
+                // Run on the runtime's workers: storage calls expect to be
+                // there. The session comes back with the answer.
+                let task = self.runtime.spawn(async move {
+                    let lines = execute(&mut session, command, on_terminal).await;
+                    (session, lines)
+                });
+                match self.runtime.block_on(task) {
+                    Ok((session, lines)) => {
+                        self.session = Some(session);
+                        lines
+                    }
+                    Err(e) => vec![format!(
+                        "(error) the command failed inside the replica (the session starts afresh): {e}"
+                    )],
+                }
+            }
+            Err(why) => {
+                // Inside MULTI a mistyped command aborts the transaction, as
+                // it does when Redis refuses one, rather than letting it run
+                // without the command the person meant to queue.
+                if let Some(session) = self.session.as_mut() {
+                    session.refused_elsewhere();
+                }
+                vec![format!("(error) {why}")]
+            }
+        };
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+        !self.session.as_ref().is_some_and(Session::stopping)
+    }
+
+    fn take_session(&mut self) -> Session {
+        self.session
+            .take()
+            .unwrap_or_else(|| prompt_session(self.shared.clone()))
+    }
+
+    /// What the prompt shows: the replica, and as redis-cli shows them, the
+    /// selected database (`[1]`) and a transaction being queued (`(TX)`).
+    fn prompt_text(&self) -> String {
+        let id = self.shared.kv.replica_id();
+        let (db, in_transaction) = self
+            .session
+            .as_ref()
+            .map_or((0, false), |s| (s.db(), s.in_transaction()));
+        prompt_text(id, db, in_transaction)
+    }
+}
+
+/// `replica-1> `, `replica-1[3]> `, `replica-1[3](TX)> `.
+fn prompt_text(id: NodeId, db: u8, in_transaction: bool) -> String {
+    let db = if db == 0 {
+        String::new()
+    } else {
+        format!("[{db}]")
+    };
+    let tx = if in_transaction { "(TX)" } else { "" };
+    format!("replica-{id}{db}{tx}> ")
+}
+
+/// The prompt's session: logged in (the prompt asks for no password).
+fn prompt_session(shared: Shared) -> Session {
+    Session::new(shared, "prompt".into(), true)
+}
+
+/// Reads commands until `exit`, SHUTDOWN or end of input.
+pub fn run(runtime: &Runtime, shared: Shared, replica_dir: &Path) {
+    let mut prompt = Prompt {
+        runtime,
+        session: Some(prompt_session(shared.clone())),
+        shared,
+    };
     if std::io::stdin().is_terminal() {
-        run_interactive(runtime, kv, replica_dir);
+        run_interactive(&mut prompt, replica_dir);
     } else {
         let stdout = std::io::stdout();
         // Lines as bytes: one line that is not UTF-8 is refused on its own
@@ -678,14 +771,14 @@ pub fn run(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
                 let _ = writeln!(stdout.lock(), "(error) the line is not UTF-8 text; ignored");
                 continue;
             };
-            if !handle_line(runtime, kv, line, false, &mut stdout.lock()) {
+            if !prompt.handle_line(line, false, &mut stdout.lock()) {
                 break;
             }
         }
     }
 }
 
-fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
+fn run_interactive(prompt: &mut Prompt, replica_dir: &Path) {
     let history = replica_dir.join("history.txt");
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
@@ -697,17 +790,16 @@ fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
     let _ = editor.load_history(&history);
     println!(
         "replica {} of example-ondisk; type help for the commands",
-        kv.replica_id()
+        prompt.shared.kv.replica_id()
     );
-    let prompt = format!("replica-{}> ", kv.replica_id());
     loop {
-        match editor.readline(&prompt) {
+        match editor.readline(&prompt.prompt_text()) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                     let _ = editor.save_history(&history);
                 }
-                if !handle_line(runtime, kv, &line, true, &mut std::io::stdout()) {
+                if !prompt.handle_line(&line, true, &mut std::io::stdout()) {
                     break;
                 }
             }
@@ -725,6 +817,8 @@ fn run_interactive(runtime: &Runtime, kv: &Kv, replica_dir: &Path) {
 mod tests {
     use super::*;
     use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
+    use crate::machine::Reply;
+    use crate::session::frame_of;
 
     #[test]
     fn status_is_one_line_for_scripts_and_aligned_lines_for_people() {
@@ -775,14 +869,17 @@ mod tests {
         );
     }
 
-    /// The words a prompt request carries to the log.
-    fn words_of(request: &Request) -> Vec<Vec<u8>> {
-        match request {
-            Request::Run { queued, .. } | Request::EvalSha(queued) => {
-                queued.args.iter().map(|a| a.0.clone()).collect()
-            }
-            other => panic!("the prompt made {other:?}"),
-        }
+    /// The words of a prompt request.
+    fn words_of(request: &[Bytes]) -> Vec<Vec<u8>> {
+        request.iter().map(|word| word.to_vec()).collect()
+    }
+
+    fn lines_of(reply: &Reply) -> Vec<String> {
+        reply_lines(&frame_of(reply.clone()))
+    }
+
+    fn line_of(reply: &Reply) -> String {
+        reply_line(&frame_of(reply.clone()))
     }
 
     fn put(key: &str, value: &str) -> PromptCommand {
@@ -967,9 +1064,10 @@ mod tests {
     }
 
     fn redis(words: &[&[u8]]) -> PromptCommand {
-        match Request::parse(0, words) {
-            Some(Ok(request)) => PromptCommand::Redis(request),
-            other => panic!("{words:?} is not a keyspace request: {other:?}"),
+        let words: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w)).collect();
+        match commands::parse(&words, 0) {
+            Ok(_) => PromptCommand::Redis(words),
+            Err(e) => panic!("{words:?} is not a command: {e}"),
         }
     }
 
@@ -1135,6 +1233,62 @@ mod tests {
     }
 
     #[test]
+    fn every_command_of_the_port_is_read_at_the_prompt() {
+        for (line, words) in [
+            ("multi", &[&b"multi"[..]][..]),
+            ("EXEC", &[b"EXEC"]),
+            ("select 3", &[b"select", b"3"]),
+            ("watch a 'b c'", &[b"watch", b"a", b"b c"]),
+            ("ping \"hello there\"", &[b"ping", b"hello there"]),
+            ("info keyspace", &[b"info", b"keyspace"]),
+            (
+                "config set appendonly yes",
+                &[b"config", b"set", b"appendonly", b"yes"],
+            ),
+            ("client setname me", &[b"client", b"setname", b"me"]),
+            ("save", &[b"save"]),
+            ("lastsave", &[b"lastsave"]),
+            ("shutdown nosave", &[b"shutdown", b"nosave"]),
+            ("hello 3", &[b"hello", b"3"]),
+        ] {
+            assert_eq!(parse_line(line).unwrap(), Some(redis(words)), "{line:?}");
+        }
+        for (line, says) in [
+            ("select 16", "ERR DB index is out of range"),
+            ("select", "ERR wrong number of arguments for 'select'"),
+            ("exec now", "ERR wrong number of arguments for 'exec'"),
+            ("shutdown later", "ERR syntax error"),
+            (
+                "config set x",
+                "ERR wrong number of arguments for 'config|set'",
+            ),
+        ] {
+            let err = parse_line(line).unwrap_err();
+            assert!(err.starts_with(says), "{line:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_prompt_shows_the_database_and_a_transaction_as_redis_cli_does() {
+        assert_eq!(prompt_text(1, 0, false), "replica-1> ");
+        assert_eq!(prompt_text(2, 3, false), "replica-2[3]> ");
+        assert_eq!(prompt_text(2, 0, true), "replica-2(TX)> ");
+        assert_eq!(prompt_text(3, 15, true), "replica-3[15](TX)> ");
+    }
+
+    #[test]
+    fn info_text_is_printed_as_lines_on_a_terminal_and_one_line_elsewhere() {
+        let info = Frame::Verbatim("# Server\r\nredis_version:7.0.15\r\n".into());
+        assert_eq!(reply_lines(&info), ["# Server", "redis_version:7.0.15"]);
+        assert_eq!(
+            reply_line(&info),
+            r##""# Server\r\nredis_version:7.0.15\r\n""##
+        );
+        assert_eq!(reply_line(&Frame::Simple("QUEUED")), "QUEUED");
+        assert_eq!(reply_line(&Frame::Bulk(None)), "(nil)");
+    }
+
+    #[test]
     fn strings_are_quoted_as_redis_cli_quotes_them() {
         assert_eq!(quoted(b"a value"), r#""a value""#);
         assert_eq!(quoted(b""), r#""""#);
@@ -1162,8 +1316,8 @@ mod tests {
             (Reply::Array(vec![]), "(empty array)"),
             (Reply::Status("two\nlines".into()), "two?lines"),
         ] {
-            assert_eq!(reply_lines(&reply), [line], "{reply:?}");
-            assert_eq!(reply_line(&reply), line, "{reply:?}");
+            assert_eq!(lines_of(&reply), [line], "{reply:?}");
+            assert_eq!(line_of(&reply), line, "{reply:?}");
         }
     }
 
@@ -1171,11 +1325,8 @@ mod tests {
     fn arrays_are_numbered_lines_on_a_terminal_and_one_line_elsewhere() {
         let bulk = |text: &str| Reply::bulk(text);
         let flat = Reply::Array(vec![bulk("a"), Reply::Nil, Reply::Int(3)]);
-        assert_eq!(
-            reply_lines(&flat),
-            [r#"1) "a""#, "2) (nil)", "3) (integer) 3"]
-        );
-        assert_eq!(reply_line(&flat), r#"1) "a" 2) (nil) 3) (integer) 3"#);
+        assert_eq!(lines_of(&flat), [r#"1) "a""#, "2) (nil)", "3) (integer) 3"]);
+        assert_eq!(line_of(&flat), r#"1) "a" 2) (nil) 3) (integer) 3"#);
 
         // SCAN's answer: a cursor and a nested array, indented under its number.
         let scan = Reply::Array(vec![
@@ -1184,7 +1335,7 @@ mod tests {
             Reply::Array(vec![]),
         ]);
         assert_eq!(
-            reply_lines(&scan),
+            lines_of(&scan),
             [
                 r#"1) "0""#,
                 r#"2) 1) "a key""#,
@@ -1193,14 +1344,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            reply_line(&scan),
+            line_of(&scan),
             r#"1) "0" 2) [1) "a key" 2) "hits"] 3) (empty array)"#
         );
 
         // Ten or more elements: numbers right-aligned, nesting indented past them.
         let mut many: Vec<Reply> = (1..=9).map(Reply::Int).collect();
         many.push(Reply::Array(vec![Reply::Int(10), Reply::Int(11)]));
-        let lines = reply_lines(&Reply::Array(many));
+        let lines = lines_of(&Reply::Array(many));
         assert_eq!(lines[0], " 1) (integer) 1");
         assert_eq!(lines[9], "10) 1) (integer) 10");
         assert_eq!(lines[10], "    2) (integer) 11");
@@ -1211,7 +1362,7 @@ mod tests {
             (bulk("len"), Reply::Int(0)),
         ]);
         assert_eq!(
-            reply_lines(&map),
+            lines_of(&map),
             [
                 r#"1) "matches""#,
                 "2) (empty array)",

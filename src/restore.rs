@@ -33,7 +33,7 @@ use fjall::PersistMode;
 use openraft::storage::RaftStateMachine;
 
 use crate::cli::{fnv1a, Peers, RestoreArgs};
-use crate::repl::format_checksum;
+use crate::session::format_checksum;
 use crate::store::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use crate::store::{self, Identity, StateChecksum, StateDigest, StateMachine, LAYOUT_VERSION};
 use crate::types::{CommittedLeaderId, LogId, Membership, SnapshotMeta, StoredMembership};

@@ -649,3 +649,222 @@ fn flushall_empties_at_once_and_the_leader_sweeps_the_records_away() {
     }
     assert_eq!(int(&mut f, &["DBSIZE"]), 1);
 }
+
+/// The prompt is a client like any other: the port's connection commands,
+/// transactions, WATCH and SELECT work there through the same session code,
+/// read with redis-cli's quoting and answered as redis-cli prints (one line
+/// each, since the harness is not a terminal).
+#[test]
+fn the_prompt_serves_transactions_databases_and_connection_commands() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let leader_port = cluster.replica(leader).client_port();
+    let mut other = connect_to(format!("redis://127.0.0.1:{leader_port}/1"));
+    let prompt = cluster.replica(follower);
+    prompt.send_until_ok("put warm up", SETTLE);
+
+    assert_eq!(prompt.send("PING"), "PONG");
+    assert_eq!(prompt.send(r#"echo "hello there""#), r#""hello there""#);
+    assert_eq!(
+        prompt.send("select 16"),
+        "(error) ERR DB index is out of range"
+    );
+    // SELECT gives the prompt a database of its own; put/get/delete use it.
+    assert_eq!(prompt.send("select 1"), "OK");
+    assert_eq!(prompt.send("put k in db one"), "OK");
+    assert_eq!(prompt.send("get k"), "in db one");
+    assert_eq!(ok(&mut other, &["GET", "k"]), bulk("in db one"));
+
+    // A transaction: queued at the prompt, then one entry, answers in order.
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("set a 1"), "QUEUED");
+    assert_eq!(prompt.send("incr a"), "QUEUED");
+    assert_eq!(prompt.send("put b two words"), "QUEUED");
+    assert_eq!(prompt.send("ping"), "QUEUED");
+    assert_eq!(prompt.send("exec"), "1) OK 2) (integer) 2 3) OK 4) PONG");
+    assert_eq!(ok(&mut other, &["GET", "b"]), bulk("two words"));
+    // DISCARD drops what was queued.
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("set a 100"), "QUEUED");
+    assert_eq!(prompt.send("discard"), "OK");
+    assert_eq!(prompt.send("get a"), "2");
+    // WATCH at the prompt, a write at another replica: EXEC runs nothing.
+    assert_eq!(prompt.send("watch a"), "OK");
+    ok(&mut other, &["SET", "a", "5"]);
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("incr a"), "QUEUED");
+    assert_eq!(prompt.send("exec"), "(nil)");
+    assert_eq!(prompt.send("get a"), "5");
+    // A command refused while queueing aborts the transaction.
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("incr a"), "QUEUED");
+    assert_eq!(
+        prompt.send("set a"),
+        "(error) ERR wrong number of arguments for 'set' command"
+    );
+    assert_eq!(
+        prompt.send("exec"),
+        "(error) EXECABORT Transaction discarded because of previous errors."
+    );
+    assert_eq!(prompt.send("get a"), "5");
+    // SAVE may not be queued (Redis's no-multi), CONFIG SET fails at EXEC.
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("set foo bar"), "QUEUED");
+    assert_eq!(
+        prompt.send("save"),
+        "(error) ERR Command not allowed inside a transaction"
+    );
+    assert_eq!(
+        prompt.send("exec"),
+        "(error) EXECABORT Transaction discarded because of previous errors."
+    );
+    assert_eq!(prompt.send("get foo"), "(nil)");
+    assert_eq!(prompt.send("multi"), "OK");
+    assert_eq!(prompt.send("set foo bar"), "QUEUED");
+    assert_eq!(prompt.send("config set maxmemory bla"), "QUEUED");
+    assert_eq!(
+        prompt.send("exec"),
+        "1) OK 2) (error) ERR CONFIG SET failed (possibly related to argument 'maxmemory') \
+         - argument must be a memory value"
+    );
+    assert_eq!(prompt.send("get foo"), "bar");
+
+    // The connection's own commands.
+    assert_eq!(prompt.send("client setname me"), "OK");
+    assert_eq!(prompt.send("client getname"), r#""me""#);
+    let info = prompt.send("info keyspace");
+    assert!(info.contains(r"db1:keys=4,expires=0"), "{info}");
+    assert_eq!(prompt.send("save"), "OK");
+    let lastsave = prompt.send("lastsave");
+    let seconds: u64 = lastsave
+        .strip_prefix("(integer) ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("LASTSAVE answered {lastsave}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(seconds.abs_diff(now) < 60, "LASTSAVE {seconds}, now {now}");
+    assert_eq!(prompt.send("select 0"), "OK");
+    assert_eq!(prompt.send("get k"), "(nil)");
+    assert_eq!(
+        prompt.send("backup"),
+        "(error) ERR BACKUP sends the whole state to a client; use `example-ondisk backup`"
+    );
+
+    // SHUTDOWN typed at the prompt stops this replica as `exit` does.
+    assert_eq!(prompt.send("shutdown"), "OK");
+    let exit = prompt.wait_own_exit(Duration::from_secs(30));
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SHUTDOWN should end it cleanly: {exit}"
+    );
+    assert_eq!(ok(&mut other, &["GET", "a"]), bulk("5"));
+}
+
+/// CONFIG SET, SAVE, BGSAVE, LASTSAVE and SHUTDOWN through a client library,
+/// as Redis answers them; SHUTDOWN of the leader hands leadership over first.
+#[test]
+fn server_commands_answer_as_redis_does_and_shutdown_stops_the_replica() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let follower = cluster.other_than(&[leader]);
+    let mut c = connect(cluster.replica(follower).client_port());
+
+    // Redis's "MULTI with config error": EXEC holds OK for the SET and the
+    // CONFIG SET's error in its place.
+    ok(&mut c, &["MULTI"]);
+    ok(&mut c, &["SET", "foo", "bar"]);
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "bla"]);
+    let error = run(&mut c, &["EXEC"]).expect_err("the CONFIG SET fails");
+    assert!(error.to_string().contains("CONFIG SET failed"), "{error}");
+    assert_eq!(ok(&mut c, &["GET", "foo"]), bulk("bar"));
+    let unknown = run(&mut c, &["CONFIG", "SET", "nosuch", "1"]).unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .contains("Unknown option or number of arguments for CONFIG SET - 'nosuch'"),
+        "{unknown}"
+    );
+    assert_eq!(
+        ok(&mut c, &["CONFIG", "SET", "appendonly", "yes"]),
+        Value::Okay
+    );
+    let refused = run(&mut c, &["CONFIG", "SET", "appendonly", "no"]).unwrap_err();
+    assert!(refused.to_string().contains("fsynced"), "{refused}");
+
+    // SAVE and BGSAVE: everything acknowledged is on disk already.
+    let before = int(&mut c, &["LASTSAVE"]);
+    assert_eq!(ok(&mut c, &["SAVE"]), Value::Okay);
+    assert_eq!(
+        ok(&mut c, &["BGSAVE"]),
+        Value::SimpleString("Background saving started".into())
+    );
+    let after = int(&mut c, &["LASTSAVE"]);
+    assert!(
+        after >= before,
+        "LASTSAVE went back from {before} to {after}"
+    );
+
+    // CONFIG RESETSTAT: INFO's counters start again.
+    let processed = |c: &mut Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no total_commands_processed in {info}"))
+    };
+    assert!(processed(&mut c) > 10);
+    assert_eq!(ok(&mut c, &["CONFIG", "RESETSTAT"]), Value::Okay);
+    assert!(processed(&mut c) <= 2);
+
+    // Redis's "MULTI with SAVE" and "MULTI with SHUTDOWN".
+    for command in ["SAVE", "SHUTDOWN"] {
+        ok(&mut c, &["DEL", "foo"]);
+        ok(&mut c, &["MULTI"]);
+        ok(&mut c, &["SET", "foo", "bar"]);
+        let refused = run(&mut c, &[command]).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("Command not allowed inside a transaction"),
+            "{command}: {refused}"
+        );
+        let aborted = run(&mut c, &["EXEC"]).unwrap_err();
+        assert_eq!(aborted.code(), Some("EXECABORT"), "{aborted}");
+        assert_eq!(ok(&mut c, &["GET", "foo"]), Value::Nil);
+    }
+    let abort = run(&mut c, &["SHUTDOWN", "ABORT"]).unwrap_err();
+    assert!(
+        abort.to_string().contains("No shutdown in progress"),
+        "{abort}"
+    );
+    assert!(run(&mut c, &["SHUTDOWN", "SAVE", "NOSAVE"]).is_err());
+    assert!(cluster.replica(follower).is_running());
+
+    // SHUTDOWN at the leader: no reply, the replica hands over and exits.
+    ok(&mut c, &["SET", "before-shutdown", "1"]);
+    let term_before = cluster.replica(leader).status().term();
+    let mut at_leader = connect(cluster.replica(leader).client_port());
+    let _ = run(&mut at_leader, &["SHUTDOWN", "NOSAVE"]);
+    let exit = cluster
+        .replica(leader)
+        .wait_own_exit(Duration::from_secs(30));
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SHUTDOWN should end it cleanly: {exit}"
+    );
+    let log = std::fs::read_to_string(cluster.replica(leader).dir.join("replica.log")).unwrap();
+    assert!(
+        log.contains("SHUTDOWN from client") && log.contains("handed leadership to replica"),
+        "the leader did not stop by hand-over; its log ends:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let successor = cluster.wait_for_leader_among(&others, ELECTION_TIMEOUT);
+    assert_eq!(cluster.replica(successor).status().term(), term_before + 1);
+    assert_eq!(ok(&mut c, &["GET", "before-shutdown"]), bulk("1"));
+}

@@ -155,6 +155,13 @@ pub struct SweepRange {
     pub stale: usize,
 }
 
+/// The machine's clock: the leader's time (milliseconds since the epoch)
+/// stamped into the newest entry applied, or a later one applied before it
+/// (LASTSAVE's answer is built on it).
+pub fn clock<S: Space>(space: &S) -> Result<u64, String> {
+    stored_clock(space)
+}
+
 /// Keys and keys with an expiry, for each database that has any (INFO's
 /// `# Keyspace`).
 pub fn database_sizes<S: Space>(space: &S) -> Result<Vec<(u8, u64, u64)>, String> {

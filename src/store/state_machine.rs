@@ -257,6 +257,12 @@ impl StateReader {
         tokio::task::block_in_place(|| machine::next_sweep(&view, db, from, limit))
     }
 
+    /// The machine's clock: the largest leader time (milliseconds since the
+    /// epoch) of the entries applied here; 0 before the first.
+    pub async fn clock(&self) -> Result<u64, String> {
+        machine::clock(&self.read_view().await)
+    }
+
     /// Keys and keys with an expiry, per database that has any (for INFO).
     pub async fn keyspace_counts(&self) -> Result<Vec<(u8, u64, u64)>, String> {
         machine::database_sizes(&self.read_view().await)

@@ -4,13 +4,14 @@
 //! The keyspace commands (GET, SET, INCR, EXPIRE, SCAN, ...) become the same
 //! [`Request`]s the prompt makes, checked by `machine::parse`. The rest is
 //! connection state (HELLO, SELECT, MULTI/EXEC, WATCH, CLIENT) that the
-//! connection keeps, or what redis-cli, redis-benchmark and client libraries
-//! send when they connect (`COMMAND`, `CONFIG GET`), answered so they work
-//! unchanged; anything else is refused with a Redis-style error.
+//! session keeps, what redis-cli, redis-benchmark and client libraries send
+//! when they connect (`COMMAND`, `CONFIG GET`), answered so they work
+//! unchanged, and the server commands (`SAVE`, `SHUTDOWN`, `CONFIG SET`);
+//! anything else is refused with a Redis-style error.
 
 use bytes::Bytes;
 
-use super::resp::{Frame, Protocol};
+use super::frame::{Frame, Protocol};
 use crate::kv::Request;
 use crate::machine::parse::{parse_db, shown};
 use crate::membership::MembershipChange;
@@ -63,6 +64,47 @@ pub enum ClientCommand {
     ClientInfo {
         list: bool,
     },
+    /// CONFIG RESETSTAT: INFO's counters start again from zero.
+    ResetStats,
+    /// SAVE: every acknowledged write is on disk already; answers OK.
+    Save,
+    /// BGSAVE [SCHEDULE]: the same, answered as Redis starts a background save.
+    BgSave,
+    /// LASTSAVE: when everything acknowledged was last known to be on disk.
+    LastSave,
+    /// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]: stop this replica as SIGTERM does.
+    Shutdown,
+}
+
+impl ClientCommand {
+    /// The command's name, for a message about it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientCommand::Kv(_) => "a keyspace command",
+            ClientCommand::Info(_) => "info",
+            ClientCommand::Checksum => "checksum",
+            ClientCommand::Backup => "backup",
+            ClientCommand::Membership(_) => "cluster",
+            ClientCommand::Quit => "quit",
+            ClientCommand::Time => "time",
+            ClientCommand::Constant(_) => "a constant",
+            ClientCommand::Hello { .. } => "hello",
+            ClientCommand::Auth { .. } => "auth",
+            ClientCommand::Select(_) => "select",
+            ClientCommand::Multi => "multi",
+            ClientCommand::Exec => "exec",
+            ClientCommand::Discard => "discard",
+            ClientCommand::Watch(_) => "watch",
+            ClientCommand::Unwatch => "unwatch",
+            ClientCommand::SetName(_) | ClientCommand::GetName => "client",
+            ClientCommand::ClientId | ClientCommand::ClientInfo { .. } => "client",
+            ClientCommand::ResetStats => "config",
+            ClientCommand::Save => "save",
+            ClientCommand::BgSave => "bgsave",
+            ClientCommand::LastSave => "lastsave",
+            ClientCommand::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Every command name [`parse`] knows, in upper case: the only names the
@@ -78,8 +120,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "PTTL", "RANDOMKEY", "RENAME", "RENAMENX", "SCAN", "SCRIPT", "SET", "SETBIT", "SETEX",
     "SETNX", "SETRANGE", "STRLEN", "SUBSTR", "TOUCH", "TTL", "TYPE", "UNLINK",
     // The connection and the server (this file).
-    "AUTH", "BACKUP", "CHECKSUM", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DISCARD", "ECHO", "EXEC",
-    "FUNCTION", "HELLO", "INFO", "MULTI", "PING", "QUIT", "SELECT", "TIME", "UNWATCH", "WATCH",
+    "AUTH", "BACKUP", "BGSAVE", "CHECKSUM", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DISCARD",
+    "ECHO", "EXEC", "FUNCTION", "HELLO", "INFO", "LASTSAVE", "MULTI", "PING", "QUIT", "SAVE",
+    "SELECT", "SHUTDOWN", "TIME", "UNWATCH", "WATCH",
 ];
 
 /// Understands one request made in database `db`. `Err` holds the Redis
@@ -158,9 +201,17 @@ pub fn parse(args: &[Bytes], db: u8) -> Result<ClientCommand, String> {
         },
         "config" => config_command(rest)?,
         "cluster" => cluster_command(rest)?,
-        "checksum" | "backup" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time" => {
-            return Err(wrong_arity())
-        }
+        "save" if rest.is_empty() => ClientCommand::Save,
+        "bgsave" => match rest {
+            [] => ClientCommand::BgSave,
+            [schedule] if schedule.eq_ignore_ascii_case(b"schedule") => ClientCommand::BgSave,
+            [_] => return Err(SYNTAX_ERROR.into()),
+            _ => return Err(wrong_arity()),
+        },
+        "lastsave" if rest.is_empty() => ClientCommand::LastSave,
+        "shutdown" => shutdown_command(rest)?,
+        "checksum" | "backup" | "multi" | "exec" | "discard" | "unwatch" | "watch" | "time"
+        | "save" | "lastsave" => return Err(wrong_arity()),
         _ => {
             let mut message = format!(
                 "ERR unknown command '{}', with args beginning with:",
@@ -312,9 +363,87 @@ fn hello_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
     })
 }
 
-/// `CONFIG GET`: redis-benchmark reads `save` and `appendonly` to describe the
-/// server. Every write here is fsynced before it is acknowledged, which is what
-/// `appendonly yes` means to a Redis user; nothing else is configurable.
+const SYNTAX_ERROR: &str = "ERR syntax error";
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]`, checked as Redis 7.0
+/// checks it. Every option stops the replica the same way: there is nothing
+/// unsaved to keep or to drop, and no replica to wait for (a leader hands
+/// over before it stops). So a shutdown is never in progress for ABORT to
+/// abort.
+fn shutdown_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
+    let (mut save, mut nosave, mut abort, mut others) = (false, false, false, false);
+    for option in rest {
+        match option.to_ascii_lowercase().as_slice() {
+            b"save" => save = true,
+            b"nosave" => nosave = true,
+            b"abort" => abort = true,
+            b"now" | b"force" => others = true,
+            _ => return Err(SYNTAX_ERROR.into()),
+        }
+    }
+    if (save && nosave) || (abort && (save || nosave || others)) {
+        return Err(SYNTAX_ERROR.into());
+    }
+    if abort {
+        return Ok(ClientCommand::Constant(Frame::error(
+            "ERR No shutdown in progress.",
+        )));
+    }
+    Ok(ClientCommand::Shutdown)
+}
+
+/// A parameter CONFIG GET shows and CONFIG SET knows, with the one value it
+/// has here.
+struct Parameter {
+    name: &'static str,
+    /// Another name Redis accepts for it.
+    alias: Option<&'static str>,
+    value: &'static str,
+    kind: ValueKind,
+    /// Why it cannot be set to anything else here.
+    fixed_because: &'static str,
+    /// Redis itself refuses to set it at run time, whatever the value.
+    immutable: bool,
+}
+
+/// How Redis reads a parameter's value, for Redis's error when it cannot.
+#[derive(Clone, Copy)]
+enum ValueKind {
+    Bool,
+    /// One of these words.
+    Enum(&'static [&'static str]),
+    /// A whole number in this range.
+    Integer(i64, i64),
+    /// A byte count, with Redis's units (`100mb`, `1gb`).
+    Memory,
+    /// Any text.
+    Text,
+}
+
+#[rustfmt::skip]
+const PARAMETERS: &[Parameter] = &[
+    Parameter { name: "appendonly", alias: None, value: "yes", kind: ValueKind::Bool,
+        fixed_because: "every write is fsynced at a majority of replicas before it is acknowledged", immutable: false },
+    Parameter { name: "appendfsync", alias: None, value: "always",
+        kind: ValueKind::Enum(&["always", "everysec", "no"]),
+        fixed_because: "every write is fsynced at a majority of replicas before it is acknowledged", immutable: false },
+    Parameter { name: "save", alias: None, value: "", kind: ValueKind::Text,
+        fixed_because: "there are no snapshot schedules to set: every write is on disk when acknowledged", immutable: false },
+    Parameter { name: "databases", alias: None, value: "16", kind: ValueKind::Integer(1, i32::MAX as i64),
+        fixed_because: "can't set immutable config", immutable: true },
+    Parameter { name: "maxmemory", alias: None, value: "0", kind: ValueKind::Memory,
+        fixed_because: "there is no memory limit here: keys live on disk, and nothing is evicted", immutable: false },
+    Parameter { name: "busy-reply-threshold", alias: Some("lua-time-limit"), value: "0",
+        kind: ValueKind::Integer(0, i64::MAX),
+        fixed_because: "a script is stopped by its instruction budget, the same on every replica, not by time", immutable: false },
+];
+
+/// `CONFIG GET`, `CONFIG SET`, `CONFIG RESETSTAT`. redis-benchmark reads
+/// `save` and `appendonly` to describe the server. Nothing is configurable
+/// at run time here, so CONFIG SET answers OK only for a parameter's one
+/// value, and otherwise refuses in Redis's words. Its refusals are errors of
+/// running it, as in Redis: inside MULTI it is queued, and EXEC holds the
+/// error in its place.
 fn config_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
     let sub = rest
         .first()
@@ -323,22 +452,129 @@ fn config_command(rest: &[Bytes]) -> Result<ClientCommand, String> {
         (Some("get"), 2..) => {
             let mut pairs = Vec::new();
             for pattern in &rest[1..] {
-                for (name, value) in [
-                    ("save", ""),
-                    ("appendonly", "yes"),
-                    ("appendfsync", "always"),
-                    ("databases", "16"),
-                ] {
-                    if glob_matches(pattern, name.as_bytes()) {
-                        pairs.push((Frame::bulk(name), Frame::bulk(value)));
+                for parameter in PARAMETERS {
+                    if glob_matches(pattern, parameter.name.as_bytes()) {
+                        pairs.push((Frame::bulk(parameter.name), Frame::bulk(parameter.value)));
                     }
                 }
             }
             Ok(ClientCommand::Constant(Frame::Map(pairs)))
         }
-        (Some("get"), _) => Err("ERR wrong number of arguments for 'config|get' command".into()),
-        _ => Err("ERR only CONFIG GET is supported here".into()),
+        (Some("set"), 3..) if rest.len().is_multiple_of(2) => Err(SYNTAX_ERROR.into()),
+        (Some("set"), 3..) => Ok(ClientCommand::Constant(match config_set(&rest[1..]) {
+            Ok(()) => Frame::ok(),
+            Err(refusal) => Frame::Error(refusal),
+        })),
+        (Some("resetstat"), 1) => Ok(ClientCommand::ResetStats),
+        (Some(sub @ ("get" | "set" | "resetstat")), _) => Err(format!(
+            "ERR wrong number of arguments for 'config|{sub}' command"
+        )),
+        _ => Err(format!(
+            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+            rest.first().map(|sub| shown(sub)).unwrap_or_default()
+        )),
     }
+}
+
+/// CONFIG SET's pairs, checked in Redis's order: every name first (the first
+/// unknown one is named), then what may not be set, then each value.
+fn config_set(pairs: &[Bytes]) -> Result<(), String> {
+    let mut found: Vec<(&Parameter, &Bytes)> = Vec::with_capacity(pairs.len() / 2);
+    for pair in pairs.chunks(2) {
+        let name = pair[0].to_ascii_lowercase();
+        let parameter = PARAMETERS.iter().find(|parameter| {
+            parameter.name.as_bytes() == name
+                || parameter
+                    .alias
+                    .is_some_and(|alias| alias.as_bytes() == name)
+        });
+        let Some(parameter) = parameter else {
+            return Err(format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                shown(&pair[0])
+            ));
+        };
+        found.push((parameter, &pair[0]));
+    }
+    for (i, (parameter, name)) in found.iter().enumerate() {
+        if parameter.immutable {
+            return Err(config_set_failed(name, parameter.fixed_because));
+        }
+        if found[..i]
+            .iter()
+            .any(|(seen, _)| std::ptr::eq(*seen, *parameter))
+        {
+            return Err(config_set_failed(name, "duplicate parameter"));
+        }
+    }
+    for ((parameter, _), pair) in found.iter().zip(pairs.chunks(2)) {
+        let value = read_value(parameter.kind, &pair[1])
+            .map_err(|why| config_set_failed(parameter.name.as_bytes(), &why))?;
+        let current = read_value(parameter.kind, parameter.value.as_bytes());
+        if current.as_ref() != Ok(&value) {
+            return Err(config_set_failed(
+                parameter.name.as_bytes(),
+                parameter.fixed_because,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn config_set_failed(name: &[u8], why: &str) -> String {
+    format!(
+        "ERR CONFIG SET failed (possibly related to argument '{}') - {why}",
+        shown(name)
+    )
+}
+
+/// A parameter's value as Redis reads it, in one canonical form to compare
+/// (`Err`: Redis's words for why it cannot be read).
+fn read_value(kind: ValueKind, value: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(value).unwrap_or("\u{fffd}");
+    let lower = text.to_ascii_lowercase();
+    match kind {
+        ValueKind::Bool => match lower.as_str() {
+            "yes" | "no" => Ok(lower),
+            _ => Err("argument must be 'yes' or 'no'".into()),
+        },
+        ValueKind::Enum(words) => match words.iter().find(|word| **word == lower) {
+            Some(word) => Ok(word.to_string()),
+            None => Err(format!(
+                "argument(s) must be one of the following: {}",
+                words.join(", ")
+            )),
+        },
+        ValueKind::Integer(min, max) => match text.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
+            Ok(_) => Err(format!(
+                "argument must be between {min} and {max} inclusive"
+            )),
+            Err(_) => Err("argument couldn't be parsed into an integer".into()),
+        },
+        ValueKind::Memory => memory_bytes(&lower)
+            .map(|bytes| bytes.to_string())
+            .ok_or_else(|| "argument must be a memory value".into()),
+        ValueKind::Text => Ok(text.to_string()),
+    }
+}
+
+/// Redis's memory units (`memtoull`): a number, and `b`, `k`, `kb`, `m`,
+/// `mb`, `g` or `gb` (`k` is 1000, `kb` 1024).
+fn memory_bytes(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(scale)
 }
 
 /// CONFIG GET's pattern match: Redis's glob, without case.
@@ -475,7 +711,20 @@ mod tests {
             (&["hello", "4"], "NOPROTO"),
             (&["select", "16"], "out of range"),
             (&["select", "x"], "not an integer"),
-            (&["config", "set", "x", "y"], "only CONFIG GET"),
+            (
+                &["config", "set", "x"],
+                "wrong number of arguments for 'config|set'",
+            ),
+            (&["config", "set", "x", "y", "z"], "ERR syntax error"),
+            (&["config", "resetstat", "x"], "wrong number of arguments"),
+            (&["config", "rewrite"], "unknown subcommand 'rewrite'"),
+            (&["save", "x"], "wrong number of arguments for 'save'"),
+            (&["bgsave", "now"], "ERR syntax error"),
+            (&["bgsave", "schedule", "x"], "wrong number of arguments"),
+            (&["lastsave", "x"], "wrong number of arguments"),
+            (&["shutdown", "later"], "ERR syntax error"),
+            (&["shutdown", "save", "nosave"], "ERR syntax error"),
+            (&["shutdown", "abort", "now"], "ERR syntax error"),
             (&["dbsize", "x"], "wrong number of arguments"),
             (&["exec", "x"], "wrong number of arguments"),
             (&["watch"], "wrong number of arguments"),
@@ -625,6 +874,8 @@ mod tests {
             b"copy",
             b"watch",
             b"setrange",
+            b"shutdown",
+            b"bgsave",
             b"get\x00",
             b"",
         ];
@@ -662,6 +913,124 @@ mod tests {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// CONFIG SET's answer, which is run time's, not a refusal at parse.
+    fn config_set_answer(words: &[&str]) -> Frame {
+        let mut all = vec!["config", "set"];
+        all.extend_from_slice(words);
+        match parsed(&all) {
+            Ok(ClientCommand::Constant(frame)) => frame,
+            other => panic!("{words:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_set_accepts_only_what_is_so_here_and_refuses_in_redis_words() {
+        assert_eq!(config_set_answer(&["appendonly", "YES"]), Frame::ok());
+        assert_eq!(
+            config_set_answer(&["appendfsync", "always", "save", ""]),
+            Frame::ok()
+        );
+        assert_eq!(config_set_answer(&["maxmemory", "0mb"]), Frame::ok());
+        for (words, says) in [
+            (
+                &["nosuch", "1"][..],
+                "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'",
+            ),
+            (
+                &["appendonly", "yes", "nosuch", "1"],
+                "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'",
+            ),
+            (
+                &["maxmemory", "bla"],
+                "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - \
+                 argument must be a memory value",
+            ),
+            (
+                &["appendonly", "maybe"],
+                "ERR CONFIG SET failed (possibly related to argument 'appendonly') - \
+                 argument must be 'yes' or 'no'",
+            ),
+            (
+                &["appendfsync", "sometimes"],
+                "ERR CONFIG SET failed (possibly related to argument 'appendfsync') - \
+                 argument(s) must be one of the following: always, everysec, no",
+            ),
+            (
+                &["lua-time-limit", "ten"],
+                "ERR CONFIG SET failed (possibly related to argument 'busy-reply-threshold') - \
+                 argument couldn't be parsed into an integer",
+            ),
+            (
+                &["appendonly", "yes", "appendonly", "yes"],
+                "ERR CONFIG SET failed (possibly related to argument 'appendonly') - \
+                 duplicate parameter",
+            ),
+            (
+                &["databases", "16", "nosuch", "1"],
+                "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'",
+            ),
+            (
+                &["databases", "16"],
+                "ERR CONFIG SET failed (possibly related to argument 'databases') - \
+                 can't set immutable config",
+            ),
+        ] {
+            assert_eq!(config_set_answer(words), Frame::error(says), "{words:?}");
+        }
+        // A value that reads well but is not this server's is refused, saying why.
+        for words in [
+            &["appendonly", "no"][..],
+            &["maxmemory", "100mb"],
+            &["save", "900 1"],
+            &["lua-time-limit", "10"],
+        ] {
+            let Frame::Error(refusal) = config_set_answer(words) else {
+                panic!("{words:?} was accepted");
+            };
+            assert!(
+                refusal.starts_with("ERR CONFIG SET failed (possibly related to argument '"),
+                "{refusal}"
+            );
+        }
+    }
+
+    #[test]
+    fn save_and_shutdown_read_their_options_as_redis_does() {
+        assert_eq!(parsed(&["SAVE"]), Ok(ClientCommand::Save));
+        assert_eq!(parsed(&["bgsave"]), Ok(ClientCommand::BgSave));
+        assert_eq!(parsed(&["bgsave", "SCHEDULE"]), Ok(ClientCommand::BgSave));
+        assert_eq!(parsed(&["lastsave"]), Ok(ClientCommand::LastSave));
+        assert_eq!(
+            parsed(&["config", "RESETSTAT"]),
+            Ok(ClientCommand::ResetStats)
+        );
+        for words in [
+            &["shutdown"][..],
+            &["SHUTDOWN", "NOSAVE"],
+            &["shutdown", "save", "now", "force"],
+        ] {
+            assert_eq!(parsed(words), Ok(ClientCommand::Shutdown), "{words:?}");
+        }
+        assert_eq!(
+            parsed(&["shutdown", "abort"]),
+            Ok(ClientCommand::Constant(Frame::error(
+                "ERR No shutdown in progress."
+            )))
+        );
+    }
+
+    #[test]
+    fn memory_values_read_as_redis_reads_them() {
+        assert_eq!(memory_bytes("0"), Some(0));
+        assert_eq!(memory_bytes("1k"), Some(1000));
+        assert_eq!(memory_bytes("1kb"), Some(1024));
+        assert_eq!(memory_bytes("2gb"), Some(2 << 30));
+        assert_eq!(memory_bytes(""), None);
+        assert_eq!(memory_bytes("bla"), None);
+        assert_eq!(memory_bytes("-1"), None);
+        assert_eq!(memory_bytes("99999999999999999999gb"), None);
     }
 
     #[test]
