@@ -807,6 +807,12 @@ fn server_commands_answer_as_redis_does_and_shutdown_stops_the_replica() {
         after >= before,
         "LASTSAVE went back from {before} to {after}"
     );
+    let persistence: String = redis::cmd("INFO").arg("persistence").query(&mut c).unwrap();
+    assert!(
+        persistence.contains("rdb_bgsave_in_progress:0")
+            && persistence.contains(&format!("rdb_last_save_time:{after}")),
+        "{persistence}"
+    );
 
     // CONFIG RESETSTAT: INFO's counters start again.
     let processed = |c: &mut Connection| -> u64 {

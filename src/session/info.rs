@@ -150,7 +150,34 @@ pub async fn info(kv: &Kv, stats: &Stats, section: Option<&str>) -> Frame {
         Ok(counts) => counts,
         Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
     };
-    Frame::Verbatim(info_text(kv, stats, &kv.status(), &keyspace, section))
+    let saved = match kv.state().clock().await {
+        Ok(millis) => last_save(millis, stats.last_save()),
+        Err(e) => return Frame::error(format!("ERR {}", KvError::Storage(e))),
+    };
+    let state = State {
+        status: kv.status(),
+        keyspace,
+        last_save: saved,
+    };
+    Frame::Verbatim(info_text(kv, stats, &state, section))
+}
+
+/// What INFO reports that is read from the replica's state.
+struct State {
+    status: Status,
+    keyspace: Vec<(u8, u64, u64)>,
+    /// LASTSAVE's answer.
+    last_save: i64,
+}
+
+/// LASTSAVE, in seconds since the epoch: when everything acknowledged was
+/// last known to be on disk. That is true of the newest entry applied here
+/// (the leader's time in it: it was fsynced at a majority before it was
+/// applied), and of the moment a SAVE or BGSAVE was answered here; the later
+/// of the two. So LASTSAVE moves on after a write, and after a BGSAVE, which
+/// clients that wait for it to change rely on.
+pub fn last_save(machine_clock_millis: u64, last_save_here: u64) -> i64 {
+    (machine_clock_millis / 1000).max(last_save_here) as i64
 }
 
 fn section_wanted(asked: Option<&str>, name: &str) -> bool {
@@ -172,13 +199,12 @@ fn resident_bytes() -> u64 {
 }
 
 /// The text of `INFO`: sections of `name:value` lines, as Redis writes them.
-fn info_text(
-    kv: &Kv,
-    stats: &Stats,
-    status: &Status,
-    keyspace: &[(u8, u64, u64)],
-    section: Option<&str>,
-) -> String {
+fn info_text(kv: &Kv, stats: &Stats, state: &State, section: Option<&str>) -> String {
+    let State {
+        status,
+        keyspace,
+        last_save,
+    } = state;
     let server = [
         (
             "example_ondisk_version",
@@ -278,10 +304,23 @@ fn info_text(
             )
         })
         .collect();
+    // Every write is on disk at a majority when acknowledged: nothing is
+    // ever unsaved or being saved (see LASTSAVE).
+    let persistence = [
+        ("loading", "0".to_string()),
+        ("rdb_changes_since_last_save", "0".to_string()),
+        ("rdb_bgsave_in_progress", "0".to_string()),
+        ("rdb_last_save_time", last_save.to_string()),
+        ("rdb_last_bgsave_status", "ok".to_string()),
+        ("aof_enabled", "1".to_string()),
+        ("aof_rewrite_in_progress", "0".to_string()),
+        ("aof_last_write_status", "ok".to_string()),
+    ];
     let mut sections = vec![
         ("Server", named(&server)),
         ("Clients", named(&clients)),
         ("Memory", named(&memory)),
+        ("Persistence", named(&persistence)),
         ("Stats", named(&counters)),
         ("Raft", raft),
         ("Keyspace", keyspace),
@@ -311,4 +350,16 @@ fn named(fields: &[(&str, String)]) -> Vec<(String, String)> {
         .iter()
         .map(|(field, value)| (field.to_string(), value.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lastsave_is_the_later_of_the_newest_entry_and_the_last_save_here() {
+        assert_eq!(last_save(1_700_000_123_999, 0), 1_700_000_123);
+        assert_eq!(last_save(1_700_000_123_999, 1_700_000_200), 1_700_000_200);
+        assert_eq!(last_save(0, 0), 0);
+    }
 }

@@ -446,7 +446,9 @@ impl Session {
                 Frame::Simple("Background saving started")
             }
             ClientCommand::LastSave => match kv.state().clock().await {
-                Ok(millis) => Frame::Integer(last_save(millis, self.shared.stats.last_save())),
+                Ok(millis) => {
+                    Frame::Integer(info::last_save(millis, self.shared.stats.last_save()))
+                }
                 Err(e) => Frame::error(format!("ERR {}", KvError::Storage(e))),
             },
             ClientCommand::Shutdown => {
@@ -551,16 +553,6 @@ fn since_epoch() -> std::time::Duration {
         .unwrap_or_default()
 }
 
-/// LASTSAVE, in seconds since the epoch: when everything acknowledged was
-/// last known to be on disk. That is true of the newest entry applied here
-/// (the leader's time in it: it was fsynced at a majority before it was
-/// applied), and of the moment a SAVE or BGSAVE was answered here; the later
-/// of the two. So LASTSAVE moves on after a write, and after a BGSAVE, which
-/// clients that wait for it to change rely on.
-fn last_save(machine_clock_millis: u64, last_save_here: u64) -> i64 {
-    (machine_clock_millis / 1000).max(last_save_here) as i64
-}
-
 /// The one line `checksum` prints (at the prompt, on the client port, and by
 /// the backup and restore tools).
 pub fn format_checksum(sum: &StateChecksum) -> String {
@@ -643,12 +635,5 @@ mod tests {
                 Frame::Null,
             ])
         );
-    }
-
-    #[test]
-    fn lastsave_is_the_later_of_the_newest_entry_and_the_last_save_here() {
-        assert_eq!(last_save(1_700_000_123_999, 0), 1_700_000_123);
-        assert_eq!(last_save(1_700_000_123_999, 1_700_000_200), 1_700_000_200);
-        assert_eq!(last_save(0, 0), 0);
     }
 }
