@@ -13,12 +13,18 @@
 //! That is why `ops` is kept as raw JSON until [`Proposal::decode`] has checked
 //! the format.
 //!
-//! Format 4 is format 3 that may hold Lua scripts (EVAL). An entry is written
-//! in the oldest format that can carry it (3 unless it holds a script), so
-//! during a rolling upgrade the replicas of the previous release go on
-//! applying everything but scripts, and stop at the first script with the
-//! error above instead of answering "unknown command" to it and drifting
-//! apart from the others.
+//! Format 4 is format 3 that may hold Lua scripts (EVAL) and machine-version
+//! entries. An entry is written in the oldest format that can carry it (3
+//! unless it holds a script), so during a rolling upgrade the replicas of the
+//! previous release go on applying everything but scripts.
+//!
+//! The format is also the *machine version* (Ra's versioned machines): the
+//! cluster runs one version, recorded in its state by a committed
+//! [`Op::MachineVersion`] entry, and the leader proposes an entry that needs a
+//! newer version only once the cluster has moved to it (`upgrade.rs`). A
+//! replica that meets an entry of a format it cannot apply holds back applying
+//! (`store/state_machine.rs`) instead of stopping: it keeps storing the log
+//! and voting, and applies everything outstanding once it is upgraded.
 //!
 //! `time_ms` is the leader's clock when it proposed the entry: expiry is
 //! decided from it at apply (see `machine/mod.rs`), never from the clock of the
@@ -42,6 +48,20 @@ pub const PROPOSAL_FORMAT: u32 = 4;
 /// The format this build writes for entries without a script.
 pub const SCRIPTLESS_FORMAT: u32 = 3;
 const OLDEST_PROPOSAL_FORMAT: u32 = 2;
+
+/// The machine version of a state that holds no version record: one written
+/// before versions were recorded, or a new cluster before its leader moved it
+/// on. Every replica starts from it, so every replica applying the same log
+/// agrees on the version at every index.
+pub const UNVERSIONED_MACHINE: u32 = SCRIPTLESS_FORMAT;
+
+/// The highest machine version (proposal format) this replica can apply:
+/// this build's newest, unless a test plays an older release.
+pub fn applicable_machine_version() -> u32 {
+    crate::faults::machine_version_limit().map_or(PROPOSAL_FORMAT, |limit| {
+        limit.clamp(UNVERSIONED_MACHINE, PROPOSAL_FORMAT)
+    })
+}
 
 /// Longest key accepted from a person or a client, in bytes. fjall takes
 /// keys of up to 64 KiB, and a stored key adds a few bytes (see
@@ -82,6 +102,10 @@ pub enum Op {
     /// The leader's sweep after a flush: remove the records of `db` at SCAN
     /// positions `first..=last` that the database's flush mark made stale.
     Sweep { db: u8, first: u64, last: u64 },
+    /// The leader moves the cluster to machine version `to` (never back:
+    /// applying it keeps the higher of the two). Written in format `to`, so a
+    /// replica that cannot apply that version holds back at this entry.
+    MachineVersion { to: u32 },
 }
 
 /// A command's words and the database it runs in.
@@ -121,21 +145,38 @@ impl Op {
             }
             Op::Reap(due) => due.iter().map(|e| e.key.len() + 9).sum(),
             Op::Sweep { .. } => 17,
+            Op::MachineVersion { .. } => 4,
         }
     }
 
-    /// Whether the operation runs a Lua script (needs format 4).
-    pub fn runs_a_script(&self) -> bool {
-        let is_eval = |q: &Queued| {
-            q.args.first().is_some_and(|name| {
-                name.eq_ignore_ascii_case(b"eval") || name.eq_ignore_ascii_case(b"eval_ro")
-            })
-        };
+    /// The oldest format (machine version) that can carry the operation.
+    pub fn format_needed(&self) -> u32 {
         match self {
-            Op::Run(queued) => is_eval(queued),
-            Op::Exec { commands, .. } => commands.iter().any(is_eval),
-            Op::Reap(_) | Op::Sweep { .. } => false,
+            Op::MachineVersion { to } => (*to).max(PROPOSAL_FORMAT),
+            Op::Run(queued) => format_needed_by([queued]),
+            Op::Exec { commands, .. } => format_needed_by(commands),
+            Op::Reap(_) | Op::Sweep { .. } => SCRIPTLESS_FORMAT,
         }
+    }
+}
+
+/// The oldest format (machine version) that can carry these commands, run
+/// as a write (one command, or a transaction's).
+pub fn format_needed_by<'a>(commands: impl IntoIterator<Item = &'a Queued>) -> u32 {
+    if commands.into_iter().any(Queued::runs_a_script) {
+        PROPOSAL_FORMAT
+    } else {
+        SCRIPTLESS_FORMAT
+    }
+}
+
+impl Queued {
+    /// Whether the command is EVAL or EVAL_RO (EVALSHA is turned into EVAL
+    /// before it gets this far).
+    pub fn runs_a_script(&self) -> bool {
+        self.args.first().is_some_and(|name| {
+            name.eq_ignore_ascii_case(b"eval") || name.eq_ignore_ascii_case(b"eval_ro")
+        })
     }
 }
 
@@ -166,15 +207,16 @@ impl Proposal {
     /// with this replica's clock (a leader that did not build it stamps it
     /// again).
     pub fn new(ops: &[Op]) -> Self {
-        let needed = if ops.iter().any(Op::runs_a_script) {
-            PROPOSAL_FORMAT
-        } else {
-            SCRIPTLESS_FORMAT
-        };
+        let needed = ops
+            .iter()
+            .map(Op::format_needed)
+            .max()
+            .unwrap_or(SCRIPTLESS_FORMAT);
         let ops = serde_json::value::to_raw_value(ops)
             .expect("serialising ops to JSON cannot fail: keys and values are plain data");
-        // A test can make this replica write another format, to check that
-        // replicas which do not know it stop instead of applying it.
+        // A test can make this replica write another format, past the
+        // version gate, to check that replicas which cannot apply it hold
+        // back instead of applying it.
         let format = crate::faults::proposal_format_override().unwrap_or(needed);
         Proposal {
             format,
@@ -190,6 +232,8 @@ impl Proposal {
     }
 
     /// The operations, if this build understands the proposal's format.
+    /// (Whether this replica may apply that format now is the state
+    /// machine's question: see `store/state_machine.rs`.)
     pub fn decode(&self) -> Result<Vec<Op>, DecodeError> {
         if !(OLDEST_PROPOSAL_FORMAT..=PROPOSAL_FORMAT).contains(&self.format) {
             return Err(DecodeError::UnknownFormat { found: self.format });

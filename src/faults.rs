@@ -42,3 +42,15 @@ pub fn slow_log_sync() -> Option<std::time::Duration> {
     let ms = std::env::var(SLOW_LOG_SYNC_VAR).ok()?.parse().ok()?;
     Some(std::time::Duration::from_millis(ms))
 }
+
+/// The environment variable that makes this replica able to apply machine
+/// versions (proposal formats) only up to the number given, as a replica of
+/// an older release would: it reports that version to the leader, and holds
+/// back at the first entry above it. For testing rolling upgrades.
+pub const MACHINE_VERSION_LIMIT_VAR: &str = "EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT";
+
+/// The machine version a test limited this replica to, if any.
+pub fn machine_version_limit() -> Option<u32> {
+    static CHOSEN: OnceLock<Option<u32>> = OnceLock::new();
+    *CHOSEN.get_or_init(|| std::env::var(MACHINE_VERSION_LIMIT_VAR).ok()?.parse().ok())
+}

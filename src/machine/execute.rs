@@ -63,6 +63,15 @@ fn stored_clock<S: Space>(space: &S) -> Result<u64, String> {
     counter(space, &record::CLOCK_KEY)
 }
 
+/// The cluster's machine version as stored (see `record::MACHINE_VERSION_KEY`).
+pub fn machine_version<S: Space>(space: &S) -> Result<u32, String> {
+    let stored = space.get(&record::MACHINE_VERSION_KEY)?;
+    match stored.as_ref().map(AsRef::as_ref) {
+        None => Ok(crate::command::UNVERSIONED_MACHINE),
+        Some(bytes) => Ok(u32::try_from(record::decode_counter(Some(bytes))).unwrap_or(u32::MAX)),
+    }
+}
+
 /// A key's record as stored, even if flushed or expired.
 fn stored<S: Space>(space: &S, db: u8, key: &[u8]) -> Result<Option<Record>, String> {
     let Some(stored) = space.get(&record::data_key(db, key))? else {
@@ -524,7 +533,7 @@ fn may_flush(op: &Op) -> bool {
     match op {
         Op::Run(queued) => is_flush(queued),
         Op::Exec { commands, .. } => commands.iter().any(is_flush),
-        Op::Reap(_) | Op::Sweep { .. } => false,
+        Op::Reap(_) | Op::Sweep { .. } | Op::MachineVersion { .. } => false,
     }
 }
 
@@ -574,6 +583,18 @@ impl<S: SpaceMut> Writer<'_, S> {
                 Ok(Reply::Int(removed))
             }
             Op::Sweep { db, first, last } => self.sweep(db, first, last),
+            Op::MachineVersion { to } => {
+                // Never back: a second leader's late entry for an older
+                // version changes nothing.
+                let now = machine_version(&*self.space)?;
+                if to > now {
+                    self.space.put(
+                        record::MACHINE_VERSION_KEY.to_vec(),
+                        u64::from(to).to_be_bytes().to_vec(),
+                    );
+                }
+                Ok(Reply::Int(i64::from(to.max(now))))
+            }
         }
     }
 

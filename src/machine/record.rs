@@ -18,8 +18,8 @@
 //! go on from, an integer as clients expect, and it survives leader changes
 //! because every replica holds the same order. The expiry index sorts by time,
 //! so the leader finds what has expired by reading its front. The counters
-//! (keys and expiring keys per database, the machine's clock, the last index
-//! at which each database lost a key of each removal bucket) live in the same
+//! (keys and expiring keys per database, the machine's clock and version, the
+//! last index at which each database lost a key of each removal bucket) live in the same
 //! keyspace, so snapshots,
 //! installs and checksums carry them with the data they describe.
 
@@ -33,6 +33,12 @@ const META_PREFIX: u8 = 0xF0;
 
 /// The machine's clock: the largest leader time any applied entry carried.
 pub const CLOCK_KEY: [u8; 2] = [META_PREFIX, b'c'];
+
+/// The cluster's machine version, as the last `Op::MachineVersion` applied
+/// set it (absent: `command::UNVERSIONED_MACHINE`). It lives with the data,
+/// so snapshots, backups and CHECKSUM carry it: two replicas at the same
+/// index must agree on it, as they must on every other record.
+pub const MACHINE_VERSION_KEY: [u8; 2] = [META_PREFIX, b'v'];
 
 /// The counter of keys stored in `db` (expired ones included until removed).
 pub fn key_count_key(db: u8) -> [u8; 3] {

@@ -52,6 +52,7 @@
 mod conformance;
 mod group_commit;
 pub mod log;
+pub mod machine_version;
 mod recent_entries;
 mod records;
 pub mod snapshot;
@@ -65,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::NodeId;
 
 pub use self::log::LogStore;
+pub use self::machine_version::MachineVersions;
 pub use self::state_machine::{StateChecksum, StateDigest, StateMachine, StateReader};
 
 /// The version of the on-disk layout described above. A folder written with

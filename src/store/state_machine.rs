@@ -17,6 +17,15 @@
 //!   read lock on the active data keyspace so an install cannot drop it midway.
 //! - Reads (`StateReader`) run beside everything and see whole applied batches
 //!   (each `get` is a single key).
+//!
+//! Holding back (`machine_version.rs`): an entry of a machine version above
+//! what this build applies is not applied, nor is anything after it, and
+//! `apply` still returns `Ok` (an error from it stops openraft, and with it
+//! the log and the vote this replica still owes the cluster). openraft then
+//! believes those entries applied; the state machine knows better and says
+//! so where it matters: its applied id (what a restart resumes from, and what
+//! a snapshot covers, so the log behind it is never purged), `status`, and
+//! reads, which a held-back replica refuses.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,6 +38,7 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::RwLock;
 
+use super::machine_version::{HeldBack, MachineVersions};
 use super::snapshot::Snapshot;
 use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, records, Db};
@@ -154,6 +164,8 @@ pub struct StateReader {
     snapshot_dir: std::path::PathBuf,
     data: Arc<RwLock<ActiveData>>,
     pub stats: Arc<ApplyStats>,
+    /// The machine version, and whether applying is held back.
+    pub versions: MachineVersions,
 }
 
 impl StateReader {
@@ -414,6 +426,7 @@ pub struct StateMachine {
     /// The snapshot file last known whole (shared with the builder and the
     /// network client).
     known_whole: snapshot::KnownWhole,
+    versions: MachineVersions,
 }
 
 // openraft 0.10's storage traits take `io::Error`; it records itself what was
@@ -527,13 +540,22 @@ impl StateMachine {
             known_whole.mark(path);
         }
 
-        let data = Arc::new(RwLock::new(ActiveData::open(data).map_err(read_error)?));
+        let active = ActiveData::open(data).map_err(read_error)?;
+        let version = stored_machine_version(&store, &active).map_err(read_error)?;
+        let versions = MachineVersions::new(
+            crate::command::applicable_machine_version(),
+            version,
+            recovered_at,
+        );
+        hold_back_if_state_too_new(&versions, recovered_at);
+        let data = Arc::new(RwLock::new(active));
         let reader = StateReader {
             db: store.db.clone(),
             sm_meta: store.sm_meta.clone(),
             snapshot_dir: store.snapshot_dir.clone(),
             data: data.clone(),
             stats: stats.clone(),
+            versions: versions.clone(),
         };
         let machine = StateMachine {
             store,
@@ -543,6 +565,7 @@ impl StateMachine {
             stats,
             current_snapshot,
             known_whole,
+            versions,
         };
         Ok((machine, reader))
     }
@@ -626,10 +649,20 @@ impl StateMachine {
             commit(run.batch)?;
             guard.flush_marks = run.flush_marks;
         }
+        let applied = self.last_applied.map_or(0, |id| id.index);
+        self.versions.set_applied(applied);
+        if let Some(version) = run.machine_version {
+            self.versions.set_current(version);
+            tracing::info!("the cluster's machine version is {version} from log index {applied}");
+            hold_back_if_state_too_new(&self.versions, applied);
+        }
+        if let Some(held) = run.held_back {
+            hold_back(&self.versions, held);
+        }
         // Outcomes come for the entries applied, in order. A responder whose
         // entry was not applied (the run stopped at an entry this build cannot
-        // apply) is dropped: openraft then stops this replica, and its waiting
-        // client is told so, rather than told a write happened that did not.
+        // apply) is dropped: its waiting client is told the write failed,
+        // rather than told a write happened that did not.
         for (responder, outcome) in responders.into_iter().zip(run.outcomes) {
             if let Some(responder) = responder {
                 responder.send(outcome);
@@ -657,6 +690,8 @@ impl StateMachine {
         let mut flush_marks = active.flush_marks;
         let mut outcomes = Vec::new();
         let mut failure = None;
+        let mut held_back = None;
+        let mut version_changed = false;
         let mut membership_changed = false;
 
         for entry in entries {
@@ -676,6 +711,15 @@ impl StateMachine {
                     membership_changed = true;
                 }
                 EntryPayload::Normal(proposal) => {
+                    if proposal.format > self.versions.can_apply() {
+                        // Hold back here: apply what came before, nothing from here on.
+                        held_back = Some(HeldBack {
+                            at: entry.log_id.index,
+                            needs: proposal.format,
+                            can_apply: self.versions.can_apply(),
+                        });
+                        break;
+                    }
                     let ops = match proposal.decode() {
                         Ok(ops) => ops,
                         Err(e) => {
@@ -684,6 +728,9 @@ impl StateMachine {
                             break;
                         }
                     };
+                    version_changed |= ops
+                        .iter()
+                        .any(|op| matches!(op, crate::command::Op::MachineVersion { .. }));
                     let mut view = ApplyView {
                         data: &active.keyspace,
                         batch: &mut batch,
@@ -715,10 +762,23 @@ impl StateMachine {
                 records::encode(&self.membership),
             );
         }
+        let machine_version = if version_changed {
+            let view = ApplyView {
+                data: &active.keyspace,
+                batch: &mut batch,
+                pending: &mut pending,
+                flush_marks: &mut flush_marks,
+            };
+            Some(machine::machine_version(&view).map_err(read_error)?)
+        } else {
+            None
+        };
         Ok(AppliedRun {
             batch,
             outcomes,
             failure,
+            held_back,
+            machine_version,
             flush_marks,
         })
     }
@@ -778,9 +838,48 @@ fn switch_to_loaded(store: &Db, new_name: &str, meta: &SnapshotMeta) -> Result<(
 struct AppliedRun {
     batch: OwnedWriteBatch,
     outcomes: Vec<ProposalOutcome>,
-    /// An entry this build cannot apply: the run stopped before it.
+    /// An entry this build cannot read: the run stopped before it.
     failure: Option<io::Error>,
+    /// An entry of a machine version this replica cannot apply: the run
+    /// stopped before it, and applying holds back from there.
+    held_back: Option<HeldBack>,
+    /// The machine version after the run, if an entry of it set one.
+    machine_version: Option<u32>,
     flush_marks: FlushMarks,
+}
+
+/// The machine version `active` records (as of the newest committed batch).
+fn stored_machine_version(store: &Db, active: &ActiveData) -> Result<u32, String> {
+    let view = ReadView {
+        view: store.db.snapshot(),
+        data: active.keyspace.clone(),
+        flush_marks: active.flush_marks,
+    };
+    machine::machine_version(&view)
+}
+
+/// Applying holds back from the entry after `applied` if the state's version
+/// is above what this build applies: every later entry is to be applied by a
+/// machine of that version (a replica restarted with an older build after
+/// the cluster moved on, or given such a snapshot).
+fn hold_back_if_state_too_new(versions: &MachineVersions, applied: u64) {
+    if versions.current() > versions.can_apply() {
+        hold_back(
+            versions,
+            HeldBack {
+                at: applied + 1,
+                needs: versions.current(),
+                can_apply: versions.can_apply(),
+            },
+        );
+    }
+}
+
+fn hold_back(versions: &MachineVersions, held: HeldBack) {
+    if versions.held_back().is_none() {
+        crate::logging::note(&held.to_string());
+        versions.hold_back(held);
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -807,6 +906,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         S: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
         loop {
+            if self.versions.held_back().is_some() {
+                // Taken and let go, unapplied (see the module's comment).
+                while entries.try_next().await?.is_some() {}
+                return Ok(());
+            }
             let mut run = Vec::new();
             let mut bytes = 0;
             while bytes < APPLY_RUN_BYTES {
@@ -872,6 +976,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // the old keyspace below can take a while.
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        let applied = meta.last_log_id.map_or(0, |id| id.index);
+        let version = stored_machine_version(&self.store, &data).map_err(read_error)?;
+        self.versions.set_current(version);
+        self.versions.set_applied(applied);
+        self.versions.clear_hold();
+        hold_back_if_state_too_new(&self.versions, applied);
         if snapshot.is_received() {
             self.stats
                 .snapshots_installed
