@@ -21,7 +21,8 @@ use crate::command::{Op, Proposal};
 use crate::machine::ProposalOutcome;
 use crate::metrics::ErrorKind;
 use crate::network::{
-    CallError, ChangeDone, ChangeError, MembershipChange, PeerRequest, PeerResponse, ReadPoint,
+    CallError, ChangeDone, ChangeError, MembershipChange, PeerRequest, PeerResponse, RaiseError,
+    ReadPoint,
 };
 use crate::node::Node;
 use crate::types::NodeId;
@@ -153,6 +154,7 @@ impl Node {
         let bytes = ops.iter().map(Op::size).sum();
         let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
         let (raft, timeout, proposal) = (self.raft(), self.timeout(), &proposal);
+        let versions = &self.reader().versions;
         let here = move |deadline| async move {
             let written =
                 tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));
@@ -169,6 +171,18 @@ impl Node {
                 }
                 Ok(Err(RaftError::APIError(e))) => {
                     Attempt::Done(Err(KvError::Stopped(e.to_string())))
+                }
+                // A leader that holds back lets its entries' answers go
+                // unsent (`store/state_machine.rs`): the entry is committed,
+                // but what it did is not known here.
+                Ok(Err(RaftError::Fatal(_))) if versions.held_back().is_some() => {
+                    Attempt::Done(Err(KvError::HeldBack(format!(
+                        "{}; the write may or may not be applied",
+                        versions
+                            .held_back()
+                            .map(|h| h.to_string())
+                            .unwrap_or_default()
+                    ))))
                 }
                 Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
             }
@@ -221,14 +235,57 @@ impl Node {
             .await
     }
 
+    /// Makes sure the cluster runs machine version `needs` (or newer) before
+    /// a command that needs it is proposed: at once if this replica has
+    /// applied that version (then it is committed), else by asking the
+    /// leader to move the cluster there (`upgrade.rs`). The error says why
+    /// the cluster cannot, in words.
+    pub(crate) async fn ensure_machine_version(&self, needs: u32) -> Result<u32, KvError> {
+        let versions = &self.reader().versions;
+        if versions.current() >= needs {
+            return Ok(versions.current());
+        }
+        let (raft, network, timeout) = (self.raft(), self.network(), self.timeout());
+        let here = move |deadline| async move {
+            let raised = crate::upgrade::raise_at_leader(raft, network, versions, needs);
+            match tokio::time::timeout_at(deadline, raised).await {
+                Ok(Ok(version)) => Attempt::Done(Ok(version)),
+                Ok(Err(RaiseError::NotLeader)) => Attempt::Again,
+                Ok(Err(RaiseError::Refused(why))) => {
+                    Attempt::Done(Err(KvError::MachineVersion(why)))
+                }
+                Err(_) => Attempt::Done(Err(KvError::NoLeader(timeout))),
+            }
+        };
+        let answered = |answer, _| {
+            match answer {
+            Ok(PeerResponse::RaiseMachineVersion(Ok(version))) => Attempt::Done(Ok(version)),
+            Ok(PeerResponse::RaiseMachineVersion(Err(RaiseError::NotLeader))) => Attempt::Again,
+            Ok(PeerResponse::RaiseMachineVersion(Err(RaiseError::Refused(why)))) => {
+                Attempt::Done(Err(KvError::MachineVersion(why)))
+            }
+            // A leader of a release before machine versions: it cannot move.
+            Ok(_) => Attempt::Done(Err(KvError::MachineVersion(format!(
+                "the leader does not know machine versions; the cluster cannot run version                  {needs} until it is upgraded"
+            )))),
+            Err(CallError::Unreachable { .. } | CallError::Interrupted { .. }) => Attempt::Again,
+            Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
+        }
+        };
+        let forwarded = || PeerRequest::RaiseMachineVersion { needs };
+        self.at_leader(timeout, forwarded, here, answered).await
+    }
+
     pub(crate) async fn change_membership_at_leader(
         &self,
         change: MembershipChange,
     ) -> Result<ChangeDone, KvError> {
         let timeout = self.timeout().max(MEMBERSHIP_TIMEOUT);
         let (raft, network, change) = (self.raft(), self.network(), &change);
+        let versions = &self.reader().versions;
         let here = move |deadline| async move {
-            let changed = crate::membership::change_at_leader(raft, network, change.clone());
+            let changed =
+                crate::membership::change_at_leader(raft, network, versions, change.clone());
             match tokio::time::timeout_at(deadline, changed).await {
                 Ok(Ok(done)) => Attempt::Done(Ok(done)),
                 // Leadership moved while it ran: ask again.
@@ -286,6 +343,13 @@ pub enum KvError {
     TooLarge,
     #[error("{0}")]
     Membership(String),
+    /// A command that needs a machine version the cluster does not run yet:
+    /// why it cannot move there (`upgrade.rs`).
+    #[error("{0}")]
+    MachineVersion(String),
+    /// A read at a replica that holds back applying (`store/machine_version.rs`).
+    #[error("{0}")]
+    HeldBack(String),
 }
 
 impl KvError {
@@ -301,6 +365,7 @@ impl KvError {
             KvError::Storage(_) => ErrorKind::Storage,
             KvError::TooLarge => ErrorKind::TooLarge,
             KvError::Membership(_) => ErrorKind::Membership,
+            KvError::MachineVersion(_) | KvError::HeldBack(_) => ErrorKind::MachineVersion,
         }
     }
 }

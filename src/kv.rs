@@ -30,7 +30,7 @@ use openraft::ServerState;
 use tokio::time::Instant;
 
 use crate::batching::{self, ReadIndexRounds, WriteBatcher};
-use crate::command::{Bytes, Op, Queued, Watched};
+use crate::command::{format_needed_by, Bytes, Op, Queued, Watched, SCRIPTLESS_FORMAT};
 pub use crate::forward::KvError;
 use crate::machine::{Command, Reply};
 use crate::metrics::{self, ErrorKind};
@@ -97,6 +97,27 @@ pub enum Runnable {
 impl Runnable {
     fn is_read(&self) -> bool {
         matches!(self, Runnable::Run { command, .. } if command.is_read())
+    }
+
+    /// The machine version its entry needs (a write with a script needs 4).
+    fn format_needed(&self) -> u32 {
+        match self {
+            Runnable::Run { command, .. } if command.is_read() => SCRIPTLESS_FORMAT,
+            Runnable::Run { queued, .. } => format_needed_by([queued]),
+            Runnable::Transaction { commands, .. } => format_needed_by(commands),
+        }
+    }
+
+    /// How a person names it in an error line.
+    fn name(&self) -> String {
+        match self {
+            Runnable::Run { queued, .. } => queued
+                .args
+                .first()
+                .map(|name| String::from_utf8_lossy(name).to_ascii_uppercase())
+                .unwrap_or_default(),
+            Runnable::Transaction { .. } => "this transaction (it holds a script)".into(),
+        }
     }
 
     /// The operation a write request proposes.
@@ -171,6 +192,13 @@ pub struct Status {
     /// Every member, voters first, with its address and, at the leader, how
     /// far its log is known to match the leader's.
     pub members: Vec<MemberStatus>,
+    /// The cluster's machine version, as far as this replica has applied.
+    pub machine_version: u32,
+    /// The highest machine version this replica's build applies.
+    pub machine_version_max: u32,
+    /// The log index applying is held back at (an entry of a newer machine
+    /// version than this build applies), if it is.
+    pub held_back_at: Option<u64>,
 }
 
 impl Status {
@@ -201,6 +229,9 @@ impl Status {
             ("snapshot_bytes", self.snapshot_bytes.to_string()),
             ("snapshots_installed", self.snapshots_installed.to_string()),
             ("replication", self.replication()),
+            ("machine_version", self.machine_version.to_string()),
+            ("machine_version_max", self.machine_version_max.to_string()),
+            ("held_back_at", or_none(self.held_back_at)),
         ]
     }
 
@@ -300,10 +331,13 @@ impl Kv {
         let mut runnable = Vec::with_capacity(requests.len());
         for request in requests {
             match self.prepare(request) {
-                Ok(request) => {
-                    answered.push(None);
-                    runnable.push(request);
-                }
+                Ok(request) => match self.admit(&request).await {
+                    Ok(()) => {
+                        answered.push(None);
+                        runnable.push(request);
+                    }
+                    Err(refusal) => answered.push(Some(Err(refusal))),
+                },
                 Err(reply) => answered.push(Some(reply)),
             }
         }
@@ -374,6 +408,24 @@ impl Kv {
             other => Err(Err(KvError::Stopped(format!(
                 "internal error: {other:?} could not be prepared"
             )))),
+        }
+    }
+
+    /// A write whose entry needs a newer machine version than the cluster
+    /// runs (EVAL needs 4) goes on only once the cluster runs it; otherwise
+    /// it is refused with the reason (`upgrade.rs`). Others go on at once.
+    async fn admit(&self, request: &Runnable) -> Result<(), KvError> {
+        let needs = request.format_needed();
+        if needs <= self.node.reader().versions.current() {
+            return Ok(());
+        }
+        match self.node.ensure_machine_version(needs).await {
+            Ok(_) => Ok(()),
+            Err(KvError::MachineVersion(why)) => Err(KvError::MachineVersion(format!(
+                "{} needs machine version {needs}, but {why}",
+                request.name()
+            ))),
+            Err(other) => Err(other),
         }
     }
 
@@ -459,7 +511,21 @@ impl Kv {
     /// state: it has applied everything the leader had when a read-index round
     /// that began after this call confirmed its leadership.
     /// Returns the leader's clock at that round.
+    ///
+    /// A replica that holds back applying refuses at once: it would never
+    /// reach the index (openraft's figures say it did; its state did not).
     async fn wait_until_readable(&self) -> Result<u64, KvError> {
+        let held_back = || match self.node.reader().versions.held_back() {
+            Some(held) => Err(KvError::HeldBack(held.to_string())),
+            None => Ok(()),
+        };
+        held_back()?;
+        let time = self.wait_until_applied().await?;
+        held_back()?;
+        Ok(time)
+    }
+
+    async fn wait_until_applied(&self) -> Result<u64, KvError> {
         let deadline = Instant::now() + self.node.timeout();
         let ReadPoint {
             index: read_index,
@@ -533,8 +599,18 @@ impl Kv {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let applied = metrics.last_applied.map_or(0, |id| id.index);
-        let committed = self.node.committed_index().max(applied);
+        let versions = &self.node.reader().versions;
+        let held_back = versions.held_back();
+        // While held back, openraft counts entries as applied that the state
+        // machine let go (`store/state_machine.rs`): its own figure is the true one.
+        let applied = match held_back {
+            Some(_) => versions.applied(),
+            None => metrics.last_applied.map_or(0, |id| id.index),
+        };
+        let committed = self
+            .node
+            .committed_index()
+            .max(metrics.last_applied.map_or(0, |id| id.index));
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         let matched = |id: NodeId| -> Option<u64> {
             let progress = metrics.replication.as_ref()?;
@@ -570,6 +646,9 @@ impl Kv {
             snapshots_installed: self.node.reader().stats.snapshots_installed.load(Relaxed),
             first_log_index: metrics.purged.map_or(0, |id| id.index + 1),
             members,
+            machine_version: versions.current(),
+            machine_version_max: versions.can_apply(),
+            held_back_at: held_back.map(|held| held.at),
         }
     }
 }
@@ -595,6 +674,9 @@ impl Status {
             snapshots_installed: 0,
             first_log_index: 1,
             members: vec![],
+            machine_version: 4,
+            machine_version_max: 4,
+            held_back_at: None,
         }
     }
 }

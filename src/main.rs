@@ -42,6 +42,7 @@ mod stop;
 mod store;
 mod sweep;
 mod types;
+mod upgrade;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -144,6 +145,16 @@ fn main() -> ExitCode {
     runtime.spawn(client::serve(client_listener, shared.clone(), client_tls));
     runtime.spawn(expiry::remove_expired_keys(kv.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(kv.clone()));
+    runtime.spawn(upgrade::move_cluster_forward(
+        node.raft().clone(),
+        node.network().clone(),
+        node.reader().versions.clone(),
+    ));
+    runtime.spawn(upgrade::step_aside_when_held_back(
+        node.raft().clone(),
+        node.network().clone(),
+        node.reader().versions.clone(),
+    ));
     tracing::info!("replica {} started; peers {}", node.id(), node.peers());
 
     if let Some(signals) = stop_signals {

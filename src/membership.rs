@@ -24,6 +24,7 @@ use crate::machine::parse::shown;
 pub use crate::network::{ChangeDone, ChangeError, ChangeResult, MembershipChange};
 use crate::network::{Network, PeerRequest, PeerResponse};
 use crate::raft::Raft;
+use crate::store::MachineVersions;
 use crate::types::{NodeId, TypeConfig};
 
 /// How a person writes a change, and is told it is done (the type itself
@@ -100,10 +101,12 @@ fn change_error(
 
 /// At the leader: carries the change out and waits until it is committed.
 /// A removed replica is then told so (it may never receive the entry that
-/// removes it, since the leader stops replicating to it).
+/// removes it, since the leader stops replicating to it). `versions`: the
+/// machine version the cluster runs, which a newcomer must be able to apply.
 pub async fn change_at_leader(
     raft: &Raft,
     network: &Network,
+    versions: &MachineVersions,
     change: MembershipChange,
 ) -> ChangeResult {
     let (voters, addresses) = {
@@ -134,6 +137,7 @@ pub async fn change_at_leader(
                     None => Err(ChangeError::AlreadyMember { id: *id, at: None }),
                 };
             }
+            check_newcomer_version(network, *id, addr, versions.current()).await?;
             raft.add_learner(*id, BasicNode { addr: addr.clone() }, false)
                 .await
                 .map_err(|e| change_error(&format!("adding replica {id} as a learner"), e))?;
@@ -157,6 +161,10 @@ pub async fn change_at_leader(
             voters.iter().copied().filter(|v| v != id).collect()
         }
         MembershipChange::TransferLeader { to } => {
+            let known = addresses.iter().find(|(member, _)| member == to);
+            if let Some((_, addr)) = known {
+                check_not_held_back(network, *to, addr).await?;
+            }
             hand_over(raft, *to, &voters).await?;
             return Ok(ChangeDone {
                 voters: voters.into_iter().collect(),
@@ -191,6 +199,48 @@ pub async fn change_at_leader(
 }
 
 const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A newcomer that says it cannot apply the machine version the cluster runs
+/// is refused (it would hold back from its first entries and never catch
+/// up). One that does not say (not started yet, or a release before machine
+/// versions) is added as before; the leader asks it again before moving the
+/// cluster to a newer version (`upgrade.rs`).
+async fn check_newcomer_version(
+    network: &Network,
+    id: NodeId,
+    addr: &str,
+    cluster_version: u32,
+) -> Result<(), ChangeError> {
+    let answer = network
+        .call(id, addr, &PeerRequest::MachineVersion, NOTICE_TIMEOUT)
+        .await;
+    match answer {
+        Ok(PeerResponse::MachineVersion(report)) if report.can_apply < cluster_version => {
+            Err(ChangeError::Refused(format!(
+                "replica {id} applies machine versions up to {}, but the cluster runs version \
+                 {cluster_version}; start it with a build that applies {cluster_version}",
+                report.can_apply
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A replica that holds back applying must not lead: its state stands still.
+async fn check_not_held_back(network: &Network, id: NodeId, addr: &str) -> Result<(), ChangeError> {
+    let answer = network
+        .call(id, addr, &PeerRequest::MachineVersion, NOTICE_TIMEOUT)
+        .await;
+    match answer {
+        Ok(PeerResponse::MachineVersion(report)) if report.held_back_at.is_some() => {
+            Err(ChangeError::Refused(format!(
+                "replica {id} holds back applying (it needs a build that applies a newer \
+                 machine version); it cannot lead until it is upgraded"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// How long a hand-over may take before it is reported as not done: the
 /// chosen replica must first hold the leader's whole log, then win one

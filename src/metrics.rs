@@ -127,6 +127,9 @@ pub enum ErrorKind {
     Auth,
     /// A connection refused at the client limit.
     TooManyClients,
+    /// A command that needs a machine version the cluster does not run, or a
+    /// read at a replica that holds back applying (a rolling upgrade).
+    MachineVersion,
 }
 
 impl ErrorKind {
@@ -143,10 +146,11 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Auth => "auth",
             ErrorKind::TooManyClients => "too_many_clients",
+            ErrorKind::MachineVersion => "machine_version",
         }
     }
 
-    const ALL: [ErrorKind; 11] = [
+    const ALL: [ErrorKind; 12] = [
         ErrorKind::NoLeader,
         ErrorKind::OutcomeUnknown,
         ErrorKind::LeaderChanged,
@@ -158,6 +162,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::Auth,
         ErrorKind::TooManyClients,
+        ErrorKind::MachineVersion,
     ];
 }
 

@@ -216,6 +216,7 @@ pub async fn start(
     let service = RaftPeerService {
         raft: raft.clone(),
         network: network.clone(),
+        versions: reader.versions.clone(),
     };
     tokio::spawn(server::serve(
         listener,

@@ -8,6 +8,8 @@
 
 use std::cmp::Ordering;
 
+use openraft::async_runtime::WatchReceiver;
+
 use openraft::errors::RaftError;
 use openraft::raft::SnapshotResponse;
 
@@ -15,6 +17,7 @@ use crate::network::{Network, PeerRequest, PeerResponse, PeerService};
 use crate::raft::Raft;
 use crate::store::snapshot;
 use crate::store::snapshot::Snapshot;
+use crate::store::MachineVersions;
 use crate::types::{NodeId, Vote};
 
 /// The Raft node as its peers see it. Cheap to clone.
@@ -24,6 +27,8 @@ pub struct RaftPeerService {
     /// For a membership change carried out here, and for reporting that
     /// the leader said this replica was removed.
     pub network: Network,
+    /// What this replica says of machine versions, and whether it may lead.
+    pub versions: MachineVersions,
 }
 
 impl PeerService for RaftPeerService {
@@ -48,12 +53,32 @@ impl PeerService for RaftPeerService {
                 PeerResponse::ReadIndex(crate::read_index::leader_read_index(raft).await)
             }
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
-                crate::membership::change_at_leader(raft, &self.network, change).await,
+                crate::membership::change_at_leader(raft, &self.network, &self.versions, change)
+                    .await,
             ),
+            // A replica that holds back applying must not lead (`upgrade.rs`).
+            PeerRequest::TransferLeader(request)
+                if *request.to_node_id() == raft.metrics().borrow_watched().id =>
+            {
+                match self.versions.held_back() {
+                    Some(held) => PeerResponse::TransferLeader(Err(held.to_string())),
+                    None => PeerResponse::TransferLeader(
+                        raft.handle_transfer_leader(request)
+                            .await
+                            .map_err(|e| e.to_string()),
+                    ),
+                }
+            }
             PeerRequest::TransferLeader(request) => PeerResponse::TransferLeader(
                 raft.handle_transfer_leader(request)
                     .await
                     .map_err(|e| e.to_string()),
+            ),
+            PeerRequest::MachineVersion => {
+                PeerResponse::MachineVersion(crate::upgrade::report(&self.versions))
+            }
+            PeerRequest::RaiseMachineVersion { needs } => PeerResponse::RaiseMachineVersion(
+                crate::upgrade::raise_at_leader(raft, &self.network, &self.versions, needs).await,
             ),
             PeerRequest::Removed => {
                 self.network

@@ -89,6 +89,16 @@ pub enum PeerRequest {
     /// From a replica with an empty folder, before it would found a cluster:
     /// does the one asked already belong to one?
     Founded,
+    /// From the leader: which machine versions can you apply, and are you
+    /// holding back? (A replica of a release before versions answers
+    /// "unreadable request", which counts as "none newer than the cluster's".)
+    MachineVersion,
+    /// To the leader, from a replica asked to run a command that needs
+    /// machine version `needs`: move the cluster to it if every member can
+    /// apply it, or say why not.
+    RaiseMachineVersion {
+        needs: u32,
+    },
 }
 
 impl PeerRequest {
@@ -141,6 +151,31 @@ pub enum PeerResponse {
     /// Whether this replica has a log or has voted: a cluster exists, and an
     /// empty replica must wait to be reached by its leader, not found another.
     Founded(bool),
+    MachineVersion(VersionReport),
+    /// The cluster's version now (at least the one asked for), or why it
+    /// cannot move there, in words for the person who asked.
+    RaiseMachineVersion(Result<u32, RaiseError>),
+}
+
+/// What a replica says of the machine versions (see `upgrade.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionReport {
+    /// The highest version this replica's build applies.
+    pub can_apply: u32,
+    /// The cluster's version as far as this replica has applied.
+    pub current: u32,
+    /// The log index applying is held back at, if it is.
+    pub held_back_at: Option<u64>,
+}
+
+/// Why the cluster could not move to a machine version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RaiseError {
+    /// Asked at a replica that does not lead (it moved meanwhile): ask again.
+    #[error("this replica is not the leader")]
+    NotLeader,
+    #[error("{0}")]
+    Refused(String),
 }
 
 // Requests a replica forwards to its leader on behalf of a client or a

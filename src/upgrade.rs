@@ -1,0 +1,288 @@
+//! Rolling upgrades, as Ra does them: the cluster runs one machine version,
+//! and moves to a newer one only when every member can apply it.
+//!
+//! - Each replica says which versions it can apply ([`report`], asked over
+//!   the Raft port with `PeerRequest::MachineVersion`).
+//! - The leader asks every member (voters and learners: a learner becomes a
+//!   voter without another check) and, once all of them can apply a newer
+//!   version, commits an `Op::MachineVersion` entry ([`raise_at_leader`]). It
+//!   tries when it becomes leader, after membership changes and every few
+//!   seconds ([`move_cluster_forward`]), and at once when a command needs a
+//!   newer version than the cluster runs (`Kv::execute`).
+//! - A command that needs a version the cluster does not run yet (EVAL needs
+//!   4) is proposed only after that version is committed; otherwise it is
+//!   refused with the reason, naming the members that hold the cluster back.
+//! - A replica that meets an entry above what it can apply holds back
+//!   applying (`store/machine_version.rs`). It still takes the log and votes,
+//!   so it counts for the quorum, but it should not lead: a leader whose state
+//!   stands still cannot answer its clients. So it stops standing for
+//!   election and hands leadership to a replica that applies, if it has it
+//!   ([`step_aside_when_held_back`]); a transfer to it is refused.
+//!
+//! Why it is safe: versions only go up, and a replica's applied version is
+//! committed; so a command needing version `v` goes into the log only after
+//! the entry that moved the cluster to `v`, and every member that applies it
+//! has first applied that move, which only happened once they all could.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use tokio::sync::Mutex;
+
+use crate::command::{Op, Proposal};
+use crate::network::{Network, PeerRequest, PeerResponse, RaiseError, VersionReport};
+use crate::raft::Raft;
+use crate::store::MachineVersions;
+use crate::types::NodeId;
+
+/// How often the leader looks whether the cluster can move on.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How long a member has to say which versions it applies.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the version entry may take to be committed and applied.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One move at a time: two at once would both propose an entry.
+static MOVING: Mutex<()> = Mutex::const_new(());
+
+/// What this replica says of its machine versions.
+pub fn report(versions: &MachineVersions) -> VersionReport {
+    VersionReport {
+        can_apply: versions.can_apply(),
+        current: versions.current(),
+        held_back_at: versions.held_back().map(|held| held.at),
+    }
+}
+
+/// At the leader: makes sure the cluster runs machine version `needs` or
+/// newer, moving it to the newest version every member can apply if it does
+/// not yet. Returns the version the cluster runs then.
+pub async fn raise_at_leader(
+    raft: &Raft,
+    network: &Network,
+    versions: &MachineVersions,
+    needs: u32,
+) -> Result<u32, RaiseError> {
+    if versions.current() >= needs {
+        return Ok(versions.current());
+    }
+    let _moving = MOVING.lock().await;
+    if versions.current() >= needs {
+        return Ok(versions.current());
+    }
+    let metrics = raft.metrics().borrow_watched().clone();
+    if metrics.current_leader != Some(metrics.id) {
+        return Err(RaiseError::NotLeader);
+    }
+    let members: Vec<(NodeId, String)> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    let asked = join_all(members.iter().map(|(id, addr)| async move {
+        let answer = if *id == metrics.id {
+            Ok(report(versions))
+        } else {
+            ask(network, *id, addr).await
+        };
+        (*id, answer)
+    }))
+    .await;
+    let target = common_version(&asked, needs).map_err(|why| {
+        RaiseError::Refused(format!(
+            "the cluster runs machine version {} until every member can apply {needs}: {why}",
+            versions.current()
+        ))
+    })?;
+    let proposal = Proposal::new(&[Op::MachineVersion { to: target }]);
+    let written = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(proposal)).await;
+    match written {
+        Ok(Ok(_)) => {
+            tracing::info!("moved the cluster to machine version {target}");
+            Ok(target)
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(RaiseError::NotLeader)
+        }
+        Ok(Err(e)) => Err(RaiseError::Refused(format!(
+            "moving the cluster to machine version {target} failed: {e}"
+        ))),
+        Err(_) => Err(RaiseError::Refused(format!(
+            "moving the cluster to machine version {target} was not done within {PROPOSE_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// What member `id` says of its versions, or why it said nothing.
+async fn ask(network: &Network, id: NodeId, addr: &str) -> Result<VersionReport, String> {
+    match network
+        .call(id, addr, &PeerRequest::MachineVersion, ASK_TIMEOUT)
+        .await
+    {
+        Ok(PeerResponse::MachineVersion(report)) => Ok(report),
+        // A release before machine versions does not know the request.
+        Ok(_) => Err("does not say which machine versions it applies (an older release?)".into()),
+        Err(e) => Err(format!("did not answer ({e})")),
+    }
+}
+
+/// The newest version every member can apply, if that is at least `needs`;
+/// else who holds the cluster back, in words.
+fn common_version(
+    reports: &[(NodeId, Result<VersionReport, String>)],
+    needs: u32,
+) -> Result<u32, String> {
+    let mut blockers = Vec::new();
+    let mut common = u32::MAX;
+    for (id, answer) in reports {
+        match answer {
+            Ok(report) if report.can_apply >= needs => common = common.min(report.can_apply),
+            Ok(report) => blockers.push(format!(
+                "replica {id} applies versions up to {}; upgrade it",
+                report.can_apply
+            )),
+            Err(why) => blockers.push(format!("replica {id} {why}")),
+        }
+    }
+    if blockers.is_empty() && common != u32::MAX {
+        Ok(common)
+    } else if blockers.is_empty() {
+        Err("no member answered".into())
+    } else {
+        Err(blockers.join("; "))
+    }
+}
+
+/// Runs for the life of the process: while this replica leads and the
+/// cluster runs an older version than this build applies, tries to move it
+/// on (at once on becoming leader or on a membership change, and every few
+/// seconds while a member holds it back).
+pub async fn move_cluster_forward(raft: Raft, network: Network, versions: MachineVersions) {
+    let mut metrics = raft.metrics();
+    let mut said = String::new();
+    loop {
+        let now = metrics.borrow_watched().clone();
+        let leads = now.current_leader == Some(now.id);
+        let behind = versions.current() < versions.can_apply();
+        if leads && behind && versions.held_back().is_none() {
+            match raise_at_leader(&raft, &network, &versions, versions.current() + 1).await {
+                Ok(_) => said.clear(),
+                Err(RaiseError::NotLeader) => {}
+                Err(RaiseError::Refused(why)) if why != said => {
+                    tracing::info!("{why}");
+                    said = why;
+                }
+                Err(RaiseError::Refused(_)) => {}
+            }
+        }
+        // Woken by a change of leader or members, or after a while anyway
+        // (a member that was down may have come back upgraded).
+        let changed = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let next = metrics.borrow_watched();
+                if next.current_leader != now.current_leader
+                    || next.membership_config.log_id() != now.membership_config.log_id()
+                {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LOOK_EVERY, changed).await;
+    }
+}
+
+/// Runs for the life of the process: once applying is held back, this
+/// replica stops standing for election (it still votes, and its log still
+/// counts for the quorum) and, whenever it leads, hands leadership to a voter
+/// that applies. If none does, it goes on leading: it still replicates the
+/// log and tells the others what is committed, which they need in order to
+/// apply, though its own clients wait in vain.
+pub async fn step_aside_when_held_back(raft: Raft, network: Network, versions: MachineVersions) {
+    let held = versions.wait_held_back().await;
+    raft.runtime_config().elect(false);
+    tracing::warn!("{held}; no longer standing for election");
+    loop {
+        let metrics = raft.metrics().borrow_watched().clone();
+        if metrics.current_leader == Some(metrics.id) {
+            if let Some(successor) = successor_that_applies(&network, &metrics).await {
+                let voters = metrics.membership_config.membership().voter_ids().collect();
+                match crate::membership::hand_over(&raft, successor, &voters).await {
+                    Ok(()) => tracing::info!("handed leadership to replica {successor}"),
+                    Err(e) => tracing::info!("could not hand leadership over: {e}"),
+                }
+            }
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
+/// The voter other than this one that holds the most of the log among those
+/// that say they are not holding back.
+async fn successor_that_applies(
+    network: &Network,
+    metrics: &openraft::RaftMetrics<crate::types::TypeConfig>,
+) -> Option<NodeId> {
+    let membership = metrics.membership_config.membership();
+    let mut best: Option<(Option<u64>, NodeId)> = None;
+    for id in membership.voter_ids().filter(|id| *id != metrics.id) {
+        let Some(node) = membership.get_node(&id) else {
+            continue;
+        };
+        match ask(network, id, &node.addr).await {
+            Ok(report) if report.held_back_at.is_none() => {}
+            _ => continue,
+        }
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|progress| progress.get(&id).cloned().flatten())
+            .map(|log_id| log_id.index);
+        if best.is_none_or(|(most, _)| matched > most) {
+            best = Some((matched, id));
+        }
+    }
+    best.map(|(_, id)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn says(can_apply: u32) -> Result<VersionReport, String> {
+        Ok(VersionReport {
+            can_apply,
+            current: 3,
+            held_back_at: None,
+        })
+    }
+
+    #[test]
+    fn the_cluster_moves_to_the_newest_version_every_member_applies() {
+        let reports = [(1, says(5)), (2, says(4)), (3, says(5))];
+        assert_eq!(common_version(&reports, 4), Ok(4));
+        let reports = [(1, says(5)), (2, says(5))];
+        assert_eq!(common_version(&reports, 4), Ok(5));
+    }
+
+    #[test]
+    fn a_member_that_cannot_apply_or_does_not_answer_holds_it_back() {
+        let reports = [
+            (1, says(4)),
+            (2, says(3)),
+            (3, Err("did not answer (refused)".to_string())),
+        ];
+        let why = common_version(&reports, 4).unwrap_err();
+        assert!(
+            why.contains("replica 2 applies versions up to 3; upgrade it"),
+            "{why}"
+        );
+        assert!(why.contains("replica 3 did not answer"), "{why}");
+        assert!(common_version(&[], 4).is_err());
+    }
+}
