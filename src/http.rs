@@ -122,6 +122,10 @@ impl Pages {
         if let Err(fatal) = &m.running_state {
             return Err(format!("stopped: {fatal}"));
         }
+        // It answers no reads until it is upgraded.
+        if let Some(held) = kv.state().versions.held_back() {
+            return Err(format!("held back: {held}"));
+        }
         readiness(
             m.current_leader,
             index_of(m.last_applied),
@@ -271,6 +275,9 @@ fn raft_view(my_id: u64, status: &Status) -> RaftView {
         applied_index: status.applied,
         last_log_index: status.last_log_index,
         lag,
+        machine_version: status.machine_version,
+        machine_version_max: status.machine_version_max,
+        held_back: status.held_back_at.is_some(),
     }
 }
 

@@ -20,6 +20,7 @@
 //! | `ondisk_raft_term`, `ondisk_raft_leader_id` (0: none known) | gauge | |
 //! | `ondisk_raft_commit_index`, `_applied_index`, `_last_log_index` | gauge | |
 //! | `ondisk_raft_replication_lag_entries` (at the leader only) | gauge | `follower` |
+//! | `ondisk_machine_version` (the cluster's), `_max` (this build's), `ondisk_held_back` (1: applying held back) | gauge | |
 //! | `ondisk_snapshots_total`, `ondisk_snapshot_bytes_total` | counter | `event`: built, sent, installed |
 //! | `ondisk_fsync_seconds` | histogram | `site` |
 //! | `ondisk_write_batch_ops`, `ondisk_write_batch_writers` | histogram | |
@@ -237,6 +238,9 @@ struct Metrics {
     applied_index: Gauge,
     last_log_index: Gauge,
     replication_lag: Family<FollowerLabel, Gauge>,
+    machine_version: Gauge,
+    machine_version_max: Gauge,
+    held_back: Gauge,
     snapshots: Family<EventLabel, Counter>,
     snapshot_bytes: Family<EventLabel, Counter>,
     fsync: Family<SiteLabel, Histogram, Buckets>,
@@ -261,6 +265,9 @@ impl Metrics {
             applied_index: Gauge::default(),
             last_log_index: Gauge::default(),
             replication_lag: Family::default(),
+            machine_version: Gauge::default(),
+            machine_version_max: Gauge::default(),
+            held_back: Gauge::default(),
             snapshots: Family::default(),
             snapshot_bytes: Family::default(),
             fsync: Family::new_with_constructor(Buckets(fsync_buckets)),
@@ -325,6 +332,21 @@ impl Metrics {
             "raft_replication_lag_entries",
             "At the leader: its last log index minus the last index each member is known to hold",
             self.replication_lag.clone(),
+        );
+        r.register(
+            "machine_version",
+            "The cluster's machine version, as far as this replica has applied",
+            self.machine_version.clone(),
+        );
+        r.register(
+            "machine_version_max",
+            "The highest machine version this replica's build applies",
+            self.machine_version_max.clone(),
+        );
+        r.register(
+            "held_back",
+            "1 while this replica holds back applying (the log needs a newer machine version)",
+            self.held_back.clone(),
         );
         r.register(
             "snapshots",
@@ -506,6 +528,9 @@ pub struct RaftView {
     /// At the leader: each other member's lag behind its last log index, for
     /// the members that have answered. Empty elsewhere.
     pub lag: Vec<(u64, u64)>,
+    pub machine_version: u32,
+    pub machine_version_max: u32,
+    pub held_back: bool,
 }
 
 /// Sets the gauges that mirror openraft's view (see the module comment).
@@ -521,6 +546,10 @@ pub fn observe_raft(view: &RaftView) {
     m.commit_index.set(saturating_i64(view.commit_index));
     m.applied_index.set(saturating_i64(view.applied_index));
     m.last_log_index.set(saturating_i64(view.last_log_index));
+    m.machine_version.set(i64::from(view.machine_version));
+    m.machine_version_max
+        .set(i64::from(view.machine_version_max));
+    m.held_back.set(i64::from(view.held_back));
     // Members come and go, and only a leader tracks them: start afresh.
     m.replication_lag.clear();
     for (follower, lag) in &view.lag {
@@ -592,6 +621,9 @@ mod tests {
             applied_index: 9,
             last_log_index: 11,
             lag: vec![(2, 0), (3, 4)],
+            machine_version: 3,
+            machine_version_max: 4,
+            held_back: false,
         });
         fsync(FsyncSite::LogAppend, Duration::from_micros(700));
         write_batch(3, 2);
@@ -607,6 +639,9 @@ mod tests {
             "ondisk_raft_leader_id 1",
             "ondisk_raft_commit_index 10",
             "ondisk_raft_applied_index 9",
+            "ondisk_machine_version 3",
+            "ondisk_machine_version_max 4",
+            "ondisk_held_back 0",
             "ondisk_raft_last_log_index 11",
             "ondisk_raft_replication_lag_entries{follower=\"3\"} 4",
             "ondisk_snapshots_total{event=\"installed\"} ",
