@@ -1,0 +1,229 @@
+//! Rolling upgrades with a versioned machine (issue 16, as Ra does them).
+//!
+//! A replica started with `EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT=3` plays the
+//! previous release: it applies machine version 3 (commands without
+//! scripts) and not 4 (EVAL). These tests check that such a replica holds
+//! the cluster at version 3 while it is a member, without stopping the
+//! writes of the old kinds; that a replica which meets version 4 holds back
+//! applying yet still counts for the quorum; and that after the upgrade
+//! every replica applies everything and all end in the same state.
+
+mod harness;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{is_error, Cluster, ELECTION_TIMEOUT};
+use redis::Connection;
+
+const LIMIT_VAR: &str = "EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT";
+const SETTLE: Duration = Duration::from_secs(30);
+const ALL: [u64; 3] = [1, 2, 3];
+
+/// A script that writes, so it goes through the log (format 4).
+const SET_BY_SCRIPT: &str = "return redis.call('SET', KEYS[1], ARGV[1])";
+
+/// EVAL of [`SET_BY_SCRIPT`]: the reply, or the error line.
+fn eval_set(connection: &mut Connection, key: &str, value: &str) -> Result<String, String> {
+    redis::cmd("EVAL")
+        .arg(SET_BY_SCRIPT)
+        .arg(1)
+        .arg(key)
+        .arg(value)
+        .query::<String>(connection)
+        .map_err(|e| match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => e.to_string(),
+        })
+}
+
+/// Polls until every replica in `ids` says the cluster runs `version`.
+fn wait_machine_version(cluster: &mut Cluster, ids: &[u64], version: u64) {
+    let deadline = Instant::now() + SETTLE;
+    for &id in ids {
+        loop {
+            let status = cluster.replica(id).status();
+            if status.number("machine_version") == version {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {id} never ran machine version {version}: {status}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Polls until replica `id` says it holds back applying, and returns where.
+fn wait_held_back(cluster: &mut Cluster, id: u64) -> u64 {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let status = cluster.replica(id).status();
+        if let Some(at) = status.optional_number("held_back_at") {
+            return at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {id} does not hold back: {status}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded() {
+    let mut cluster = Cluster::start_with_env(3, &[], &[(3, LIMIT_VAR, "3")]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let status = cluster.replica(3).status();
+    assert_eq!(status.number("machine_version_max"), 3, "{status}");
+    assert_eq!(status.get("held_back_at"), "none", "{status}");
+    let status = cluster.replica(leader).status();
+    assert_eq!(status.number("machine_version_max"), 4, "{status}");
+
+    // Writes of the old kinds go on, wherever they are sent.
+    cluster.replica(leader).put("old", "kind");
+    cluster.replica(3).put("from3", "also");
+
+    // EVAL needs version 4, which replica 3 cannot apply: refused, in one
+    // line that says why, at the leader and at the limited replica alike.
+    for id in [leader, 3] {
+        let mut c = cluster.redis(id, SETTLE);
+        let refusal = eval_set(&mut c, "s", "1").expect_err("EVAL before the upgrade");
+        assert!(
+            refusal.contains("EVAL needs machine version 4")
+                && refusal.contains("replica 3 applies versions up to 3"),
+            "{refusal}"
+        );
+        assert!(!refusal.contains('\n'), "{refusal:?}");
+        eprintln!("replica {id} refused: {refusal}");
+    }
+    // A SET pipelined beside an EVAL is not held back by it; a transaction
+    // that holds a script is refused whole.
+    let mut c = cluster.redis(leader, SETTLE);
+    let pipelined = redis::pipe()
+        .cmd("SET")
+        .arg("beside")
+        .arg("ok")
+        .cmd("EVAL")
+        .arg(SET_BY_SCRIPT)
+        .arg(1)
+        .arg("s")
+        .arg("1")
+        .query::<redis::Value>(&mut c);
+    assert!(pipelined.is_err(), "{pipelined:?}");
+    assert_eq!(cluster.replica(leader).get("beside"), "ok");
+    let multi = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t")
+        .arg("1")
+        .cmd("EVAL")
+        .arg(SET_BY_SCRIPT)
+        .arg(1)
+        .arg("s")
+        .arg("1")
+        .query::<redis::Value>(&mut c);
+    assert!(multi.is_err(), "a transaction with EVAL: {multi:?}");
+    assert_eq!(cluster.replica(leader).get("t"), "(nil)");
+    for id in ALL {
+        let status = cluster.replica(id).status();
+        assert_eq!(status.number("machine_version"), 3, "{status}");
+    }
+    assert_eq!(
+        cluster.replica(leader).get("s"),
+        "(nil)",
+        "a refused EVAL wrote"
+    );
+
+    // Replica 3 is upgraded: the same data folder, without the limit.
+    cluster.replica(3).exit();
+    cluster.replica(3).env.clear();
+    cluster.replica(3).restart();
+    wait_machine_version(&mut cluster, &ALL, 4);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "s", "1").as_deref(), Ok("OK"));
+    let mut c = cluster.redis(3, SETTLE);
+    assert_eq!(eval_set(&mut c, "s3", "3").as_deref(), Ok("OK"));
+    cluster.replica(leader).put("after", "upgrade");
+    let sum = cluster.agreed_checksum(&ALL, SETTLE);
+    eprintln!("converged: {sum}");
+    for (key, value) in [("old", "kind"), ("from3", "also"), ("s", "1"), ("s3", "3")] {
+        assert_eq!(cluster.replica(3).get(key), value, "{key}");
+    }
+}
+
+#[test]
+fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quorum() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    wait_machine_version(&mut cluster, &ALL, 4);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
+    cluster.replica(leader).put("before", "1");
+    let before = cluster.agreed_checksum(&ALL, SETTLE);
+
+    // A follower goes back to the previous release after the cluster moved
+    // on: its state is of version 4, so it applies nothing more.
+    let old = cluster.other_than(&[leader]);
+    let other = cluster.other_than(&[leader, old]);
+    cluster.replica(old).exit();
+    cluster.replica(old).restart_with_env(&[(LIMIT_VAR, "3")]);
+    let held_at = wait_held_back(&mut cluster, old);
+    let status = cluster.replica(old).status();
+    assert_eq!(status.number("machine_version"), 4, "{status}");
+    assert_eq!(status.number("machine_version_max"), 3, "{status}");
+
+    // Reads there are refused at once, with the reason, not after a timeout.
+    let started = Instant::now();
+    let read = cluster
+        .replica(old)
+        .try_send_within("get before", Duration::from_secs(10))
+        .expect("an answer");
+    assert!(
+        is_error(&read) && read.contains("holds back applying") && read.contains("upgrade"),
+        "{read}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{read}");
+
+    // It still takes the log and counts for the quorum: with the third
+    // replica frozen, the leader and the held-back one commit writes.
+    cluster.replica(other).stop();
+    for i in 0..5 {
+        let reply = cluster.replica(leader).send(&format!("put during{i} x"));
+        assert_eq!(reply, "OK", "a write with replica {other} frozen");
+    }
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "script2", "ran").as_deref(), Ok("OK"));
+    let status = cluster.replica(old).status();
+    assert!(
+        status.number("last_log_index") > held_at,
+        "replica {old} took no log: {status}"
+    );
+    assert_eq!(status.optional_number("held_back_at"), Some(held_at));
+    assert_ne!(status.role(), "leader", "{status}");
+    let sum = cluster.replica(old).send("checksum");
+    assert!(
+        sum.contains(&format!("digest={}", field(&before, "digest"))),
+        "replica {old} applied while held back: {sum}, before: {before}"
+    );
+    cluster.replica(other).cont();
+
+    // Upgraded again, it applies everything outstanding.
+    cluster.replica(old).exit();
+    cluster.replica(old).restart();
+    let sum = cluster.agreed_checksum(&ALL, SETTLE);
+    eprintln!("converged: {sum}");
+    assert_eq!(cluster.replica(old).get("during4"), "x");
+    assert_eq!(cluster.replica(old).get("script2"), "ran");
+    let status = cluster.replica(old).status();
+    assert_eq!(status.get("held_back_at"), "none", "{status}");
+}
+
+/// Field `name` of a `key=value ...` line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
