@@ -408,6 +408,21 @@ mod tests {
     }
 
     #[test]
+    fn a_version_entry_is_written_in_the_format_it_moves_to() {
+        for to in [4, 5] {
+            let proposal = Proposal::new(&[Op::MachineVersion { to }]);
+            assert_eq!(proposal.format, to);
+        }
+        assert_eq!(
+            format_needed_by(&[Queued {
+                db: 0,
+                args: vec!["set".into(), "k".into(), "v".into()],
+            }]),
+            SCRIPTLESS_FORMAT
+        );
+    }
+
+    #[test]
     fn unknown_format_is_refused_not_guessed() {
         for found in [1, 5] {
             let json = format!(r#"{{"format":{found},"ops":{{"something":"new"}}}}"#);

@@ -1247,6 +1247,22 @@ mod tests {
     }
 
     #[test]
+    fn the_machine_version_starts_unversioned_and_only_goes_up() {
+        let mut m = Machine::new();
+        assert_eq!(machine_version(&m.space), Ok(3));
+        let mut set = |to: u32, index: u64| {
+            apply_entry(&mut m.space, index, 1, vec![Op::MachineVersion { to }])
+                .expect("the map never fails")
+                .remove(0)
+        };
+        assert_eq!(set(4, 1), Reply::Int(4));
+        // A late entry of an older version (a former leader's) changes nothing.
+        assert_eq!(set(3, 2), Reply::Int(4));
+        assert_eq!(machine_version(&m.space), Ok(4));
+        assert!(!record::is_data_key(&record::MACHINE_VERSION_KEY));
+    }
+
+    #[test]
     fn counters_count_and_refuse_what_is_not_a_number() {
         let mut m = Machine::new();
         assert_eq!(m.run(1, &["incr", "n"]), Reply::Int(1));

@@ -518,6 +518,12 @@ impl StateMachine {
     /// Opens the state machine at what is on disk, and drops any data keyspace
     /// left behind by an install that crashed (rule 5 in `store/mod.rs`).
     pub fn open(store: Db) -> io::Result<(StateMachine, StateReader)> {
+        Self::open_applying_up_to(store, crate::command::applicable_machine_version())
+    }
+
+    /// [`StateMachine::open`] for a build that applies machine versions up
+    /// to `can_apply`.
+    fn open_applying_up_to(store: Db, can_apply: u32) -> io::Result<(StateMachine, StateReader)> {
         let view = store.db.snapshot();
         let last_applied = records::applied_in(&view, &store.sm_meta)?;
         let membership: StoredMembership =
@@ -542,11 +548,7 @@ impl StateMachine {
 
         let active = ActiveData::open(data).map_err(read_error)?;
         let version = stored_machine_version(&store, &active).map_err(read_error)?;
-        let versions = MachineVersions::new(
-            crate::command::applicable_machine_version(),
-            version,
-            recovered_at,
-        );
+        let versions = MachineVersions::new(can_apply, version, recovered_at);
         hold_back_if_state_too_new(&versions, recovered_at);
         let data = Arc::new(RwLock::new(active));
         let reader = StateReader {
@@ -1196,5 +1198,126 @@ fn write_state(
             writer.abandon();
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+
+    use super::*;
+    use crate::command::{Op, Proposal, Queued};
+    use crate::store::{open, Identity, LAYOUT_VERSION};
+    use crate::types::CommittedLeaderId;
+
+    fn entry(index: u64, ops: &[Op]) -> Entry {
+        let leader = CommittedLeaderId {
+            term: 1,
+            node_id: 1,
+        };
+        Entry {
+            log_id: LogId::new(leader, index),
+            payload: EntryPayload::Normal(Proposal::new(ops)),
+        }
+    }
+
+    fn set(key: &str) -> Op {
+        Op::Run(Queued {
+            db: 0,
+            args: vec!["SET".into(), key.into(), "v".into()],
+        })
+    }
+
+    /// The log: two writes, the move to version 4, a script, one more write.
+    fn log() -> Vec<Entry> {
+        let script = Op::Run(Queued {
+            db: 0,
+            args: vec![
+                "EVAL".into(),
+                "return redis.call('SET', KEYS[1], 's')".into(),
+                "1".into(),
+                "c".into(),
+            ],
+        });
+        vec![
+            entry(1, &[set("a")]),
+            entry(2, &[set("b")]),
+            entry(3, &[Op::MachineVersion { to: 4 }]),
+            entry(4, &[script]),
+            entry(5, &[set("d")]),
+        ]
+    }
+
+    async fn apply(machine: &mut StateMachine, entries: &[Entry]) {
+        let items: Vec<io::Result<EntryResponder<TypeConfig>>> =
+            entries.iter().map(|e| Ok((e.clone(), None))).collect();
+        machine
+            .apply(stream::iter(items))
+            .await
+            .expect("holding back is not an error");
+    }
+
+    fn db(dir: &std::path::Path) -> Db {
+        let identity = Identity {
+            layout: LAYOUT_VERSION,
+            replica_id: 1,
+            cluster_id: "hold-back".into(),
+        };
+        open(dir, &identity).expect("a fresh database")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_holds_back_at_a_version_it_cannot_apply_and_applies_it_once_upgraded() {
+        // One log for both: each entry carries the time it was made.
+        let log = log();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let upgraded = {
+            let other = tempfile::tempdir().expect("a temporary folder");
+            let (mut machine, reader) = StateMachine::open(db(other.path())).expect("open");
+            apply(&mut machine, &log).await;
+            assert_eq!(reader.versions.current(), 4);
+            reader.checksum().await.expect("a checksum")
+        };
+
+        let (mut machine, reader) =
+            StateMachine::open_applying_up_to(db(dir.path()), 3).expect("open");
+        apply(&mut machine, &log[..2]).await;
+        assert_eq!(reader.versions.held_back(), None);
+        apply(&mut machine, &log[2..]).await;
+        let held = reader.versions.held_back().expect("held back");
+        assert_eq!((held.at, held.needs, held.can_apply), (3, 4, 3));
+        assert_eq!(reader.versions.applied(), 2);
+        assert_eq!(reader.versions.current(), 3);
+        assert_eq!(
+            machine
+                .applied_state()
+                .await
+                .expect("state")
+                .0
+                .map(|id| id.index),
+            Some(2)
+        );
+        assert_eq!(
+            reader.checksum().await.expect("a checksum").applied_index,
+            2
+        );
+        drop((machine, reader));
+
+        // The upgraded build starts where the state stopped and applies the
+        // rest as openraft hands it again: the same state as a replica that
+        // never held back.
+        let (mut machine, reader) = StateMachine::open(db(dir.path())).expect("open");
+        assert_eq!(reader.versions.held_back(), None);
+        apply(&mut machine, &log[2..]).await;
+        assert_eq!(reader.versions.current(), 4);
+        assert_eq!(reader.checksum().await.expect("a checksum"), upgraded);
+
+        // Opened again by a build limited to 3, a state of version 4 holds
+        // back from its next entry at once.
+        drop((machine, reader));
+        let (_machine, reader) =
+            StateMachine::open_applying_up_to(db(dir.path()), 3).expect("open");
+        let held = reader.versions.held_back().expect("held back");
+        assert_eq!((held.at, held.needs), (6, 4));
     }
 }
