@@ -145,11 +145,6 @@ fn main() -> ExitCode {
     runtime.spawn(client::serve(client_listener, shared.clone(), client_tls));
     runtime.spawn(expiry::remove_expired_keys(kv.clone()));
     runtime.spawn(sweep::sweep_flushed_keys(kv.clone()));
-    runtime.spawn(upgrade::move_cluster_forward(
-        node.raft().clone(),
-        node.network().clone(),
-        node.reader().versions.clone(),
-    ));
     runtime.spawn(upgrade::step_aside_when_held_back(
         node.raft().clone(),
         node.network().clone(),

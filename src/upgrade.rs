@@ -3,15 +3,17 @@
 //!
 //! - Each replica says which versions it can apply ([`report`], asked over
 //!   the Raft port with `PeerRequest::MachineVersion`).
-//! - The leader asks every member (voters and learners: a learner becomes a
-//!   voter without another check) and, once all of them can apply a newer
-//!   version, commits an `Op::MachineVersion` entry ([`raise_at_leader`]). It
-//!   tries when it becomes leader, after membership changes and every few
-//!   seconds ([`move_cluster_forward`]), and at once when a command needs a
-//!   newer version than the cluster runs (`Kv::execute`).
-//! - A command that needs a version the cluster does not run yet (EVAL needs
-//!   4) is proposed only after that version is committed; otherwise it is
-//!   refused with the reason, naming the members that hold the cluster back.
+//! - When a command needs a newer version than the cluster runs (EVAL needs
+//!   4; `Kv::execute` asks), the leader asks every member (voters and
+//!   learners: a learner becomes a voter without another check) and, if all
+//!   of them can apply it, commits an `Op::MachineVersion` entry to the newest
+//!   version they all apply ([`raise_at_leader`]); the command is proposed
+//!   after it. Otherwise the command is refused with the reason, naming the
+//!   members that hold the cluster back.
+//! - The move waits for a command that needs it, rather than following every
+//!   election: this release's version only adds commands, so nothing is lost,
+//!   and until then a replica of the previous release can still be added, and
+//!   the log holds no entry nobody asked for.
 //! - A replica that meets an entry above what it can apply holds back
 //!   applying (`store/machine_version.rs`). It still takes the log and votes,
 //!   so it counts for the quorum, but it should not lead: a leader whose state
@@ -37,7 +39,7 @@ use crate::raft::Raft;
 use crate::store::MachineVersions;
 use crate::types::NodeId;
 
-/// How often the leader looks whether the cluster can move on.
+/// How often a held-back leader looks for a replica to hand over to.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
 /// How long a member has to say which versions it applies.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -153,47 +155,6 @@ fn common_version(
         Err("no member answered".into())
     } else {
         Err(blockers.join("; "))
-    }
-}
-
-/// Runs for the life of the process: while this replica leads and the
-/// cluster runs an older version than this build applies, tries to move it
-/// on (at once on becoming leader or on a membership change, and every few
-/// seconds while a member holds it back).
-pub async fn move_cluster_forward(raft: Raft, network: Network, versions: MachineVersions) {
-    let mut metrics = raft.metrics();
-    let mut said = String::new();
-    loop {
-        let now = metrics.borrow_watched().clone();
-        let leads = now.current_leader == Some(now.id);
-        let behind = versions.current() < versions.can_apply();
-        if leads && behind && versions.held_back().is_none() {
-            match raise_at_leader(&raft, &network, &versions, versions.current() + 1).await {
-                Ok(_) => said.clear(),
-                Err(RaiseError::NotLeader) => {}
-                Err(RaiseError::Refused(why)) if why != said => {
-                    tracing::info!("{why}");
-                    said = why;
-                }
-                Err(RaiseError::Refused(_)) => {}
-            }
-        }
-        // Woken by a change of leader or members, or after a while anyway
-        // (a member that was down may have come back upgraded).
-        let changed = async {
-            loop {
-                if metrics.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-                let next = metrics.borrow_watched();
-                if next.current_leader != now.current_leader
-                    || next.membership_config.log_id() != now.membership_config.log_id()
-                {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LOOK_EVERY, changed).await;
     }
 }
 

@@ -13,7 +13,7 @@ mod harness;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{is_error, Cluster, ELECTION_TIMEOUT};
+use harness::{free_port, is_error, replica_args, Cluster, ELECTION_TIMEOUT};
 use redis::Connection;
 
 const LIMIT_VAR: &str = "EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT";
@@ -140,10 +140,13 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     cluster.replica(3).exit();
     cluster.replica(3).env.clear();
     cluster.replica(3).restart();
-    wait_machine_version(&mut cluster, &ALL, 4);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    // The cluster moves when a command needs it: the first EVAL.
+    let status = cluster.replica(leader).status();
+    assert_eq!(status.number("machine_version"), 3, "{status}");
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "s", "1").as_deref(), Ok("OK"));
+    wait_machine_version(&mut cluster, &ALL, 4);
     let mut c = cluster.redis(3, SETTLE);
     assert_eq!(eval_set(&mut c, "s3", "3").as_deref(), Ok("OK"));
     cluster.replica(leader).put("after", "upgrade");
@@ -158,9 +161,9 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
 fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quorum() {
     let mut cluster = Cluster::start(3);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    wait_machine_version(&mut cluster, &ALL, 4);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
+    wait_machine_version(&mut cluster, &ALL, 4);
     cluster.replica(leader).put("before", "1");
     let before = cluster.agreed_checksum(&ALL, SETTLE);
 
@@ -219,6 +222,49 @@ fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quo
     assert_eq!(cluster.replica(old).get("script2"), "ran");
     let status = cluster.replica(old).status();
     assert_eq!(status.get("held_back_at"), "none", "{status}");
+}
+
+#[test]
+fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
+    wait_machine_version(&mut cluster, &[leader], 4);
+    let cluster_id: String = redis::cmd("INFO")
+        .arg("server")
+        .query::<String>(&mut c)
+        .expect("INFO")
+        .lines()
+        .find_map(|line| line.strip_prefix("cluster_id:"))
+        .expect("a cluster_id line")
+        .trim()
+        .to_string();
+
+    // Replica 4 plays the previous release; it waits to be added.
+    let port4 = free_port();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let data = cluster.data_dir().to_path_buf();
+    let args = replica_args(
+        4,
+        &data,
+        &format!("4=127.0.0.1:{port4}"),
+        &["--cluster-id", &cluster_id, "--join", &nobody],
+    );
+    cluster.spawn_extra_with_env(4, args, &[(LIMIT_VAR, "3")]);
+    harness::wait_listening(port4, SETTLE);
+    let reply = cluster
+        .replica(leader)
+        .send(&format!("add-replica 4 127.0.0.1:{port4}"));
+    assert!(
+        is_error(&reply)
+            && reply.contains("replica 4 applies machine versions up to 3")
+            && reply.contains("the cluster runs version 4"),
+        "{reply}"
+    );
+    let status = cluster.replica(leader).status();
+    assert_eq!(status.get("members"), "1,2,3", "{status}");
+    assert_eq!(status.get("learners"), "none", "{status}");
 }
 
 /// Field `name` of a `key=value ...` line.

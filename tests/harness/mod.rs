@@ -920,6 +920,29 @@ impl Cluster {
         self.replicas.last_mut().expect("just pushed")
     }
 
+    /// [`Cluster::spawn_extra`] with `env` in the new replica's environment
+    /// at every start (a test hook, say).
+    pub fn spawn_extra_with_env(
+        &mut self,
+        id: u64,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> &mut Replica {
+        assert_eq!(
+            id as usize,
+            self.replicas.len() + 1,
+            "extra replicas come in order"
+        );
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let replica =
+            Replica::spawn_program_with_env(Path::new(BIN), id, self.data.path(), args, env);
+        self.replicas.push(replica);
+        self.replicas.last_mut().expect("just pushed")
+    }
+
     /// All replicas, running or not.
     pub fn replicas(&mut self) -> &mut [Replica] {
         &mut self.replicas
