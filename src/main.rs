@@ -182,7 +182,7 @@ async fn stop_raft(node: &node::Node) {
     if STOPPING.swap(true, SeqCst) {
         std::future::pending::<()>().await;
     }
-    membership::step_down(node.raft()).await;
+    membership::step_down(node.raft(), node.network()).await;
     if let Err(e) = node.raft().shutdown().await {
         tracing::warn!("openraft did not shut down cleanly: {e}");
     }

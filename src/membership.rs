@@ -294,17 +294,19 @@ pub async fn hand_over(
     }
 }
 
-/// Before this replica stops: if it leads, hand over to the voter that holds
-/// the most of the log, so that the others need not wait out an election
-/// timeout (a rolling restart then pauses writes for one hand-over instead).
-/// Best effort: a hand-over that fails leaves an ordinary election.
-pub async fn step_down(raft: &Raft) {
+/// Before this replica stops, or once it holds back applying: if it leads,
+/// hand over to the voter that holds the most of the log, so that the others
+/// need not wait out an election timeout (a rolling restart then pauses
+/// writes for one hand-over instead). Best effort: a hand-over that fails
+/// leaves an ordinary election.
+pub async fn step_down(raft: &Raft, network: &Network) {
     let metrics = raft.metrics().borrow_watched().clone();
     if metrics.current_leader != Some(metrics.id) {
         return;
     }
     let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-    let Some(successor) = best_successor(&metrics, &voters) else {
+    let held_back = held_back_voters(network, &metrics, &voters).await;
+    let Some(successor) = best_successor(&metrics, &voters, &held_back) else {
         return;
     };
     match hand_over(raft, successor, &voters).await {
@@ -313,17 +315,49 @@ pub async fn step_down(raft: &Raft) {
     }
 }
 
+/// The voters other than this one that say they hold back applying (a
+/// rolling upgrade): they refuse to lead. One that does not answer is not
+/// counted: it may answer a hand-over all the same.
+async fn held_back_voters(
+    network: &Network,
+    metrics: &openraft::RaftMetrics<TypeConfig>,
+    voters: &BTreeSet<NodeId>,
+) -> BTreeSet<NodeId> {
+    let membership = metrics.membership_config.membership();
+    let asked = voters
+        .iter()
+        .filter(|id| **id != metrics.id)
+        .filter_map(|id| Some((*id, membership.get_node(id)?.addr.clone())))
+        .map(|(id, addr)| async move {
+            let answer = network
+                .call(id, &addr, &PeerRequest::MachineVersion, NOTICE_TIMEOUT)
+                .await;
+            let held = matches!(
+                answer,
+                Ok(PeerResponse::MachineVersion(report)) if report.held_back_at.is_some()
+            );
+            held.then_some(id)
+        });
+    futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// The voter that should lead when this leader stops: the one that holds the
-/// most of the log (it can win at once), or none if there is no other voter.
+/// most of the log (it can win at once) among those not `held_back`, or none
+/// if there is no other.
 fn best_successor(
     metrics: &openraft::RaftMetrics<TypeConfig>,
     voters: &BTreeSet<NodeId>,
+    held_back: &BTreeSet<NodeId>,
 ) -> Option<NodeId> {
     let progress = metrics.replication.as_ref()?;
     voters
         .iter()
         .copied()
-        .filter(|id| *id != metrics.id)
+        .filter(|id| *id != metrics.id && !held_back.contains(id))
         .max_by_key(|id| {
             progress
                 .get(id)

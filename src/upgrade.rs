@@ -169,46 +169,9 @@ pub async fn step_aside_when_held_back(raft: Raft, network: Network, versions: M
     raft.runtime_config().elect(false);
     tracing::warn!("{held}; no longer standing for election");
     loop {
-        let metrics = raft.metrics().borrow_watched().clone();
-        if metrics.current_leader == Some(metrics.id) {
-            if let Some(successor) = successor_that_applies(&network, &metrics).await {
-                let voters = metrics.membership_config.membership().voter_ids().collect();
-                match crate::membership::hand_over(&raft, successor, &voters).await {
-                    Ok(()) => tracing::info!("handed leadership to replica {successor}"),
-                    Err(e) => tracing::info!("could not hand leadership over: {e}"),
-                }
-            }
-        }
+        crate::membership::step_down(&raft, &network).await;
         tokio::time::sleep(LOOK_EVERY).await;
     }
-}
-
-/// The voter other than this one that holds the most of the log among those
-/// that say they are not holding back.
-async fn successor_that_applies(
-    network: &Network,
-    metrics: &openraft::RaftMetrics<crate::types::TypeConfig>,
-) -> Option<NodeId> {
-    let membership = metrics.membership_config.membership();
-    let mut best: Option<(Option<u64>, NodeId)> = None;
-    for id in membership.voter_ids().filter(|id| *id != metrics.id) {
-        let Some(node) = membership.get_node(&id) else {
-            continue;
-        };
-        match ask(network, id, &node.addr).await {
-            Ok(report) if report.held_back_at.is_none() => {}
-            _ => continue,
-        }
-        let matched = metrics
-            .replication
-            .as_ref()
-            .and_then(|progress| progress.get(&id).cloned().flatten())
-            .map(|log_id| log_id.index);
-        if best.is_none_or(|(most, _)| matched > most) {
-            best = Some((matched, id));
-        }
-    }
-    best.map(|(_, id)| id)
 }
 
 #[cfg(test)]

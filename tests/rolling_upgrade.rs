@@ -190,6 +190,15 @@ fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quo
     );
     assert!(started.elapsed() < Duration::from_secs(5), "{read}");
 
+    // It must not lead: a hand-over to it is refused, with the reason.
+    let refused = cluster
+        .replica(leader)
+        .send(&format!("transfer-leader {old}"));
+    assert!(
+        is_error(&refused) && refused.contains("holds back applying"),
+        "{refused}"
+    );
+
     // It still takes the log and counts for the quorum: with the third
     // replica frozen, the leader and the held-back one commit writes.
     cluster.replica(other).stop();
