@@ -257,8 +257,7 @@ impl Node {
                 Err(_) => Attempt::Done(Err(KvError::NoLeader(timeout))),
             }
         };
-        let answered = |answer, _| {
-            match answer {
+        let answered = |answer, _| match answer {
             Ok(PeerResponse::RaiseMachineVersion(Ok(version))) => Attempt::Done(Ok(version)),
             Ok(PeerResponse::RaiseMachineVersion(Err(RaiseError::NotLeader))) => Attempt::Again,
             Ok(PeerResponse::RaiseMachineVersion(Err(RaiseError::Refused(why)))) => {
@@ -266,11 +265,11 @@ impl Node {
             }
             // A leader of a release before machine versions: it cannot move.
             Ok(_) => Attempt::Done(Err(KvError::MachineVersion(format!(
-                "the leader does not know machine versions; the cluster cannot run version                  {needs} until it is upgraded"
+                "the leader does not know machine versions; the cluster cannot run version \
+                 {needs} until it is upgraded"
             )))),
             Err(CallError::Unreachable { .. } | CallError::Interrupted { .. }) => Attempt::Again,
             Err(e) => Attempt::Done(Err(KvError::ForwardInterrupted(e.to_string()))),
-        }
         };
         let forwarded = || PeerRequest::RaiseMachineVersion { needs };
         self.at_leader(timeout, forwarded, here, answered).await
