@@ -80,6 +80,10 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     assert_eq!(status.get("held_back_at"), "none", "{status}");
     let status = cluster.replica(leader).status();
     assert_eq!(status.number("machine_version_max"), 4, "{status}");
+    let mut c = cluster.redis(3, SETTLE);
+    let info = harness::raft_info(&mut c);
+    assert_eq!(info.number("machine_version"), 3);
+    assert_eq!(info.number("machine_version_max"), 3);
 
     // Writes of the old kinds go on, wherever they are sent.
     cluster.replica(leader).put("old", "kind");

@@ -47,6 +47,13 @@
 //!    when this replica's own snapshot holds more than its state machine (a
 //!    power cut lost unsynced apply batches, rule 4, after a snapshot of them
 //!    was fsynced): the state is loaded back from the file.
+//! 6. **Holding back** (`state_machine.rs`, `machine_version.rs`): an entry of a
+//!    machine version this build cannot apply is not applied, nor is anything
+//!    after it, yet `apply` returns `Ok` (openraft would stop otherwise). The
+//!    applied id of rule 3 stays at the last entry applied, so a restart resumes
+//!    there, a snapshot covers only what was applied, and the log purge, which
+//!    follows the snapshot, never removes an entry not applied: a restart with a
+//!    build that applies it finds every entry it needs in the log.
 
 #[cfg(test)]
 mod conformance;

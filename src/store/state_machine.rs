@@ -18,14 +18,14 @@
 //! - Reads (`StateReader`) run beside everything and see whole applied batches
 //!   (each `get` is a single key).
 //!
-//! Holding back (`machine_version.rs`): an entry of a machine version above
-//! what this build applies is not applied, nor is anything after it, and
-//! `apply` still returns `Ok` (an error from it stops openraft, and with it
-//! the log and the vote this replica still owes the cluster). openraft then
-//! believes those entries applied; the state machine knows better and says
-//! so where it matters: its applied id (what a restart resumes from, and what
-//! a snapshot covers, so the log behind it is never purged), `status`, and
-//! reads, which a held-back replica refuses.
+//! Holding back (rule 6 in `store/mod.rs`, and `machine_version.rs`): an
+//! entry of a machine version above what this build applies is not applied,
+//! nor is anything after it, and `apply` still returns `Ok` (an error from it
+//! stops openraft, and with it the log and the vote this replica still owes
+//! the cluster). openraft then believes those entries applied; the state
+//! machine knows better and says so where it matters: its applied id (what a
+//! restart resumes from, and what a snapshot covers, so the log behind it is
+//! never purged), `status`, and reads, which a held-back replica refuses.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -714,7 +714,8 @@ impl StateMachine {
                 }
                 EntryPayload::Normal(proposal) => {
                     if proposal.format > self.versions.can_apply() {
-                        // Hold back here: apply what came before, nothing from here on.
+                        // Hold back here (rule 6 in `store/mod.rs`): apply what
+                        // came before, nothing from here on.
                         held_back = Some(HeldBack {
                             at: entry.log_id.index,
                             needs: proposal.format,
