@@ -142,6 +142,9 @@ pub async fn change_at_leader(
                 .await
                 .map_err(|e| change_error(&format!("adding replica {id} as a learner"), e))?;
             wait_until_caught_up(raft, *id, addr).await?;
+            // Asked again now that it surely answers (it was perhaps not up
+            // when it was added): a voter that cannot apply would hold back.
+            check_newcomer_version(network, *id, addr, versions.current()).await?;
             voters.iter().copied().chain([*id]).collect::<BTreeSet<_>>()
         }
         MembershipChange::Remove { id } => {
@@ -201,10 +204,10 @@ pub async fn change_at_leader(
 const NOTICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A newcomer that says it cannot apply the machine version the cluster runs
-/// is refused (it would hold back from its first entries and never catch
-/// up). One that does not say (not started yet, or a release before machine
-/// versions) is added as before; the leader asks it again before moving the
-/// cluster to a newer version (`upgrade.rs`).
+/// is refused (it would hold back and never catch up): before it is added,
+/// and again before it becomes a voter (it stays a learner). One that does
+/// not say (a release before machine versions) is added as before; the cluster
+/// does not move to a newer version while it is a member (`upgrade.rs`).
 async fn check_newcomer_version(
     network: &Network,
     id: NodeId,

@@ -193,6 +193,14 @@ fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quo
         "{read}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "{read}");
+    let port = cluster.replica(old).http_port();
+    let ready = http_get(port, "/ready");
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("held back"),
+        "{ready}"
+    );
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("ondisk_held_back 1"), "{metrics}");
 
     // It must not lead: a hand-over to it is refused, with the reason.
     let refused = cluster
@@ -278,6 +286,18 @@ fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
     let status = cluster.replica(leader).status();
     assert_eq!(status.get("members"), "1,2,3", "{status}");
     assert_eq!(status.get("learners"), "none", "{status}");
+}
+
+/// The whole answer to `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(SETTLE)).expect("a timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Field `name` of a `key=value ...` line.
