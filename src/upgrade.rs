@@ -5,7 +5,7 @@
 //!   the Raft port with `PeerRequest::MachineVersion`).
 //! - When a command needs a newer version than the cluster runs (EVAL needs
 //!   4; `Kv::execute` asks), the leader asks every member (voters and
-//!   learners: a learner becomes a voter without another check) and, if all
+//!   learners, which become voters) and, if all
 //!   of them can apply it, commits an `Op::MachineVersion` entry to the newest
 //!   version they all apply ([`raise_at_leader`]); the command is proposed
 //!   after it. Otherwise the command is refused with the reason, naming the
@@ -24,7 +24,9 @@
 //! Why it is safe: versions only go up, and a replica's applied version is
 //! committed; so a command needing version `v` goes into the log only after
 //! the entry that moved the cluster to `v`, and every member that applies it
-//! has first applied that move, which only happened once they all could.
+//! has first applied that move, which only happened once they all could. A
+//! member added later is asked before it joins and before it votes
+//! (`membership.rs`).
 
 use std::time::Duration;
 
@@ -41,8 +43,10 @@ use crate::types::NodeId;
 
 /// How often a held-back leader looks for a replica to hand over to.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
-/// How long a member has to say which versions it applies.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a member has to say which versions it applies: a command that
+/// needs a move waits this long for a member that is down or frozen, and a
+/// busy member must not be taken for a silent one.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the version entry may take to be committed and applied.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
