@@ -17,7 +17,9 @@
 //!
 //! Besides Raft's own RPCs the port carries the two requests a follower makes
 //! of its leader on behalf of a person at its prompt: `Propose` (forward a
-//! write) and `ReadIndex` (the index a linearizable read must wait for).
+//! write) and `ReadIndex` (the index a linearizable read must wait for), and
+//! the questions of a rolling upgrade (`MachineVersion`, `RaiseMachineVersion`:
+//! see `upgrade.rs`).
 
 pub mod client;
 pub mod handshake;
