@@ -42,7 +42,7 @@ use super::machine_version::{HeldBack, MachineVersions};
 use super::snapshot::Snapshot;
 use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, records, Db};
-use crate::command::Watched;
+use crate::command::{Proposal, Watched};
 use crate::faults::crash_point;
 use crate::machine::ProposalOutcome;
 use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
@@ -685,11 +685,11 @@ impl StateMachine {
         active: &ActiveData,
         entries: impl IntoIterator<Item = Entry>,
     ) -> io::Result<AppliedRun> {
-        let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
-        // What this run has already written, so later entries see it (the
-        // database does not, until the batch commits).
-        let mut pending = BTreeMap::new();
-        let mut flush_marks = active.flush_marks;
+        let mut writes = RunWrites {
+            batch: self.store.db.batch().durability(Some(PersistMode::Buffer)),
+            pending: BTreeMap::new(),
+            flush_marks: active.flush_marks,
+        };
         let mut outcomes = Vec::new();
         let mut failure = None;
         let mut held_back = None;
@@ -713,69 +713,39 @@ impl StateMachine {
                     membership_changed = true;
                 }
                 EntryPayload::Normal(proposal) => {
-                    if proposal.format > self.versions.can_apply() {
-                        // Hold back here (rule 6 in `store/mod.rs`): apply what
-                        // came before, nothing from here on.
-                        held_back = Some(HeldBack {
-                            at: entry.log_id.index,
-                            needs: proposal.format,
-                            can_apply: self.versions.can_apply(),
-                        });
-                        break;
-                    }
-                    let ops = match proposal.decode() {
-                        Ok(ops) => ops,
-                        Err(e) => {
-                            // Stop here: apply what came before, refuse this one.
-                            failure = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                    let mut view = writes.view(&active.keyspace);
+                    match self.apply_proposal(&mut view, entry.log_id.index, &proposal)? {
+                        ProposalStep::Applied {
+                            replies,
+                            moves_version,
+                        } => {
+                            outcome.replies = replies;
+                            version_changed |= moves_version;
+                        }
+                        ProposalStep::HoldBack(at) => {
+                            held_back = Some(at);
                             break;
                         }
-                    };
-                    version_changed |= ops
-                        .iter()
-                        .any(|op| matches!(op, crate::command::Op::MachineVersion { .. }));
-                    let mut view = ApplyView {
-                        data: &active.keyspace,
-                        batch: &mut batch,
-                        pending: &mut pending,
-                        flush_marks: &mut flush_marks,
-                    };
-                    // On an error the batch holds part of this entry: none of
-                    // it is committed (nothing is applied, nothing answered).
-                    outcome.replies =
-                        machine::apply_entry(&mut view, entry.log_id.index, proposal.time_ms, ops)
-                            .map_err(io::Error::other)?;
+                        ProposalStep::Refused(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
                 }
             }
             self.last_applied = Some(entry.log_id);
             outcomes.push(outcome);
         }
 
-        batch.insert(
-            self.sm_meta(),
-            records::APPLIED,
-            records::encode(&self.last_applied),
-        );
-        // Membership is rewritten only when an entry changed it: it is the
-        // largest record here, and rewriting it on every apply filled memtables.
-        if membership_changed {
-            batch.insert(
-                self.sm_meta(),
-                records::MEMBERSHIP,
-                records::encode(&self.membership),
-            );
-        }
+        self.record_run_end(&mut writes.batch, membership_changed);
         let machine_version = if version_changed {
-            let view = ApplyView {
-                data: &active.keyspace,
-                batch: &mut batch,
-                pending: &mut pending,
-                flush_marks: &mut flush_marks,
-            };
-            Some(machine::machine_version(&view).map_err(read_error)?)
+            Some(machine::machine_version(&writes.view(&active.keyspace)).map_err(read_error)?)
         } else {
             None
         };
+        let RunWrites {
+            batch, flush_marks, ..
+        } = writes;
         Ok(AppliedRun {
             batch,
             outcomes,
@@ -784,6 +754,63 @@ impl StateMachine {
             machine_version,
             flush_marks,
         })
+    }
+
+    /// One entry's proposal, applied to the run's batch: unless it needs a
+    /// machine version this replica cannot apply (it holds back there, rule
+    /// 6 in `store/mod.rs`) or a format it does not know (refused). An
+    /// error means the batch holds part of this entry: none of it is
+    /// committed (nothing is applied, nothing answered).
+    fn apply_proposal(
+        &self,
+        view: &mut ApplyView<'_>,
+        index: u64,
+        proposal: &Proposal,
+    ) -> io::Result<ProposalStep> {
+        if proposal.format > self.versions.can_apply() {
+            return Ok(ProposalStep::HoldBack(HeldBack {
+                at: index,
+                needs: proposal.format,
+                can_apply: self.versions.can_apply(),
+            }));
+        }
+        let ops = match proposal.decode() {
+            Ok(ops) => ops,
+            Err(e) => {
+                return Ok(ProposalStep::Refused(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    e,
+                )))
+            }
+        };
+        let moves_version = ops
+            .iter()
+            .any(|op| matches!(op, crate::command::Op::MachineVersion { .. }));
+        let replies =
+            machine::apply_entry(view, index, proposal.time_ms, ops).map_err(io::Error::other)?;
+        Ok(ProposalStep::Applied {
+            replies,
+            moves_version,
+        })
+    }
+
+    /// The records that go into every run's batch with its data (rule 3):
+    /// the last applied id, and the membership if an entry changed it (it is
+    /// the largest record here, and rewriting it on every apply filled
+    /// memtables).
+    fn record_run_end(&self, batch: &mut OwnedWriteBatch, membership_changed: bool) {
+        batch.insert(
+            self.sm_meta(),
+            records::APPLIED,
+            records::encode(&self.last_applied),
+        );
+        if membership_changed {
+            batch.insert(
+                self.sm_meta(),
+                records::MEMBERSHIP,
+                records::encode(&self.membership),
+            );
+        }
     }
 }
 
@@ -835,6 +862,40 @@ fn switch_to_loaded(store: &Db, new_name: &str, meta: &SnapshotMeta) -> Result<(
     // have run before a crash).
     batch.insert(&store.raft_meta, records::PURGED, applied);
     metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
+}
+
+/// What a run of entries has written so far: its batch, the same writes by
+/// key so that later entries of the run see them (the database does not
+/// until the batch commits), and the flush marks as the run leaves them.
+struct RunWrites {
+    batch: OwnedWriteBatch,
+    pending: BTreeMap<Vec<u8>, Option<fjall::Slice>>,
+    flush_marks: FlushMarks,
+}
+
+impl RunWrites {
+    fn view<'a>(&'a mut self, data: &'a Keyspace) -> ApplyView<'a> {
+        ApplyView {
+            data,
+            batch: &mut self.batch,
+            pending: &mut self.pending,
+            flush_marks: &mut self.flush_marks,
+        }
+    }
+}
+
+/// What one entry's proposal came to in a run (`apply_proposal`).
+enum ProposalStep {
+    Applied {
+        replies: Vec<Reply>,
+        /// It set the cluster's machine version.
+        moves_version: bool,
+    },
+    /// It needs a machine version this replica cannot apply: the run ends
+    /// before it.
+    HoldBack(HeldBack),
+    /// Its format is unknown to this build: the run ends before it.
+    Refused(io::Error),
 }
 
 /// A run of entries applied to a batch that is not committed yet.
