@@ -17,6 +17,7 @@ mod client;
 mod command;
 mod expiry;
 mod faults;
+mod first_report;
 mod forward;
 #[cfg(test)]
 mod fuzz;
@@ -156,7 +157,7 @@ fn main() -> ExitCode {
         runtime.block_on(async {
             tokio::select! {
                 () = signals.wait() => {}
-                who = stop_requests.requested() => tracing::info!("{who}"),
+                who = stop_requests.reported() => tracing::info!("{who}"),
             }
         });
     } else {
@@ -321,7 +322,7 @@ async fn stop_the_prompt_when_asked(
     };
     tokio::select! {
         _ = sigterm => tracing::info!("SIGTERM: shutting down"),
-        who = requests.requested() => tracing::info!("{who}: shutting down"),
+        who = requests.reported() => tracing::info!("{who}: shutting down"),
     }
     stop_raft(&node).await;
     terminal.restore();

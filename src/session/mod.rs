@@ -462,7 +462,7 @@ impl Session {
                     None => format!("SHUTDOWN from client {} ({})", self.id, self.addr),
                 };
                 tracing::info!("{who}: stopping this replica");
-                self.shared.stop.request(who);
+                self.shared.stop.report(who);
                 self.stopping = true;
                 Frame::ok()
             }
