@@ -303,7 +303,7 @@ impl Kv {
     /// Whether this replica leads now, as far as it knows: the leader's own
     /// housekeeping (active expiry, the sweep) runs only there.
     pub fn leads(&self) -> bool {
-        self.node.raft().metrics().borrow_watched().current_leader == Some(self.node.id())
+        self.node.current_leader() == Some(self.node.id())
     }
 
     /// openraft's figures for this replica, followed as they change.
@@ -603,14 +603,12 @@ impl Kv {
         let held_back = versions.held_back();
         // While held back, openraft counts entries as applied that the state
         // machine let go (`store/state_machine.rs`): its own figure is the true one.
+        let raft_applied = metrics.last_applied.map_or(0, |id| id.index);
         let applied = match held_back {
             Some(_) => versions.applied(),
-            None => metrics.last_applied.map_or(0, |id| id.index),
+            None => raft_applied,
         };
-        let committed = self
-            .node
-            .committed_index()
-            .max(metrics.last_applied.map_or(0, |id| id.index));
+        let committed = self.node.committed_index().max(raft_applied);
         let last_log_index = metrics.last_log_index.unwrap_or(0);
         let matched = |id: NodeId| -> Option<u64> {
             let progress = metrics.replication.as_ref()?;

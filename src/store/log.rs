@@ -316,7 +316,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         match committed {
             Ok(()) => {
-                self.recent.appended(&entries);
+                self.recent.appended(entries);
                 self.flusher.after_next_sync(callback);
                 Ok(())
             }

@@ -67,8 +67,9 @@ impl RecentEntries {
     }
 
     /// Entries the log has just written (after their batch was committed to
-    /// fjall, so the disk never holds less than the window).
-    pub fn appended(&self, entries: &[Entry]) {
+    /// fjall, so the disk never holds less than the window). They are moved
+    /// in, not copied: the log store has no further use for them.
+    pub fn appended(&self, entries: Vec<Entry>) {
         let mut window = self.lock();
         for entry in entries {
             let follows_on = window
@@ -77,14 +78,14 @@ impl RecentEntries {
             if !follows_on {
                 window.clear();
             }
-            let bytes = proposal_bytes(entry);
+            let bytes = proposal_bytes(&entry);
             if bytes > MAX_BYTES {
                 // Too large to keep: the window must still end at the log's
                 // last entry, so it starts again after this one.
                 window.clear();
                 continue;
             }
-            window.entries.push_back(entry.clone());
+            window.entries.push_back(entry);
             window.bytes += bytes;
             while window.entries.len() > MAX_ENTRIES || window.bytes > MAX_BYTES {
                 window.pop_front();
@@ -189,7 +190,7 @@ mod tests {
     #[test]
     fn reads_what_it_holds_and_sends_the_rest_to_disk() {
         let recent = RecentEntries::default();
-        recent.appended(&(5..=9).map(|i| entry(i, 10)).collect::<Vec<_>>());
+        recent.appended((5..=9).map(|i| entry(i, 10)).collect::<Vec<_>>());
         assert_eq!(
             indexes(recent.read(6, Bound::Excluded(8), usize::MAX)),
             Some(vec![6, 7])
@@ -220,14 +221,14 @@ mod tests {
     #[test]
     fn truncation_and_purge_cut_the_window() {
         let recent = RecentEntries::default();
-        recent.appended(&(1..=6).map(|i| entry(i, 10)).collect::<Vec<_>>());
+        recent.appended((1..=6).map(|i| entry(i, 10)).collect::<Vec<_>>());
         recent.truncated_from(5);
         assert_eq!(
             indexes(recent.read(1, Bound::Unbounded, usize::MAX)),
             Some(vec![1, 2, 3, 4])
         );
         // A new leader's entries at the truncated indexes replace them.
-        recent.appended(&[entry(5, 20)]);
+        recent.appended(vec![entry(5, 20)]);
         recent.purged_through(2);
         assert_eq!(
             indexes(recent.read(3, Bound::Unbounded, usize::MAX)),
@@ -241,9 +242,9 @@ mod tests {
     #[test]
     fn entries_that_do_not_follow_on_start_the_window_again() {
         let recent = RecentEntries::default();
-        recent.appended(&(1..=3).map(|i| entry(i, 10)).collect::<Vec<_>>());
+        recent.appended((1..=3).map(|i| entry(i, 10)).collect::<Vec<_>>());
         // After a snapshot install, the log goes on from far ahead.
-        recent.appended(&[entry(100, 10)]);
+        recent.appended(vec![entry(100, 10)]);
         assert_eq!(indexes(recent.read(3, Bound::Unbounded, usize::MAX)), None);
         assert_eq!(
             indexes(recent.read(100, Bound::Unbounded, usize::MAX)),
@@ -257,7 +258,7 @@ mod tests {
         let many: Vec<Entry> = (1..=(MAX_ENTRIES as u64 + 10))
             .map(|i| entry(i, 1))
             .collect();
-        recent.appended(&many);
+        recent.appended(many);
         assert_eq!(indexes(recent.read(10, Bound::Unbounded, usize::MAX)), None);
         assert_eq!(
             recent
@@ -267,12 +268,12 @@ mod tests {
         );
         // An entry larger than the window empties it: reads of it go to disk.
         let large = MAX_ENTRIES as u64 + 11;
-        recent.appended(&[entry(large, MAX_BYTES + 1)]);
+        recent.appended(vec![entry(large, MAX_BYTES + 1)]);
         assert_eq!(
             indexes(recent.read(large, Bound::Unbounded, usize::MAX)),
             None
         );
-        recent.appended(&[entry(large + 1, 1)]);
+        recent.appended(vec![entry(large + 1, 1)]);
         assert_eq!(
             indexes(recent.read(large, Bound::Unbounded, usize::MAX)),
             None
