@@ -64,8 +64,14 @@ pub struct Cli {
 
     /// Take a snapshot after this many applied entries, then purge the log
     /// behind it except a short tail. 0 turns snapshots off.
-    #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
+    #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
     pub snapshot_every: u64,
+
+    /// Threads that run this replica's clients, Raft traffic and applies.
+    /// Default: this machine's cores shared among the members that run on it
+    /// (those at loopback addresses in --peers), at least one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 
     /// Join an existing cluster through the member whose Raft address is
     /// HOST:PORT, instead of founding one: this replica asks to be added and
@@ -353,6 +359,26 @@ impl Cli {
         replica_dir(&self.data_dir, self.replica_id)
     }
 
+    /// How many threads the replica's async runtime runs: `--threads`, or
+    /// this machine's cores divided among the members at loopback addresses.
+    /// Three replicas on one machine (the default --peers) each running a
+    /// thread per core only take turns on the cores: every hand-off between
+    /// threads then costs a wake-up and a switch (notes/findings.md).
+    pub fn threads(&self) -> usize {
+        if let Some(threads) = self.threads {
+            return usize::from(threads);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let here = self
+            .peers
+            .0
+            .values()
+            .filter(|addr| is_loopback(addr))
+            .count()
+            .max(1);
+        (cores / here).max(1)
+    }
+
     /// The cluster's name: the flag, or a digest of the member list, so that two
     /// clusters configured differently never mistake each other's traffic or folders.
     pub fn cluster_id(&self) -> String {
@@ -501,6 +527,31 @@ mod tests {
     }
 
     #[test]
+    fn replicas_on_one_machine_share_its_cores() {
+        for (addr, local) in [
+            ("127.0.0.1:63001", true),
+            ("127.5.0.9:1", true),
+            ("localhost:6000", true),
+            ("[::1]:6000", true),
+            ("10.0.0.2:63001", false),
+            ("db-2.example:63001", false),
+        ] {
+            assert_eq!(is_loopback(addr), local, "{addr}");
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cli = |extra: &[&str]| {
+            let mut args = vec!["example-ondisk", "--replica-id", "1"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap()
+        };
+        assert_eq!(cli(&[]).threads(), (cores / 3).max(1));
+        let spread = ["--peers", "1=10.0.0.1:1,2=10.0.0.2:1,3=10.0.0.3:1"];
+        assert_eq!(cli(&spread).threads(), cores);
+        assert_eq!(cli(&["--threads", "7"]).threads(), 7);
+        assert!(Cli::try_parse_from(["example-ondisk", "--replica-id", "1", "--threads", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_peers_are_refused_with_a_reason() {
         for (text, reason) in [
             ("", "ID=HOST:PORT"),
@@ -556,4 +607,14 @@ mod tests {
         let c = Cli::try_parse_from(["x", "--replica-id", "1", "--cluster-id", "prod"]).unwrap();
         assert_eq!(c.cluster_id(), "prod");
     }
+}
+
+/// Whether HOST:PORT names this machine's loopback interface.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

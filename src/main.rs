@@ -90,6 +90,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads())
         .enable_all()
         // Lua scripts run at apply and on reads; see machine::script::STACK.
         .thread_stack_size(machine::script::STACK)
