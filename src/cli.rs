@@ -67,6 +67,13 @@ pub struct Cli {
     #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
     pub snapshot_every: u64,
 
+    /// Also take a snapshot once the entries applied since the last one hold
+    /// this many MiB of commands: an entry carries a batch of writes, so a
+    /// count of entries alone does not bound the log on disk.
+    #[arg(long, value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub snapshot_log_mib: u64,
+
     /// Threads that run this replica's clients, Raft traffic and applies.
     /// Default: this machine's cores shared among the members that run on it
     /// (those at loopback addresses in --peers), at least one.

@@ -15,7 +15,7 @@ use crate::peer_service::RaftPeerService;
 use crate::raft::Raft;
 use crate::removal::Removal;
 use crate::store::{
-    self, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
+    self, ApplyStats, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
 };
 use crate::types::NodeId;
 
@@ -109,6 +109,19 @@ const LISTEN_STAGGER: Duration = Duration::from_millis(250);
 /// How often the peers are asked meanwhile, and how long each may take.
 const ASK_AGAIN: Duration = Duration::from_millis(100);
 const ASK_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The snapshot policy's second half: openraft takes a snapshot every
+/// `--snapshot-every` entries; this asks for one as well whenever the entries
+/// applied since the last one hold `--snapshot-log-mib` of commands, so the
+/// log kept on disk stays bounded however large the batches are.
+async fn snapshot_when_the_log_outgrows(raft: Raft, stats: Arc<ApplyStats>) {
+    loop {
+        stats.log_growth.outgrown.notified().await;
+        if raft.trigger().snapshot().await.is_err() {
+            return; // Raft has shut down.
+        }
+    }
+}
 
 /// Raft settings. The timing comes from the flags: a follower that has not
 /// heard its leader for the election timeout asks the others with a pre-vote,
@@ -212,6 +225,12 @@ pub async fn start(
     let raft = Raft::new(id, config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    if cli.snapshot_every != 0 {
+        let growth = reader.stats.clone();
+        growth.log_growth.set_limit(cli.snapshot_log_mib * 1024 * 1024);
+        tokio::spawn(snapshot_when_the_log_outgrows(raft.clone(), growth));
+    }
 
     let service = RaftPeerService {
         raft: raft.clone(),

@@ -1039,3 +1039,43 @@ fn a_command_of_an_unknown_format_is_held_back_instead_of_applied() {
     let sum = checksum(cluster.replica(old));
     assert!(sum.same_data(&before), "after the restart: {sum}");
 }
+
+/// openraft counts entries, and an entry may carry a batch of thousands of
+/// writes: with a count far away, a snapshot still comes once the entries
+/// applied since the last one hold `--snapshot-log-mib`, and the log behind
+/// it is purged, at every replica.
+#[test]
+fn a_snapshot_is_taken_when_the_log_grows_by_its_size_limit() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &["--snapshot-every", "1000000", "--snapshot-log-mib", "1"],
+    );
+    let leader = cluster.wait_for_leader(SETTLE);
+    let mut redis = cluster.redis(leader, SETTLE);
+    let value = "v".repeat(16 * 1024);
+    // 3.2 MiB of commands in 200-odd entries: past the limit three times,
+    // and past the tail of 100 entries a snapshot keeps behind it.
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big-{i}"))
+            .arg(&value)
+            .query(&mut redis)
+            .expect("SET");
+    }
+    let deadline = Instant::now() + SETTLE;
+    for id in ALL {
+        loop {
+            let status = cluster.replica(id).status();
+            if snapshot_index(&status).is_some() && first_log_index(&status) > 1 {
+                assert!(log_length(&status) < 200, "{status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {id}: no snapshot by size after {SETTLE:?}: {status}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_checksums_agree(&mut cluster, &ALL);
+}

@@ -74,7 +74,7 @@ use crate::types::NodeId;
 
 pub use self::log::LogStore;
 pub use self::machine_version::MachineVersions;
-pub use self::state_machine::{StateChecksum, StateDigest, StateMachine, StateReader};
+pub use self::state_machine::{ApplyStats, StateChecksum, StateDigest, StateMachine, StateReader};
 
 /// The version of the on-disk layout described above. A folder written with
 /// another layout is refused rather than misread, except layout 2: it is

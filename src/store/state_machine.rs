@@ -95,6 +95,39 @@ pub struct ApplyStats {
     pub snapshots_installed: AtomicU64,
     /// Size in bytes of the newest snapshot file (built here or received).
     pub snapshot_bytes: AtomicU64,
+    /// What the log has grown by since the newest snapshot built here.
+    pub log_growth: LogGrowth,
+}
+
+/// The proposal bytes applied since the newest snapshot built here, so that a
+/// snapshot is also taken by size (`node.rs`): openraft's policy counts
+/// entries, and an entry is a batch of one write or of thousands, so a count
+/// alone lets the log behind the last snapshot grow without bound on disk.
+#[derive(Debug, Default)]
+pub struct LogGrowth {
+    applied_bytes: AtomicU64,
+    /// 0: no limit (snapshots are off).
+    limit: AtomicU64,
+    /// Woken when the applied bytes pass the limit.
+    pub outgrown: tokio::sync::Notify,
+}
+
+impl LogGrowth {
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    fn applied(&self, bytes: u64) {
+        let before = self.applied_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit > 0 && before < limit && before + bytes >= limit {
+            self.outgrown.notify_one();
+        }
+    }
+
+    fn snapshot_taken(&self) {
+        self.applied_bytes.store(0, Ordering::Relaxed);
+    }
 }
 
 /// A digest of the whole state at one applied index, to compare replicas.
@@ -988,6 +1021,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 return Ok(());
             }
             self.apply_and_answer(run, bytes).await?;
+            self.stats.log_growth.applied(bytes as u64);
         }
     }
 
@@ -1205,6 +1239,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let (path, meta) = tokio::task::block_in_place(|| -> io::Result<_> {
             let view = store.db.snapshot();
+            // Counted from the view: what is applied after it belongs to the
+            // next snapshot.
+            self.stats.log_growth.snapshot_taken();
             let meta = state_meta(&view, &store.sm_meta)?;
             let writer =
                 SnapshotWriter::create(&store.snapshot_dir, &meta).map_err(snapshot_error)?;
