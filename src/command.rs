@@ -1,10 +1,15 @@
 //! What travels through the Raft log: versioned proposals of Redis commands.
 //!
-//! A proposal is stored as JSON inside each log entry, on disk and on the wire:
+//! A proposal travels inside each log entry, on disk and on the wire. As JSON
+//! (log records of older builds, frames to replicas that speak only JSON):
 //!
 //! ```json
 //! {"format":3,"time_ms":1764467520000,"ops":[{"Run":{"db":0,"args":["SET","k","v"]}}]}
 //! ```
+//!
+//! In the binary encoding of log records and frames (`binary.rs`) it is the
+//! same three fields, with `ops` as the bytes of the same JSON text: the
+//! format decides how `ops` is read, whatever carries the proposal.
 //!
 //! The `format` number is read before anything else. A replica that meets a
 //! format it does not know stops with a clear error instead of guessing (Ra's
@@ -76,13 +81,90 @@ pub const MAX_KEY_LEN: usize = 60 * 1024;
 pub const MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
 
 /// One entry's worth of operations, applied atomically and in order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// As JSON it is the object in the module comment. In the binary encoding
+/// (`binary.rs`: log records and binary Raft frames) it is the same three
+/// fields in order, `ops` as a byte string holding the same JSON text:
+/// the text is checked to be JSON when read, so a proposal read from a
+/// binary record can always be written out as JSON again (to a replica that
+/// speaks JSON frames only) and means the same to every build.
+#[derive(Clone, Debug)]
 pub struct Proposal {
     pub format: u32,
     /// The proposing leader's clock, in ms since the epoch.
-    #[serde(default)]
     pub time_ms: u64,
     ops: Box<RawValue>,
+}
+
+/// [`Proposal`] as JSON: `ops` inline, an absent `time_ms` read as 0.
+#[derive(Serialize, Deserialize)]
+struct JsonProposal<T> {
+    format: u32,
+    #[serde(default)]
+    time_ms: u64,
+    ops: T,
+}
+
+/// [`Proposal`] in a binary encoding: `ops` as the bytes of its JSON text.
+#[derive(Serialize, Deserialize)]
+struct BinaryProposal<T> {
+    format: u32,
+    time_ms: u64,
+    ops: T,
+}
+
+impl Serialize for Proposal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (format, time_ms) = (self.format, self.time_ms);
+        if serializer.is_human_readable() {
+            let ops = &*self.ops;
+            JsonProposal {
+                format,
+                time_ms,
+                ops,
+            }
+            .serialize(serializer)
+        } else {
+            let ops = Bytes::borrowed_form(self.ops.get().as_bytes());
+            BinaryProposal {
+                format,
+                time_ms,
+                ops,
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let JsonProposal {
+                format,
+                time_ms,
+                ops,
+            } = JsonProposal::deserialize(deserializer)?;
+            return Ok(Proposal {
+                format,
+                time_ms,
+                ops,
+            });
+        }
+        let BinaryProposal {
+            format,
+            time_ms,
+            ops,
+        } = BinaryProposal::<Bytes>::deserialize(deserializer)?;
+        let text = String::from_utf8(ops.0)
+            .map_err(|_| D::Error::custom("a proposal's ops are not UTF-8 text"))?;
+        let ops = RawValue::from_string(text)
+            .map_err(|e| D::Error::custom(format!("a proposal's ops are not JSON: {e}")))?;
+        Ok(Proposal {
+            format,
+            time_ms,
+            ops,
+        })
+    }
 }
 
 /// A single change to the key-value state.
@@ -305,13 +387,34 @@ fn cheap_as_json(text: &str) -> bool {
     escaped * 8 <= text.len()
 }
 
+impl Bytes {
+    /// Bytes that serialise as [`Bytes`] do, without a copy.
+    fn borrowed_form(bytes: &[u8]) -> BorrowedBytes<'_> {
+        BorrowedBytes(bytes)
+    }
+}
+
+/// How [`Bytes`] serialise, for borrowed bytes. A binary encoding (one that
+/// is not human-readable) takes the bytes as they are; JSON takes text or
+/// base64, as the module comment says.
+struct BorrowedBytes<'a>(&'a [u8]);
+
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BorrowedBytes(&self.0).serialize(serializer)
+    }
+}
+
+impl Serialize for BorrowedBytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use base64::Engine as _;
-        match std::str::from_utf8(&self.0) {
+        if !serializer.is_human_readable() {
+            return serializer.serialize_bytes(self.0);
+        }
+        match std::str::from_utf8(self.0) {
             Ok(text) if cheap_as_json(text) => serializer.serialize_str(text),
             _ => Base64Form {
-                b64: base64::engine::general_purpose::STANDARD.encode(&self.0),
+                b64: base64::engine::general_purpose::STANDARD.encode(self.0),
             }
             .serialize(serializer),
         }
@@ -327,7 +430,15 @@ impl<'de> Deserialize<'de> for Bytes {
             type Value = Bytes;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(r#"a string, or {"b64": "..."}"#)
+                f.write_str(r#"a string, or {"b64": "..."}, or bytes"#)
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(bytes.to_vec()))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(bytes))
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Bytes, E> {
@@ -348,7 +459,13 @@ impl<'de> Deserialize<'de> for Bytes {
                     .map_err(|e| A::Error::custom(format!("bytes that are not base64: {e}")))
             }
         }
-        deserializer.deserialize_any(BytesVisitor)
+        // A binary encoding cannot say what comes next (no
+        // `deserialize_any`): there, bytes are always raw bytes.
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(BytesVisitor)
+        } else {
+            deserializer.deserialize_byte_buf(BytesVisitor)
+        }
     }
 }
 

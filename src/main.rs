@@ -12,6 +12,7 @@
 
 mod backup;
 mod batching;
+mod binary;
 mod cli;
 mod client;
 mod command;

@@ -3,7 +3,7 @@
 //! # Layout
 //! | keyspace      | key                     | value                                     |
 //! |---------------|-------------------------|-------------------------------------------|
-//! | `raft_log`    | log index, u64 big-end. | the log entry, JSON                       |
+//! | `raft_log`    | log index, u64 big-end. | the log entry, binary (`log.rs`)          |
 //! | `raft_meta`   | `identity`, `vote`, `purged`, `committed` | JSON                    |
 //! | `sm_meta`     | `applied`, `membership`, `data_keyspace` | JSON                     |
 //! | `data-<gen>`  | user key                | user value (raw bytes)                    |
