@@ -44,6 +44,11 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: Vec<u8>) -> Vec<u8> {
     postcard::to_extend(value, out).expect("the types that travel encode in postcard")
 }
 
+/// The binary encoding of `value`.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    encode_into(value, Vec::new())
+}
+
 /// The value `bytes` encode, all of them.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BinaryError> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
@@ -57,10 +62,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BinaryError> {
 mod tests {
     use super::*;
     use crate::command::{Bytes, Op, Proposal, Queued};
-
-    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-        encode_into(value, Vec::new())
-    }
 
     #[test]
     fn a_proposal_round_trips_and_keeps_its_json() {
@@ -97,6 +98,24 @@ mod tests {
         ));
         assert!(decode::<Bytes>(&encoded[..2]).is_err());
         assert!(decode::<Bytes>(&[]).is_err());
+    }
+
+    #[test]
+    fn a_deeply_nested_reply_is_refused_without_overflowing_the_stack() {
+        use crate::machine::Reply;
+        // Reply::Array is variant 6: a level is its index and a length of 1.
+        let nested = |levels: usize| {
+            let mut bytes = [6u8, 1].repeat(levels);
+            bytes.push(0); // Reply::Ok
+            bytes
+        };
+        assert!(decode::<Reply>(&nested(100)).is_ok());
+        let err = decode::<Reply>(&nested(1_000_000)).unwrap_err();
+        assert!(
+            matches!(err, BinaryError::Malformed(postcard::Error::SerdeDeCustom)),
+            "{err}"
+        );
+        assert!(decode::<Reply>(&nested(100)).is_ok(), "the depth is reset");
     }
 
     #[test]

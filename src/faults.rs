@@ -54,3 +54,14 @@ pub fn machine_version_limit() -> Option<u32> {
     static CHOSEN: OnceLock<Option<u32>> = OnceLock::new();
     *CHOSEN.get_or_init(|| std::env::var(MACHINE_VERSION_LIMIT_VAR).ok()?.parse().ok())
 }
+
+/// The environment variable that makes this replica speak JSON frames only
+/// on the Raft port, as a replica of the release before binary frames did:
+/// it offers no other encoding and takes up none a caller offers.
+pub const JSON_FRAMES_ONLY_VAR: &str = "EXAMPLE_ONDISK_JSON_FRAMES_ONLY";
+
+/// Whether a test asked this replica to speak JSON frames only.
+pub fn json_frames_only() -> bool {
+    static CHOSEN: OnceLock<bool> = OnceLock::new();
+    *CHOSEN.get_or_init(|| std::env::var_os(JSON_FRAMES_ONLY_VAR).is_some())
+}

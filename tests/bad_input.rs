@@ -796,6 +796,91 @@ fn garbage_on_the_raft_port_is_refused_without_harm() {
     }
 }
 
+/// A frame around `body`: its length, then the bytes.
+fn binary_frame(body: &[u8]) -> Vec<u8> {
+    [&(body.len() as u32).to_be_bytes()[..], body].concat()
+}
+
+/// What came back after the first frame (the answer to the hello).
+fn after_first_frame(answer: &[u8]) -> &[u8] {
+    let Some((length, rest)) = answer.split_first_chunk::<4>() else {
+        return &[];
+    };
+    rest.get(u32::from_be_bytes(*length) as usize..)
+        .unwrap_or(&[])
+}
+
+#[test]
+fn malformed_binary_frames_on_the_raft_port_are_refused_without_harm() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    cluster.replica(leader).put("before", "binary");
+    let port = port_of(&cluster.peers, leader);
+    let before = cluster.replica(leader).status();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut cluster.redis(leader, QUICK))
+        .expect("INFO answers");
+    let cluster_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("cluster_id:"))
+        .expect("INFO names the cluster")
+        .trim()
+        .to_string();
+    let hello = frame(&format!(
+        r#"{{"Hello":{{"cluster_id":"{cluster_id}","from":9,"to":{leader},"frames":["binary"]}}}}"#
+    ));
+
+    // The binary frames' variants, in `PeerRequest`'s order: 4 is a vote
+    // request, 8 a proposal, 9 a read-index request.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            (0..64u32).map(|i| (i * 37 + 11) as u8).collect(),
+        ),
+        ("an empty body", vec![]),
+        ("an unknown variant", vec![200]),
+        ("a vote request cut short", vec![4, 99, 2]),
+        ("a request with bytes left over", vec![9, 0]),
+        (
+            "a proposal whose ops claim 4 GiB",
+            vec![8, 3, 0, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+        ("a proposal whose ops are not JSON", vec![8, 3, 0, 1, b'{']),
+        (
+            "a JSON frame where binary was agreed",
+            br#""ReadIndex""#.to_vec(),
+        ),
+    ];
+    for (what, body) in cases {
+        let bytes = [hello.clone(), binary_frame(&body)].concat();
+        let answer = raft_port_exchange(port, &bytes);
+        let welcome = String::from_utf8_lossy(&answer[..answer.len().min(64)]);
+        assert!(
+            welcome.contains(r#"{"Admitted":{"frames":"Binary"}}"#),
+            "{what}: {welcome}"
+        );
+        assert_eq!(after_first_frame(&answer), b"", "{what} was answered");
+    }
+    // A well-formed binary request is answered.
+    let answer = raft_port_exchange(port, &[hello, binary_frame(&[9])].concat());
+    assert!(
+        !after_first_frame(&answer).is_empty(),
+        "read-index unanswered"
+    );
+
+    // The replica is unharmed: still the leader of the same term, writing.
+    assert!(cluster.replica(leader).still_running());
+    let status = cluster.replica(leader).status();
+    assert_eq!(status.role(), "leader", "{status}");
+    assert_eq!(status.term(), before.term(), "{status}");
+    cluster.replica(leader).put("after", "binary");
+    for id in 1..=3 {
+        assert_eq!(cluster.replica(id).get("before"), "binary", "replica {id}");
+        assert_eq!(cluster.replica(id).get("after"), "binary", "replica {id}");
+    }
+}
+
 #[test]
 fn join_without_a_cluster_id_is_refused() {
     let peers = fresh_peers(1);

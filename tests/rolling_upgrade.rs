@@ -306,3 +306,90 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
         .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
         .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
+
+/// Makes a replica speak JSON frames only on the Raft port, as replicas of
+/// the release before binary frames do.
+const JSON_FRAMES_VAR: &str = "EXAMPLE_ONDISK_JSON_FRAMES_ONLY";
+
+/// Has `asker` hand leadership to `to`, and checks every replica sees it.
+fn hand_leadership(cluster: &mut Cluster, asker: u64, to: u64) {
+    let reply = cluster
+        .replica(asker)
+        .send(&format!("transfer-leader {to}"));
+    assert_eq!(reply, format!("OK leader={to}"));
+    assert_eq!(cluster.wait_for_leader(ELECTION_TIMEOUT), to);
+}
+
+/// The answer replica `id` gives a hello that offers binary frames.
+fn answer_to_a_binary_hello(cluster: &mut Cluster, id: u64) -> String {
+    use std::io::{Read, Write};
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut cluster.redis(id, SETTLE))
+        .expect("INFO answers");
+    let cluster_id = info
+        .lines()
+        .find_map(|line| line.strip_prefix("cluster_id:"))
+        .expect("INFO names the cluster")
+        .trim();
+    let hello = format!(
+        r#"{{"Hello":{{"cluster_id":"{cluster_id}","from":9,"to":{id},"frames":["binary"]}}}}"#
+    );
+    let port = harness::port_of(&cluster.peers, id);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .write_all(&[&(hello.len() as u32).to_be_bytes()[..], hello.as_bytes()].concat())
+        .expect("hello sent");
+    let mut length = [0; 4];
+    stream.read_exact(&mut length).expect("an answer");
+    let mut answer = vec![0; u32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).expect("a whole answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_replica_that_speaks_only_json_frames_works_with_replicas_that_speak_binary() {
+    let mut cluster = Cluster::start_with_env(3, &[], &[(3, JSON_FRAMES_VAR, "1")]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    // Replica 3 answers as the previous release did; the others agree on binary.
+    assert_eq!(answer_to_a_binary_hello(&mut cluster, 3), r#""Welcome""#);
+    for id in [1, 2] {
+        let answer = answer_to_a_binary_hello(&mut cluster, id);
+        assert_eq!(answer, r#"{"Admitted":{"frames":"Binary"}}"#);
+    }
+    // Written at each replica: a follower forwards to the leader, over JSON
+    // frames to and from replica 3, binary ones between the others.
+    for id in ALL {
+        cluster.replica(id).put(&format!("before-{id}"), "x");
+    }
+
+    // Replica 3 leads, replicating in JSON to both; then another leads again.
+    let others: Vec<u64> = ALL.into_iter().filter(|&id| id != 3).collect();
+    if leader != 3 {
+        hand_leadership(&mut cluster, leader, 3);
+    }
+    for id in ALL {
+        cluster.replica(id).put(&format!("under-3-{id}"), "y");
+    }
+    hand_leadership(&mut cluster, others[0], others[1]);
+    for id in ALL {
+        cluster.replica(id).put(&format!("after-{id}"), "z");
+    }
+
+    for reader in ALL {
+        for writer in ALL {
+            let replica = cluster.replica(reader);
+            assert_eq!(replica.get(&format!("before-{writer}")), "x", "at {reader}");
+            assert_eq!(
+                replica.get(&format!("under-3-{writer}")),
+                "y",
+                "at {reader}"
+            );
+            assert_eq!(replica.get(&format!("after-{writer}")), "z", "at {reader}");
+        }
+    }
+    cluster.agreed_checksum(&ALL, SETTLE);
+}

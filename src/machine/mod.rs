@@ -39,7 +39,9 @@ pub const REDIS_VERSION: &str = "7.0.15";
 
 /// A command's answer, in the shapes Redis replies have. It travels back from
 /// the leader to a follower that forwarded the write, so it is serialisable.
+/// It is read through [`ReplyForm`], which bounds how deep it nests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ReplyForm")]
 pub enum Reply {
     Ok,
     /// A simple-string reply other than OK (TYPE's `string`, `none`).
@@ -56,6 +58,67 @@ pub enum Reply {
     /// A runtime error (`WRONGTYPE ...`, `ERR value is not an integer ...`):
     /// the command did nothing, other commands of its transaction still ran.
     Error(String),
+}
+
+/// How deep a reply read from a peer may nest. JSON frames had serde_json's
+/// limit; a binary decoder has none, and a frame of nested arrays costs two
+/// bytes a level, so without this a peer's answer could exhaust the stack.
+const MAX_REPLY_DEPTH: u32 = 128;
+
+thread_local! {
+    /// How deep the reply being read on this thread is nested so far.
+    static REPLY_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// [`Reply`] as read: the same variants, nested replies read through [`Nested`].
+#[derive(Deserialize)]
+enum ReplyForm {
+    Ok,
+    Status(String),
+    Nil,
+    NilArray,
+    Int(i64),
+    Bulk(Bytes),
+    Array(Vec<Nested>),
+    Map(Vec<(Nested, Nested)>),
+    Error(String),
+}
+
+/// A reply inside another, read only within [`MAX_REPLY_DEPTH`].
+struct Nested(Reply);
+
+impl<'de> Deserialize<'de> for Nested {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let depth = REPLY_DEPTH.with(|depth| depth.get());
+        if depth >= MAX_REPLY_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "a reply nested deeper than {MAX_REPLY_DEPTH}"
+            )));
+        }
+        REPLY_DEPTH.with(|d| d.set(depth + 1));
+        let reply = Reply::deserialize(deserializer);
+        REPLY_DEPTH.with(|d| d.set(depth));
+        reply.map(Nested)
+    }
+}
+
+impl From<ReplyForm> for Reply {
+    fn from(form: ReplyForm) -> Reply {
+        let nested = |list: Vec<Nested>| list.into_iter().map(|n| n.0).collect();
+        match form {
+            ReplyForm::Ok => Reply::Ok,
+            ReplyForm::Status(text) => Reply::Status(text),
+            ReplyForm::Nil => Reply::Nil,
+            ReplyForm::NilArray => Reply::NilArray,
+            ReplyForm::Int(n) => Reply::Int(n),
+            ReplyForm::Bulk(bytes) => Reply::Bulk(bytes),
+            ReplyForm::Array(items) => Reply::Array(nested(items)),
+            ReplyForm::Map(pairs) => {
+                Reply::Map(pairs.into_iter().map(|(k, v)| (k.0, v.0)).collect())
+            }
+            ReplyForm::Error(text) => Reply::Error(text),
+        }
+    }
 }
 
 impl Reply {

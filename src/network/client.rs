@@ -19,14 +19,18 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::handshake::{self, ClusterSecret, Link};
-use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
+use super::{frame_codec, FrameEncoding, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::metrics::{self, SnapshotEvent};
 use crate::removal::Removal;
 use crate::store::snapshot::Snapshot;
 use crate::store::snapshot::{KnownWhole, SnapshotFile};
 use crate::types::{proposal_bytes, NodeId, TypeConfig, Vote};
 
-type Connection = Framed<TcpStream, LengthDelimitedCodec>;
+/// An open connection, and the encoding its frames were agreed to use.
+struct Connection {
+    frames: Framed<TcpStream, LengthDelimitedCodec>,
+    encoding: FrameEncoding,
+}
 
 /// Idle connections kept per peer; more are opened when needed and closed after.
 const IDLE_PER_PEER: usize = 8;
@@ -100,27 +104,28 @@ impl Network {
         request: &PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
-        let body = crate::heavy::run(request.carried_bytes(), || {
-            serde_json::to_vec(request).expect("peer requests serialise")
-        });
-        if body.len() > MAX_FRAME_LEN {
-            return Err(CallError::TooLarge(body.len()));
-        }
         let mut connection = match self.take_idle(target) {
             Some(connection) => connection,
             None => self.connect(target, addr).await?,
         };
+        let encoding = connection.encoding;
+        let body = crate::heavy::run(request.carried_bytes(), || encoding.encode(request));
+        if body.len() > MAX_FRAME_LEN {
+            self.put_idle(target, connection);
+            return Err(CallError::TooLarge(body.len()));
+        }
         let interrupted = |why: String| CallError::Interrupted { target, why };
+        let frames = &mut connection.frames;
         let exchange = async {
-            connection
+            frames
                 .send(bytes::Bytes::from(body))
                 .await
                 .map_err(|e| interrupted(e.to_string()))?;
-            match connection.next().await {
-                Some(Ok(frame)) => crate::heavy::run(frame.len(), || {
-                    serde_json::from_slice::<PeerResponse>(&frame)
-                })
-                .map_err(|e| interrupted(format!("unreadable answer: {e}"))),
+            match frames.next().await {
+                Some(Ok(frame)) => {
+                    crate::heavy::run(frame.len(), || encoding.decode::<PeerResponse>(&frame))
+                        .map_err(|e| interrupted(format!("unreadable answer: {e}")))
+                }
                 Some(Err(e)) => Err(interrupted(e.to_string())),
                 None => Err(interrupted("connection closed".into())),
             }
@@ -143,15 +148,15 @@ impl Network {
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let mut connection = Framed::new(stream, frame_codec());
+        let mut frames = Framed::new(stream, frame_codec());
         let link = Link {
             cluster_id: &self.cluster_id,
             from: self.my_id,
             to: target,
         };
-        let opening = handshake::open(&mut connection, &link, addr, self.secret.as_ref());
+        let opening = handshake::open(&mut frames, &link, addr, self.secret.as_ref());
         match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
-            Ok(Ok(())) => Ok(connection),
+            Ok(Ok(encoding)) => Ok(Connection { frames, encoding }),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable("no answer to hello".into())),
         }
@@ -167,7 +172,7 @@ impl Network {
         while let Some(connection) = pool.pop() {
             let mut probe = [0u8; 1];
             // An idle connection has nothing to read; EOF or data means it is stale.
-            match connection.get_ref().try_read(&mut probe) {
+            match connection.frames.get_ref().try_read(&mut probe) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(connection),
                 _ => continue,
             }

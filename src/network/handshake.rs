@@ -10,12 +10,18 @@
 //! ## The exchange (handshake format 2)
 //!
 //! ```text
-//! caller -> Hello { cluster_id, from, to, handshake: 2, nonce: Nc }
+//! caller -> Hello { cluster_id, from, to, handshake: 2, nonce: Nc, frames: ["binary"] }
 //! callee <- Challenge { nonce: Ns, proof: HMAC(secret, "callee" | link | Nc | Ns) }
 //! caller -> Proof { proof: HMAC(secret, "caller" | link | Nc | Ns) }
 //!           (or ProofRefused: the callee's proof was wrong, and the caller stops)
-//! callee <- Welcome, or Unauthenticated(why)
+//! callee <- Admitted { frames } (or Welcome), or Unauthenticated(why)
 //! ```
+//!
+//! `frames` lists the frame encodings the caller speaks besides JSON; the
+//! callee answers a hello that lists some with `Admitted`, naming the one all
+//! later frames use, and one that lists none (a replica of a release before
+//! them) with `Welcome`: JSON, as before (`network/mod.rs`). The whole
+//! opening is JSON, whatever is agreed.
 //!
 //! `link` is the cluster id and both replica ids as the hello gave them. Nonces
 //! are 32 fresh bytes from the operating system. Without a secret on either
@@ -79,7 +85,7 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::{PeerRequest, PeerResponse};
+use super::{FrameEncoding, PeerRequest, PeerResponse};
 use crate::logging;
 use crate::types::NodeId;
 
@@ -285,13 +291,14 @@ pub enum OpenError {
 
 /// Opens a connection to replica `link.to` at `addr` from this one: sends the
 /// hello and, with a secret, completes the exchange in the module comment.
-/// A failure on the secret is also noted (see [`note_refusal`]).
+/// Returns the encoding of the frames that follow. A failure on the secret
+/// is also noted (see [`note_refusal`]).
 pub async fn open(
     frames: &mut Frames,
     link: &Link<'_>,
     addr: &str,
     secret: Option<&ClusterSecret>,
-) -> Result<(), OpenError> {
+) -> Result<FrameEncoding, OpenError> {
     let callee = format!("replica {} at {addr}", link.to);
     match secret {
         Some(secret) => open_with_secret(frames, link, &callee, secret).await,
@@ -306,18 +313,32 @@ fn hello(link: &Link<'_>, nonce: Option<&Nonce>) -> PeerRequest {
         to: link.to,
         handshake: HANDSHAKE_FORMAT,
         nonce: nonce.map(Nonce::text),
+        frames: FrameEncoding::offered(),
     }
 }
 
-/// A hello as before the secret (no nonce): `Welcome` is all there is to it.
+/// The frame encoding a welcome names: JSON for a bare `Welcome`, from a
+/// replica of a release before frame encodings (or one playing it).
+fn welcomed(response: &PeerResponse) -> Option<FrameEncoding> {
+    match response {
+        PeerResponse::Welcome => Some(FrameEncoding::Json),
+        PeerResponse::Admitted { frames } => Some(*frames),
+        _ => None,
+    }
+}
+
+/// A hello as before the secret (no nonce): a welcome is all there is to it.
 async fn open_without_secret(
     frames: &mut Frames,
     link: &Link<'_>,
     callee: &str,
-) -> Result<(), OpenError> {
+) -> Result<FrameEncoding, OpenError> {
     send(frames, &hello(link, None)).await?;
-    match receive(frames).await? {
-        PeerResponse::Welcome => Ok(()),
+    let answer = receive(frames).await?;
+    if let Some(encoding) = welcomed(&answer) {
+        return Ok(encoding);
+    }
+    match answer {
         PeerResponse::Refused(why) => Err(OpenError::Refused(why)),
         PeerResponse::Unauthenticated(why) => {
             Err(refused(format!("{callee} refused this replica: {why}")))
@@ -337,7 +358,7 @@ async fn open_with_secret(
     link: &Link<'_>,
     callee: &str,
     secret: &ClusterSecret,
-) -> Result<(), OpenError> {
+) -> Result<FrameEncoding, OpenError> {
     let caller_nonce = Nonce::fresh().map_err(OpenError::Transport)?;
     send(frames, &hello(link, Some(&caller_nonce))).await?;
     let (theirs, proof) = match receive(frames).await? {
@@ -346,7 +367,7 @@ async fn open_with_secret(
         PeerResponse::Unauthenticated(why) => {
             return Err(refused(format!("{callee} refused this replica: {why}")));
         }
-        PeerResponse::Welcome => {
+        PeerResponse::Welcome | PeerResponse::Admitted { .. } => {
             return Err(refused(format!(
                 "{callee} admitted this replica without checking the cluster secret \
                  (it has none, or runs a version without one): not talking to it"
@@ -371,8 +392,11 @@ async fn open_with_secret(
     };
     let proof = secret.proof(Role::Caller, link, &nonces);
     send(frames, &PeerRequest::Proof { proof }).await?;
-    match receive(frames).await? {
-        PeerResponse::Welcome => Ok(()),
+    let answer = receive(frames).await?;
+    if let Some(encoding) = welcomed(&answer) {
+        return Ok(encoding);
+    }
+    match answer {
         PeerResponse::Unauthenticated(why) => {
             Err(refused(format!("{callee} refused this replica: {why}")))
         }
@@ -415,14 +439,15 @@ pub struct Callee<'a> {
 }
 
 /// Reads a caller's opening and admits or refuses it. Returns the caller's
-/// replica id once admitted; `Ok(None)` if it closed before saying hello;
+/// replica id and the encoding of the frames that follow once admitted;
+/// `Ok(None)` if it closed before saying hello;
 /// `Err` (for the log) when refused or cut off, after telling the caller why.
 /// The whole opening must be done within [`ADMIT_TIMEOUT`].
 pub async fn admit(
     frames: &mut Frames,
     me: &Callee<'_>,
     peer_addr: SocketAddr,
-) -> Result<Option<NodeId>, String> {
+) -> Result<Option<(NodeId, FrameEncoding)>, String> {
     tokio::time::timeout(ADMIT_TIMEOUT, admit_in_time(frames, me, peer_addr))
         .await
         .unwrap_or_else(|_| Err(format!("no complete hello within {ADMIT_TIMEOUT:?}")))
@@ -435,13 +460,28 @@ struct Hello {
     to: NodeId,
     handshake: u32,
     nonce: Option<String>,
+    frames: Vec<String>,
+}
+
+impl Hello {
+    /// The welcome for this hello, and the encoding it agrees on: a caller
+    /// that offered no encodings gets the bare `Welcome` of old, and JSON;
+    /// so does every caller of a replica that speaks only JSON (one of the
+    /// previous release, or a test playing it).
+    fn welcome(&self) -> (PeerResponse, FrameEncoding) {
+        if self.frames.is_empty() || FrameEncoding::offered().is_empty() {
+            return (PeerResponse::Welcome, FrameEncoding::Json);
+        }
+        let frames = FrameEncoding::agree(&self.frames);
+        (PeerResponse::Admitted { frames }, frames)
+    }
 }
 
 async fn admit_in_time(
     frames: &mut Frames,
     me: &Callee<'_>,
     peer_addr: SocketAddr,
-) -> Result<Option<NodeId>, String> {
+) -> Result<Option<(NodeId, FrameEncoding)>, String> {
     let hello = match read(frames).await? {
         None => return Ok(None),
         Some(PeerRequest::Hello {
@@ -450,12 +490,14 @@ async fn admit_in_time(
             to,
             handshake,
             nonce,
+            frames,
         }) => Hello {
             cluster_id,
             from,
             to,
             handshake,
             nonce,
+            frames,
         },
         Some(_) => return refuse(frames, "a connection must start with hello".into()).await,
     };
@@ -464,15 +506,17 @@ async fn admit_in_time(
     }
     let my_id = me.my_id;
     let caller = format!("replica {} (from {})", hello.from, peer_addr.ip());
+    let (welcome, encoding) = hello.welcome();
     match (me.secret, &hello.nonce) {
-        (None, None) => send_answer(frames, &PeerResponse::Welcome).await?,
+        (None, None) => send_answer(frames, &welcome).await?,
         (Some(secret), Some(nonce)) => {
             let link = Link {
                 cluster_id: &hello.cluster_id,
                 from: hello.from,
                 to: hello.to,
             };
-            challenge(frames, secret, &link, nonce, &caller, my_id).await?;
+            let welcome = &welcome;
+            challenge(frames, secret, &link, nonce, &caller, my_id, welcome).await?;
         }
         (None, Some(_)) => {
             note_refusal(&format!(
@@ -497,7 +541,7 @@ async fn admit_in_time(
             return unauthenticated(frames, why).await;
         }
     }
-    Ok(Some(hello.from))
+    Ok(Some((hello.from, encoding)))
 }
 
 /// Why a hello is not for this replica, secret or not: a handshake format it
@@ -529,8 +573,9 @@ fn not_for_me(me: &Callee<'_>, hello: &Hello) -> Option<String> {
 }
 
 /// The exchange with a caller that offered a nonce: our nonce and proof,
-/// then its proof, checked. `Ok` once it is right; otherwise the caller has
-/// been told why (and the refusal noted), and the error is for the log.
+/// then its proof, checked, then `welcome`. `Ok` once it is right; otherwise
+/// the caller has been told why (and the refusal noted), and the error is for
+/// the log.
 async fn challenge(
     frames: &mut Frames,
     secret: &ClusterSecret,
@@ -538,6 +583,7 @@ async fn challenge(
     caller_nonce: &str,
     caller: &str,
     my_id: NodeId,
+    welcome: &PeerResponse,
 ) -> Result<(), String> {
     let Some(caller_nonce) = Nonce::parse(caller_nonce) else {
         note_refusal(&format!("refused {caller}: its hello's nonce is malformed"));
@@ -557,7 +603,7 @@ async fn challenge(
         Some(PeerRequest::Proof { proof })
             if secret.is_proof(Role::Caller, link, &nonces, &proof) =>
         {
-            send_answer(frames, &PeerResponse::Welcome).await
+            send_answer(frames, welcome).await
         }
         Some(PeerRequest::Proof { .. }) => {
             note_refusal(&format!(

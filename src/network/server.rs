@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::handshake::{self, Callee, ClusterSecret};
-use super::{frame_codec, PeerRequest, PeerResponse, SnapshotChunk};
+use super::{frame_codec, FrameEncoding, PeerRequest, PeerResponse, SnapshotChunk};
 use crate::store::snapshot::Snapshot;
 use crate::store::snapshot::{Inbox, SnapshotFile};
 use crate::types::{NodeId, Vote};
@@ -112,11 +112,11 @@ async fn serve_connection(
     let mut frames = Framed::new(stream, frame_codec());
 
     // Nothing below runs for a caller that was not admitted (handshake.rs).
-    let Some(from) = handshake::admit(&mut frames, &me, peer_addr).await? else {
+    let Some((from, encoding)) = handshake::admit(&mut frames, &me, peer_addr).await? else {
         return Ok(());
     };
 
-    while let Some(request) = read_request(&mut frames)
+    while let Some(request) = read_request(&mut frames, encoding)
         .await
         .map_err(|e| format!("replica {from}: {e}"))?
     {
@@ -124,7 +124,8 @@ async fn serve_connection(
             PeerRequest::InstallSnapshot(chunk) => match chunk.data() {
                 Ok(data) => receive_snapshot_chunk(service, &incoming, from, chunk, &data).await,
                 Err(why) => {
-                    let _ = send(&mut frames, &PeerResponse::Refused(why.clone())).await;
+                    let refusal = PeerResponse::Refused(why.clone());
+                    let _ = send(&mut frames, encoding, &refusal).await;
                     return Err(format!("replica {from}: {why}"));
                 }
             },
@@ -133,7 +134,7 @@ async fn serve_connection(
             }
             request => service.answer(from, request).await,
         };
-        send(&mut frames, &response).await?;
+        send(&mut frames, encoding, &response).await?;
     }
     Ok(())
 }
@@ -217,11 +218,12 @@ async fn write_chunk(
 /// The next request, `None` at a clean close; an error for anything unreadable.
 async fn read_request(
     frames: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    encoding: FrameEncoding,
 ) -> Result<Option<PeerRequest>, String> {
     match frames.next().await {
         None => Ok(None),
         Some(Err(e)) => Err(format!("bad frame: {e}")),
-        Some(Ok(frame)) => crate::heavy::run(frame.len(), || serde_json::from_slice(&frame))
+        Some(Ok(frame)) => crate::heavy::run(frame.len(), || encoding.decode(&frame))
             .map(Some)
             .map_err(|e| format!("unreadable request: {e}")),
     }
@@ -229,9 +231,10 @@ async fn read_request(
 
 async fn send(
     frames: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    encoding: FrameEncoding,
     response: &PeerResponse,
 ) -> Result<(), String> {
-    let body = serde_json::to_vec(response).expect("peer responses serialise");
+    let body = encoding.encode(response);
     frames
         .send(bytes::Bytes::from(body))
         .await
