@@ -152,9 +152,9 @@ impl Node {
     /// applied. Callers go through the write batcher, which calls this.
     pub(crate) async fn propose(&self, ops: Vec<Op>) -> Result<ProposalOutcome, KvError> {
         let bytes = ops.iter().map(Op::size).sum();
-        let proposal = crate::heavy::run(bytes, || Proposal::new(&ops));
-        let (raft, timeout, proposal) = (self.raft(), self.timeout(), &proposal);
         let versions = &self.reader().versions;
+        let proposal = crate::heavy::run(bytes, || Proposal::new(&ops, versions.current()));
+        let (raft, timeout, proposal) = (self.raft(), self.timeout(), &proposal);
         let here = move |deadline| async move {
             let written =
                 tokio::time::timeout_at(deadline, raft.client_write(proposal.clone().stamp()));

@@ -153,6 +153,11 @@ fn main() -> ExitCode {
         node.network().clone(),
         node.reader().versions.clone(),
     ));
+    runtime.spawn(upgrade::move_to_newest_version(
+        node.raft().clone(),
+        node.network().clone(),
+        node.reader().versions.clone(),
+    ));
     tracing::info!("replica {} started; peers {}", node.id(), node.peers());
 
     if let Some(signals) = stop_signals {

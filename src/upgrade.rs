@@ -3,17 +3,21 @@
 //!
 //! - Each replica says which versions it can apply ([`report`], asked over
 //!   the Raft port with `PeerRequest::MachineVersion`).
-//! - When a command needs a newer version than the cluster runs (EVAL needs
-//!   4; `Kv::execute` asks), the leader asks every member (voters and
-//!   learners, which become voters) and, if all
-//!   of them can apply it, commits an `Op::MachineVersion` entry to the newest
-//!   version they all apply ([`raise_at_leader`]); the command is proposed
-//!   after it. Otherwise the command is refused with the reason, naming the
-//!   members that hold the cluster back.
-//! - The move waits for a command that needs it, rather than following every
-//!   election: this release's version only adds commands, so nothing is lost,
-//!   and until then a replica of the previous release can still be added, and
-//!   the log holds no entry nobody asked for.
+//! - The leader asks every member (voters and learners, which become voters)
+//!   and, if all of them can apply a newer version than the cluster runs,
+//!   commits an `Op::MachineVersion` entry to the newest version they all
+//!   apply ([`raise_at_leader`]). It does so on its own, every few seconds
+//!   while the cluster is behind what this build applies
+//!   ([`move_to_newest_version`]), and at once when a command needs a newer
+//!   version (EVAL needs 4; `Kv::execute` asks): such a command is proposed
+//!   after the move, or refused with the reason, naming the members that hold
+//!   the cluster back.
+//! - Moving on its own is what version 5 (binary ops, `command.rs`) needs:
+//!   every entry gains from it, so no command would ask. The price: once the
+//!   cluster has moved, a replica of an older release can no longer be added
+//!   (`membership.rs` asks a newcomer first), where before it could until the
+//!   first EVAL. A rolling upgrade is unaffected: the cluster moves only once
+//!   the last member is upgraded.
 //! - A replica that meets an entry above what it can apply holds back
 //!   applying (`store/machine_version.rs`). It still takes the log and votes,
 //!   so it counts for the quorum, but it should not lead: a leader whose state
@@ -103,7 +107,7 @@ pub async fn raise_at_leader(
             versions.current()
         ))
     })?;
-    let proposal = Proposal::new(&[Op::MachineVersion { to: target }]);
+    let proposal = Proposal::new(&[Op::MachineVersion { to: target }], versions.current());
     let written = tokio::time::timeout(PROPOSE_TIMEOUT, raft.client_write(proposal)).await;
     match written {
         Ok(Ok(_)) => {
@@ -159,6 +163,38 @@ fn common_version(
         Err("no member answered".into())
     } else {
         Err(blockers.join("; "))
+    }
+}
+
+/// How often a leader looks whether the cluster can move to a newer version.
+const MOVE_ON_EVERY: Duration = Duration::from_secs(2);
+
+/// Runs for the life of the process: while this replica leads a cluster that
+/// runs an older machine version than this build applies, it asks the members
+/// and moves the cluster to the newest version they all apply. It looks as
+/// soon as it becomes leader (so a new cluster moves before its first writes)
+/// and then whenever Raft's state changes; after a member held it back (it
+/// cannot apply, or did not answer), it waits [`MOVE_ON_EVERY`] before asking
+/// again.
+pub async fn move_to_newest_version(raft: Raft, network: Network, versions: MachineVersions) {
+    let mut metrics = raft.metrics();
+    loop {
+        let leads = {
+            let now = metrics.borrow_watched();
+            now.current_leader == Some(now.id)
+        };
+        let current = versions.current();
+        let behind = current < versions.can_apply() && versions.held_back().is_none();
+        if leads && behind {
+            if let Err(why) = raise_at_leader(&raft, &network, &versions, current + 1).await {
+                tracing::debug!("the cluster stays at machine version {current}: {why}");
+                tokio::time::sleep(MOVE_ON_EVERY).await;
+            }
+            continue;
+        }
+        if let Ok(Err(_)) = tokio::time::timeout(MOVE_ON_EVERY, metrics.changed()).await {
+            return; // Raft has stopped.
+        }
     }
 }
 

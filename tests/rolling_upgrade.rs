@@ -1,12 +1,13 @@
 //! Rolling upgrades with a versioned machine (issue 16, as Ra does them).
 //!
-//! A replica started with `EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT=3` plays the
-//! previous release: it applies machine version 3 (commands without
-//! scripts) and not 4 (EVAL). These tests check that such a replica holds
-//! the cluster at version 3 while it is a member, without stopping the
-//! writes of the old kinds; that a replica which meets version 4 holds back
-//! applying yet still counts for the quorum; and that after the upgrade
-//! every replica applies everything and all end in the same state.
+//! A replica started with `EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT=3` plays an
+//! older release: it applies machine version 3 (commands without scripts)
+//! and not 4 (EVAL) or 5 (binary ops); with `=4`, the release before binary
+//! ops. These tests check that such a replica holds the cluster at its
+//! version while it is a member, without stopping the writes of the old
+//! kinds; that a replica which meets a newer version holds back applying yet
+//! still counts for the quorum; and that after the upgrade the cluster moves
+//! on, every replica applies everything and all end in the same state.
 
 mod harness;
 
@@ -79,7 +80,7 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     assert_eq!(status.number("machine_version_max"), 3, "{status}");
     assert_eq!(status.get("held_back_at"), "none", "{status}");
     let status = cluster.replica(leader).status();
-    assert_eq!(status.number("machine_version_max"), 4, "{status}");
+    assert_eq!(status.number("machine_version_max"), 5, "{status}");
     let mut c = cluster.redis(3, SETTLE);
     let info = harness::raft_info(&mut c);
     assert_eq!(info.number("machine_version"), 3);
@@ -145,12 +146,10 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     cluster.replica(3).env.clear();
     cluster.replica(3).restart();
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
-    // The cluster moves when a command needs it: the first EVAL.
-    let status = cluster.replica(leader).status();
-    assert_eq!(status.number("machine_version"), 3, "{status}");
+    // The leader moves the cluster on its own, to the newest version.
+    wait_machine_version(&mut cluster, &ALL, 5);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "s", "1").as_deref(), Ok("OK"));
-    wait_machine_version(&mut cluster, &ALL, 4);
     let mut c = cluster.redis(3, SETTLE);
     assert_eq!(eval_set(&mut c, "s3", "3").as_deref(), Ok("OK"));
     cluster.replica(leader).put("after", "upgrade");
@@ -167,19 +166,19 @@ fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quo
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
-    wait_machine_version(&mut cluster, &ALL, 4);
+    wait_machine_version(&mut cluster, &ALL, 5);
     cluster.replica(leader).put("before", "1");
     let before = cluster.agreed_checksum(&ALL, SETTLE);
 
     // A follower goes back to the previous release after the cluster moved
-    // on: its state is of version 4, so it applies nothing more.
+    // on: its state is of version 5, so it applies nothing more.
     let old = cluster.other_than(&[leader]);
     let other = cluster.other_than(&[leader, old]);
     cluster.replica(old).exit();
     cluster.replica(old).restart_with_env(&[(LIMIT_VAR, "3")]);
     let held_at = wait_held_back(&mut cluster, old);
     let status = cluster.replica(old).status();
-    assert_eq!(status.number("machine_version"), 4, "{status}");
+    assert_eq!(status.number("machine_version"), 5, "{status}");
     assert_eq!(status.number("machine_version_max"), 3, "{status}");
 
     // Reads there are refused at once, with the reason, not after a timeout.
@@ -251,7 +250,7 @@ fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
-    wait_machine_version(&mut cluster, &[leader], 4);
+    wait_machine_version(&mut cluster, &[leader], 5);
     let cluster_id: String = redis::cmd("INFO")
         .arg("server")
         .query::<String>(&mut c)
@@ -280,7 +279,7 @@ fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
     assert!(
         is_error(&reply)
             && reply.contains("replica 4 applies machine versions up to 3")
-            && reply.contains("the cluster runs version 4"),
+            && reply.contains("the cluster runs version 5"),
         "{reply}"
     );
     let status = cluster.replica(leader).status();
@@ -392,4 +391,51 @@ fn a_replica_that_speaks_only_json_frames_works_with_replicas_that_speak_binary(
         }
     }
     cluster.agreed_checksum(&ALL, SETTLE);
+}
+
+#[test]
+fn binary_ops_wait_until_the_last_replica_can_apply_version_5() {
+    let mut cluster = Cluster::start_with_env(3, &[], &[(3, LIMIT_VAR, "4")]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    // The leader moves the cluster as far as replica 3 allows, and no further.
+    wait_machine_version(&mut cluster, &ALL, 4);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "s4", "4").as_deref(), Ok("OK"));
+    for id in ALL {
+        cluster.replica(id).put(&format!("at4-{id}"), "json");
+    }
+    cluster.agreed_checksum(&ALL, SETTLE);
+    for id in ALL {
+        let status = cluster.replica(id).status();
+        assert_eq!(status.number("machine_version"), 4, "{status}");
+        assert_eq!(status.get("held_back_at"), "none", "{status}");
+    }
+
+    // Replica 3 is upgraded: the cluster moves to 5 on its own, and every
+    // entry after the move (format 5, binary ops) is applied everywhere.
+    cluster.replica(3).exit();
+    cluster.replica(3).env.clear();
+    cluster.replica(3).restart();
+    wait_machine_version(&mut cluster, &ALL, 5);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(eval_set(&mut c, "s5", "5").as_deref(), Ok("OK"));
+    for id in ALL {
+        cluster.replica(id).put(&format!("at5-{id}"), "binary");
+    }
+    cluster.agreed_checksum(&ALL, SETTLE);
+    for reader in ALL {
+        let replica = cluster.replica(reader);
+        assert_eq!(replica.get("s4"), "4", "at {reader}");
+        assert_eq!(replica.get("s5"), "5", "at {reader}");
+        for writer in ALL {
+            assert_eq!(replica.get(&format!("at4-{writer}")), "json", "at {reader}");
+            assert_eq!(
+                replica.get(&format!("at5-{writer}")),
+                "binary",
+                "at {reader}"
+            );
+        }
+        assert_eq!(replica.status().get("held_back_at"), "none");
+    }
 }

@@ -132,3 +132,26 @@ impl Reply {
 pub struct ProposalOutcome {
     pub replies: Vec<Reply>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    #[test]
+    fn a_deeply_nested_reply_is_refused_without_overflowing_the_stack() {
+        use crate::binary::{decode, BinaryError};
+        // Reply::Array is variant 6: a level is its index and a length of 1.
+        let nested = |levels: usize| {
+            let mut bytes = [6u8, 1].repeat(levels);
+            bytes.push(0); // Reply::Ok
+            bytes
+        };
+        assert!(decode::<Reply>(&nested(100)).is_ok());
+        let err = decode::<Reply>(&nested(1_000_000)).unwrap_err();
+        assert!(
+            matches!(err, BinaryError::Malformed(postcard::Error::SerdeDeCustom)),
+            "{err}"
+        );
+        assert!(decode::<Reply>(&nested(100)).is_ok(), "the depth is reset");
+    }
+}

@@ -407,7 +407,7 @@ mod tests {
         // Pieces of real binary requests, so that the noise reaches deep.
         let real: Vec<Vec<u8>> = [
             PeerRequest::ReadIndex,
-            PeerRequest::Propose(Proposal::new(&[])),
+            PeerRequest::Propose(Proposal::new(&[], 5)),
             PeerRequest::ChangeMembership(MembershipChange::Remove { id: 3 }),
         ]
         .iter()
@@ -698,7 +698,10 @@ mod tests {
                 ],
                 0..4,
             )
-            .prop_map(|ops| Proposal::new(&ops))
+            .prop_flat_map(|ops| {
+                // Before the cluster runs version 5 (JSON ops), and after (binary).
+                prop_oneof![Just(3), Just(5)].prop_map(move |version| Proposal::new(&ops, version))
+            })
         }
 
         fn membership() -> impl Strategy<Value = Membership<NodeId, BasicNode>> {

@@ -426,7 +426,7 @@ mod tests {
             },
             Entry {
                 log_id: log_id(2),
-                payload: EntryPayload::Normal(Proposal::new(&[set])),
+                payload: EntryPayload::Normal(Proposal::new(&[set], 5)),
             },
             Entry {
                 log_id: log_id(3),

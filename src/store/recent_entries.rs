@@ -179,7 +179,10 @@ mod tests {
                 },
                 index,
             ),
-            payload: openraft::EntryPayload::Normal(Proposal::new(&[op])),
+            payload: openraft::EntryPayload::Normal(Proposal::new(
+                &[op],
+                crate::command::UNVERSIONED_MACHINE,
+            )),
         }
     }
 

@@ -1316,7 +1316,7 @@ mod tests {
         };
         Entry {
             log_id: LogId::new(leader, index),
-            payload: EntryPayload::Normal(Proposal::new(ops)),
+            payload: EntryPayload::Normal(Proposal::new(ops, crate::command::UNVERSIONED_MACHINE)),
         }
     }
 

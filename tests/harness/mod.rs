@@ -757,6 +757,9 @@ pub struct Cluster {
     /// Keep the data folder (with every replica's whole log) if the test fails,
     /// as `ONDISK_KEEP_DATA` does for every test.
     pub keep_data_on_failure: bool,
+    /// Whether [`Cluster::wait_for_leader`] has seen the new cluster settle
+    /// on its machine version.
+    version_settled: bool,
     data: TempDir,
 }
 
@@ -812,6 +815,7 @@ impl Cluster {
             peers,
             partitions: None,
             keep_data_on_failure: false,
+            version_settled: false,
             data,
         }
     }
@@ -840,6 +844,7 @@ impl Cluster {
             peers,
             partitions: Some(partitions),
             keep_data_on_failure: false,
+            version_settled: false,
             data,
         }
     }
@@ -873,6 +878,7 @@ impl Cluster {
             peers,
             partitions: None,
             keep_data_on_failure: false,
+            version_settled: false,
             data,
         })
     }
@@ -983,10 +989,43 @@ impl Cluster {
         }
     }
 
-    /// [`Cluster::wait_for_leader_among`] all running replicas.
+    /// [`Cluster::wait_for_leader_among`] all running replicas. The first
+    /// time, also waits for the leader to move the new cluster to the newest
+    /// machine version all of them apply, which it does on its own right after
+    /// its election (`src/upgrade.rs`): the tests then start from a settled
+    /// log, not one that gains that entry at some point among their writes.
     pub fn wait_for_leader(&mut self, timeout: Duration) -> u64 {
         let running = self.running_ids();
-        self.wait_for_leader_among(&running, timeout)
+        let leader = self.wait_for_leader_among(&running, timeout);
+        if !self.version_settled {
+            self.version_settled = true;
+            self.wait_for_common_version(&running, timeout);
+        }
+        leader
+    }
+
+    /// Polls until every replica in `ids` runs the newest machine version
+    /// that all of them apply.
+    fn wait_for_common_version(&mut self, ids: &[u64], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses: Vec<Status> = ids.iter().map(|&id| self.replica(id).status()).collect();
+            let common = statuses
+                .iter()
+                .map(|s| s.number("machine_version_max"))
+                .min();
+            if statuses
+                .iter()
+                .all(|s| Some(s.number("machine_version")) == common)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never moved to machine version {common:?}: {statuses:?}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls replica `id`'s `status` until its `members` field is `members`
