@@ -949,7 +949,17 @@ fn snapshots_at_indexes_with_a_byte_of_0x80_or_more_install_and_survive_restarts
     cluster.replica(VICTIM).restart();
     let agreed = wait_checksums_agree(&mut cluster, &ALL);
     assert!(agreed.same_data(&new), "converged on {agreed}, new: {new}");
-    let before_kill = cluster.replica(VICTIM).status();
+    // Its status (openraft's metrics) can lag the state just installed,
+    // which CHECKSUM read: wait for it to show that state.
+    let deadline = Instant::now() + SETTLE;
+    let before_kill = loop {
+        let status = cluster.replica(VICTIM).status();
+        if status.applied() >= agreed.applied {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}, agreed on {agreed}");
+        thread::sleep(Duration::from_millis(50));
+    };
     eprintln!("replica {VICTIM} caught up again: {before_kill}");
     assert!(snapshots_installed(&before_kill) >= 1, "{before_kill}");
     // Normally the one snapshot near 300 with nothing after it (the index
