@@ -172,12 +172,13 @@ const MOVE_ON_EVERY: Duration = Duration::from_secs(2);
 /// Runs for the life of the process: while this replica leads a cluster that
 /// runs an older machine version than this build applies, it asks the members
 /// and moves the cluster to the newest version they all apply. It looks as
-/// soon as it becomes leader (so a new cluster moves before its first writes)
-/// and then whenever Raft's state changes; after a member held it back (it
-/// cannot apply, or did not answer), it waits [`MOVE_ON_EVERY`] before asking
-/// again.
+/// soon as it becomes leader (so a new cluster moves before its first writes),
+/// whenever the leader or the membership changes, and every [`MOVE_ON_EVERY`]
+/// (a member upgraded in place changes neither). It watches openraft's server
+/// metrics, not all of them: those change with every write, and a wake-up per
+/// write costs on the write path.
 pub async fn move_to_newest_version(raft: Raft, network: Network, versions: MachineVersions) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         let leads = {
             let now = metrics.borrow_watched();
