@@ -522,6 +522,16 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Whether HOST:PORT names this machine's loopback interface.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,7 +565,9 @@ mod tests {
         let spread = ["--peers", "1=10.0.0.1:1,2=10.0.0.2:1,3=10.0.0.3:1"];
         assert_eq!(cli(&spread).threads(), cores);
         assert_eq!(cli(&["--threads", "7"]).threads(), 7);
-        assert!(Cli::try_parse_from(["example-ondisk", "--replica-id", "1", "--threads", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["example-ondisk", "--replica-id", "1", "--threads", "0"]).is_err()
+        );
     }
 
     #[test]
@@ -614,14 +626,4 @@ mod tests {
         let c = Cli::try_parse_from(["x", "--replica-id", "1", "--cluster-id", "prod"]).unwrap();
         assert_eq!(c.cluster_id(), "prod");
     }
-}
-
-/// Whether HOST:PORT names this machine's loopback interface.
-fn is_loopback(addr: &str) -> bool {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }

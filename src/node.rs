@@ -228,7 +228,9 @@ pub async fn start(
 
     if cli.snapshot_every != 0 {
         let growth = reader.stats.clone();
-        growth.log_growth.set_limit(cli.snapshot_log_mib * 1024 * 1024);
+        growth
+            .log_growth
+            .set_limit(cli.snapshot_log_mib * 1024 * 1024);
         tokio::spawn(snapshot_when_the_log_outgrows(raft.clone(), growth));
     }
 
