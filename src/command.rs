@@ -419,10 +419,6 @@ impl Proposal {
         self.ops.bytes().len()
     }
 
-    /// Whether applying it may run a script (which may take a while).
-    pub fn may_run_scripts(&self) -> bool {
-        self.format >= SCRIPT_FORMAT
-    }
 }
 
 impl fmt::Display for Proposal {
@@ -613,10 +609,9 @@ mod tests {
         for ops in [vec![run(&[b"SET", b"k", b"v"]), script], vec![in_exec]] {
             let proposal = Proposal::new(&ops, UNVERSIONED_MACHINE);
             assert_eq!(proposal.format, 4);
-            assert!(proposal.may_run_scripts());
             assert_eq!(proposal.decode().unwrap(), ops);
         }
-        assert!(!Proposal::new(&[run(&[b"GET", b"eval"])], 4).may_run_scripts());
+        assert_eq!(Proposal::new(&[run(&[b"GET", b"eval"])], 4).format, 3);
     }
 
     #[test]
@@ -679,7 +674,6 @@ mod tests {
             let proposal = Proposal::new(&ops, 5);
             assert_eq!(proposal.format, 5);
             assert_eq!(proposal.decode().unwrap(), ops);
-            assert!(proposal.may_run_scripts());
             // In JSON the ops are one base64 string, which any older build
             // stores like other ops (and holds back at).
             let json = serde_json::to_string(&proposal).unwrap();

@@ -17,10 +17,22 @@ const LARGE: usize = 1024 * 1024;
 /// Runs `work`, which handles about `bytes` bytes, so that it does not hold
 /// up the other tasks of this worker if it is large.
 pub fn run<R>(bytes: usize, work: impl FnOnce() -> R) -> R {
+    if bytes >= LARGE {
+        long(work)
+    } else {
+        work()
+    }
+}
+
+/// Runs `work`, which may take long whatever its size (a script, up to its
+/// instruction budget), with this worker's other tasks handed to another
+/// thread meanwhile. Outside a multi-threaded runtime (a unit test), or
+/// already handed off, it just runs.
+pub fn long<R>(work: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     let may_hand_off = Handle::try_current()
         .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if bytes >= LARGE && may_hand_off {
+    if may_hand_off {
         tokio::task::block_in_place(work)
     } else {
         work()

@@ -244,13 +244,10 @@ impl StateReader {
     /// `leader_time` (the leader's clock when the read's round confirmed it).
     pub async fn read(&self, db: u8, command: &Command, leader_time: u64) -> Result<Reply, String> {
         let view = self.read_view().await;
-        // KEYS and SCAN read many keys, and a read-only script may run up to
-        // its instruction budget; a point read is served from memory in
+        // KEYS and SCAN read many keys; a point read is served from memory in
         // microseconds, and handing the worker off for it costs more than that.
-        if matches!(
-            command,
-            Command::Keys(_) | Command::Scan { .. } | Command::Eval(_)
-        ) {
+        // (A read-only script hands it off itself: `machine::script::run`.)
+        if matches!(command, Command::Keys(_) | Command::Scan { .. }) {
             tokio::task::block_in_place(|| machine::read(&view, db, command, leader_time))
         } else {
             machine::read(&view, db, command, leader_time)
@@ -654,22 +651,14 @@ impl StateMachine {
         let active = self.data.read().await.clone();
         let (entries, responders): (Vec<Entry>, Vec<Option<ApplyResponder<TypeConfig>>>) =
             run.into_iter().unzip();
-        let scripts = entries.iter().any(|entry| {
-            matches!(&entry.payload, EntryPayload::Normal(proposal) if proposal.may_run_scripts())
-        });
         // Run right here on the async worker. The batch is not fsynced (rule 4),
         // so the commit is memtable inserts and one write to the page cache (a
         // DEL's lookup may read a cached block); handing the worker off with
         // `block_in_place` cost more than that. Together with the log append on
         // the blocking pool (`log.rs`), 50-client SETs went from 9,700/s to
         // 10,800/s on average over seven interleaved A/B runs.
-        let run = if scripts {
-            // A script may run up to its instruction budget (a second or
-            // so): the worker's other tasks (heartbeats, reads) move off it.
-            tokio::task::block_in_place(|| self.apply_run(&active, entries))?
-        } else {
-            crate::heavy::run(bytes, || self.apply_run(&active, entries))?
-        };
+        // A script hands the worker off itself (`machine::script::run`).
+        let run = crate::heavy::run(bytes, || self.apply_run(&active, entries))?;
         let commit = |batch: OwnedWriteBatch| {
             batch
                 .commit()

@@ -88,7 +88,11 @@ pub trait Host {
 /// Runs `eval`'s script with `db` selected. `Ok` holds the script's answer,
 /// errors included; `Err` is a storage failure met by one of its calls.
 pub fn run(host: &mut impl Host, db: u8, eval: &Eval) -> Result<Reply, String> {
-    sandbox::run(host, db, eval, &sha1_hex(&eval.body))
+    // A script may run up to its instruction budget (a second or so): the
+    // worker's other tasks (heartbeats, reads) move to another thread
+    // meanwhile. Only here: a run of entries without a script stays on the
+    // worker, where a hand-off would cost more than the whole apply.
+    crate::heavy::long(|| sandbox::run(host, db, eval, &sha1_hex(&eval.body)))
 }
 
 /// A script's name: the SHA1 of its body, in lower-case hex (Redis's).
