@@ -1,8 +1,8 @@
-//! Work too large for an async worker: encoding, decoding or applying
-//! megabytes at once.
+//! Work too long for an async worker: encoding, decoding or applying
+//! megabytes at once, or running a script.
 //!
-//! tokio runs every task of a replica on a few worker threads (two on a
-//! two-core machine). A task that parses a frame carrying a 32 MiB value holds
+//! tokio runs every task of a replica on a few worker threads (one each when
+//! three replicas share a two-core machine: `Cli::threads`). A task that parses a frame carrying a 32 MiB value holds
 //! its worker for a second or more in a debug build on a loaded machine, and
 //! the heartbeats, votes and election timer on that worker wait meanwhile: a
 //! follower stalled that way took its leader for dead and started an
