@@ -418,7 +418,6 @@ impl Proposal {
     pub fn encoded_len(&self) -> usize {
         self.ops.bytes().len()
     }
-
 }
 
 impl fmt::Display for Proposal {
