@@ -2,12 +2,12 @@
 //! megabytes at once, or running a script.
 //!
 //! tokio runs every task of a replica on a few worker threads (one each when
-//! three replicas share a two-core machine: `Cli::threads`). A task that parses a frame carrying a 32 MiB value holds
-//! its worker for a second or more in a debug build on a loaded machine, and
-//! the heartbeats, votes and election timer on that worker wait meanwhile: a
-//! follower stalled that way took its leader for dead and started an
-//! election, and the large write that stalled it was answered "the leader
-//! changed". Such work runs under `block_in_place` instead, which hands the
+//! three replicas share a two-core machine: `Cli::threads`). A task that
+//! parses a frame carrying a 32 MiB value holds its worker for a second or
+//! more in a debug build on a loaded machine, and the heartbeats, votes and
+//! election timer on that worker wait meanwhile: a follower stalled that way
+//! took its leader for dead and started an election, and the large write
+//! that stalled it was answered "the leader changed". Such work runs under `block_in_place` instead, which hands the
 //! worker's other tasks to another thread while it runs.
 
 /// Work on at least this many bytes leaves its worker; below it, the

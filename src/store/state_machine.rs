@@ -117,10 +117,14 @@ impl LogGrowth {
         self.limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// Wakes the trigger after every run while past the limit, not only at
+    /// the crossing: a snapshot asked for while another is being built (whose
+    /// view came before the crossing) is not built, and would not be asked
+    /// for again. The waiting task holds at most one wake-up.
     fn applied(&self, bytes: u64) {
-        let before = self.applied_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let now = self.applied_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let limit = self.limit.load(Ordering::Relaxed);
-        if limit > 0 && before < limit && before + bytes >= limit {
+        if limit > 0 && now >= limit {
             self.outgrown.notify_one();
         }
     }
