@@ -288,13 +288,17 @@ async fn report_removal_from_log(node: node::Node, joining: bool) {
 /// glibc's malloc gives threads that allocate at once arenas of their own, up
 /// to eight per core, and hands little of an arena's freed memory back. Under
 /// load a replica's threads (the runtime's workers, the blocking pool, the
-/// log flusher, fjall's workers) each grew one: peak memory passed the 200 MiB
-/// a replica may use in `scripts/bench.sh`. Two arenas kept it under, at the
-/// same throughput (notes/findings.md, session 9). Elsewhere than glibc, nothing.
+/// log flusher, fjall's workers) each grew one, and peak memory passed the
+/// 200 MiB a replica may use in `scripts/bench.sh`. Two arenas were not
+/// enough: a follower's second arena filled with holes left by freed
+/// memtables and apply batches, until most of its heap was free but still
+/// resident. One arena shares its holes between all threads; it costs a
+/// little CPU in lock waits (notes/findings.md, sessions 9 and 12).
+/// Elsewhere than glibc, nothing.
 fn fewer_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        const ARENAS: libc::c_int = 2;
+        const ARENAS: libc::c_int = 1;
         // SAFETY: mallopt only sets a malloc tunable; called before any
         // thread is started, and it fails harmlessly (returns 0) if refused.
         unsafe {
