@@ -362,6 +362,48 @@ fn assert_installed_a_snapshot_of_the_others(cluster: &mut Cluster, installed: u
 // Tests
 // ---------------------------------------------------------------------------
 
+/// Apply keeps in memory what it last wrote under recent keys
+/// (`store/known_heads.rs`), and an install replaces the state under it. So the
+/// victim is frozen, not killed, and keeps that memory: its keys are deleted
+/// while it is away, it catches up by snapshot, and then the same keys are
+/// written again. It must count them as new, as the others do. (Debug builds
+/// also check every remembered head against fjall at apply.)
+#[test]
+fn a_replica_frozen_past_a_snapshot_forgets_what_it_knew_of_its_keys() {
+    let mut cluster = start(EVERY);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let known = put_keys(cluster.replica(leader), "known", 10);
+    wait_checksums_agree(&mut cluster, &ALL);
+
+    let victim_last = last_log_index(&cluster.replica(VICTIM).status());
+    cluster.replica(VICTIM).stop();
+    let writer = cluster.wait_for_leader_among(&OTHERS, ELECTION_TIMEOUT);
+    for (key, _) in &known {
+        assert_eq!(cluster.replica(writer).send(&format!("delete {key}")), "OK");
+    }
+    let mut pairs = put_keys(cluster.replica(writer), "k", 2 * EVERY);
+    snapshot_needed(&mut cluster, writer, EVERY, victim_last, "extra", &mut pairs);
+    cluster.replica(VICTIM).cont();
+    wait_checksums_agree(&mut cluster, &ALL);
+    let status = cluster.replica(VICTIM).status();
+    assert!(
+        snapshots_installed(&status) >= 1,
+        "replica {VICTIM} caught up without a snapshot: {status}"
+    );
+
+    pairs.extend(put_keys(cluster.replica(writer), "known", 10));
+    let agreed = wait_checksums_agree(&mut cluster, &ALL);
+    assert_eq!(agreed.keys, pairs.len() as u64, "key count: {agreed}");
+    for id in ALL {
+        assert_eq!(
+            cluster.replica(id).send("dbsize"),
+            format!("(integer) {}", pairs.len()),
+            "DBSIZE at replica {id}"
+        );
+    }
+    cluster.assert_all_readable(VICTIM, &pairs);
+}
+
 #[test]
 fn a_replica_that_missed_several_intervals_catches_up_by_snapshot_and_replays_nothing_after() {
     let mut cluster = start(EVERY);

@@ -16,7 +16,7 @@
 //! leader's active expiry got there before.
 
 use super::parse::{Command, ExpireCondition, Expiry, Presence, SetAnswer, SetExpiry, TtlQuery};
-use super::record::{self, Kind, Record};
+use super::record::{self, damaged, Kind, Record};
 use super::script::{self, Host};
 use super::Reply;
 use crate::command::{Bytes, Expired, Op, Queued, Watched, MAX_VALUE_LEN};
@@ -38,6 +38,14 @@ pub trait Space {
     /// command asks for it, so a store may keep it in memory, as long as
     /// the mark it gives belongs to the same point in time as its data.
     fn flush_mark(&self, db: u8) -> Result<u64, String>;
+    /// The record under a stored data key without its value (left empty),
+    /// for a write that replaces the value. A store may know it without
+    /// reading the record (`store/known_heads.rs`).
+    fn get_head(&self, key: &[u8]) -> Result<Option<Record>, String> {
+        self.get(key)?
+            .map(|stored| Record::decode_head(stored.as_ref()).map_err(damaged))
+            .transpose()
+    }
 }
 
 /// The stored state as an apply batch changes it.
@@ -77,9 +85,7 @@ fn stored<S: Space>(space: &S, db: u8, key: &[u8]) -> Result<Option<Record>, Str
     let Some(stored) = space.get(&record::data_key(db, key))? else {
         return Ok(None);
     };
-    Record::decode(stored.as_ref())
-        .map(Some)
-        .map_err(|e| format!("a stored key is damaged: {e}"))
+    Record::decode(stored.as_ref()).map(Some).map_err(damaged)
 }
 
 /// A key's record, unless it is missing, flushed or has expired at `now`.
@@ -618,8 +624,7 @@ impl<S: SpaceMut> Writer<'_, S> {
                 if record::position_of(stored) > last {
                     break 'pages;
                 }
-                let record = Record::decode_head(value)
-                    .map_err(|e| format!("a stored key is damaged: {e}"))?;
+                let record = Record::decode_head(value).map_err(damaged)?;
                 if record.flushed_by(flush_mark) {
                     self.remove_flushed(db, key, &record)?;
                     removed += 1;
@@ -693,15 +698,18 @@ impl<S: SpaceMut> Writer<'_, S> {
         key: &[u8],
         with_value: bool,
     ) -> Result<Option<Record>, String> {
-        let Some(stored) = self.space.get(&record::data_key(db, key))? else {
+        let stored_key = record::data_key(db, key);
+        let found = if with_value {
+            self.space
+                .get(&stored_key)?
+                .map(|stored| Record::decode(stored.as_ref()).map_err(damaged))
+                .transpose()?
+        } else {
+            self.space.get_head(&stored_key)?
+        };
+        let Some(record) = found else {
             return Ok(None);
         };
-        let decoded = if with_value {
-            Record::decode(stored.as_ref())
-        } else {
-            Record::decode_head(stored.as_ref())
-        };
-        let record = decoded.map_err(|e| format!("a stored key is damaged: {e}"))?;
         if record.flushed_by(self.space.flush_mark(db)?) {
             self.remove_flushed(db, key, &record)?;
             return Ok(None);

@@ -134,6 +134,11 @@ pub fn split_expiry_key(stored: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((at, stored[9], &stored[10..]))
 }
 
+/// The error for a record that cannot be decoded.
+pub fn damaged(why: String) -> String {
+    format!("a stored key is damaged: {why}")
+}
+
 /// Whether a stored key is a user key (not an index entry or a counter).
 pub fn is_data_key(stored: &[u8]) -> bool {
     stored.first().is_some_and(|&db| db < DATABASES)

@@ -60,6 +60,7 @@ mod conformance;
 mod group_commit;
 pub mod log;
 pub mod machine_version;
+mod known_heads;
 mod recent_entries;
 mod records;
 pub mod snapshot;

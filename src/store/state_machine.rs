@@ -38,14 +38,16 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::RwLock;
 
+use super::known_heads::KnownHeads;
 use super::machine_version::{HeldBack, MachineVersions};
 use super::snapshot::Snapshot;
 use super::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use super::{describe_fjall_error, keyspace_options, records, Db};
 use crate::command::{Proposal, Watched};
 use crate::faults::crash_point;
+use crate::machine::record::{self, Record};
 use crate::machine::ProposalOutcome;
-use crate::machine::{self, record, Command, Entries, Reply, Space, SpaceMut};
+use crate::machine::{self, Command, Entries, Reply, Space, SpaceMut};
 use crate::metrics::{self, FsyncSite, SnapshotEvent};
 use crate::types::{proposal_bytes, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -370,6 +372,8 @@ struct ApplyView<'a> {
     pending: &'a mut BTreeMap<Vec<u8>, Option<fjall::Slice>>,
     /// The marks as this run leaves them so far.
     flush_marks: &'a mut FlushMarks,
+    /// As of the last committed batch, like `data`.
+    known_heads: &'a KnownHeads,
 }
 
 impl Space for ApplyView<'_> {
@@ -424,6 +428,29 @@ impl Space for ApplyView<'_> {
     fn flush_mark(&self, db: u8) -> Result<u64, String> {
         Ok(self.flush_marks.get(db as usize).copied().unwrap_or(0))
     }
+
+    /// This run's own writes first, then what earlier runs wrote, then fjall.
+    fn get_head(&self, key: &[u8]) -> Result<Option<Record>, String> {
+        let from_fjall = || -> Result<Option<Record>, String> {
+            let stored = self.data.get(key).map_err(|e| describe_fjall_error(&e))?;
+            stored
+                .map(|stored| Record::decode_head(&stored).map_err(record::damaged))
+                .transpose()
+        };
+        if let Some(pending) = self.pending.get(key) {
+            return pending
+                .as_ref()
+                .map(|stored| Record::decode_head(stored).map_err(record::damaged))
+                .transpose();
+        }
+        match self.known_heads.get(key) {
+            Some(head) => {
+                debug_assert_eq!(Ok(&head), from_fjall().as_ref(), "a known head went stale");
+                Ok(head)
+            }
+            None => from_fjall(),
+        }
+    }
 }
 
 impl SpaceMut for ApplyView<'_> {
@@ -461,6 +488,8 @@ pub struct StateMachine {
     /// network client).
     known_whole: snapshot::KnownWhole,
     versions: MachineVersions,
+    /// What apply last wrote under recently written keys.
+    known_heads: KnownHeads,
 }
 
 // openraft 0.10's storage traits take `io::Error`; it records itself what was
@@ -602,6 +631,7 @@ impl StateMachine {
             current_snapshot,
             known_whole,
             versions,
+            known_heads: KnownHeads::default(),
         };
         Ok((machine, reader))
     }
@@ -677,6 +707,7 @@ impl StateMachine {
             commit(run.batch)?;
             guard.flush_marks = run.flush_marks;
         }
+        self.known_heads.absorb(run.written);
         let applied = self.last_applied.map_or(0, |id| id.index);
         self.versions.set_applied(applied);
         if let Some(version) = run.machine_version {
@@ -739,7 +770,7 @@ impl StateMachine {
                     membership_changed = true;
                 }
                 EntryPayload::Normal(proposal) => {
-                    let mut view = writes.view(&active.keyspace);
+                    let mut view = writes.view(&active.keyspace, &self.known_heads);
                     match self.apply_proposal(&mut view, entry.log_id.index, &proposal)? {
                         ProposalStep::Applied {
                             replies,
@@ -765,15 +796,21 @@ impl StateMachine {
 
         self.record_run_end(&mut writes.batch, membership_changed);
         let machine_version = if version_changed {
-            Some(machine::machine_version(&writes.view(&active.keyspace)).map_err(read_error)?)
+            Some(
+                machine::machine_version(&writes.view(&active.keyspace, &self.known_heads))
+                    .map_err(read_error)?,
+            )
         } else {
             None
         };
         let RunWrites {
-            batch, flush_marks, ..
+            batch,
+            pending,
+            flush_marks,
         } = writes;
         Ok(AppliedRun {
             batch,
+            written: pending,
             outcomes,
             failure,
             held_back,
@@ -900,12 +937,13 @@ struct RunWrites {
 }
 
 impl RunWrites {
-    fn view<'a>(&'a mut self, data: &'a Keyspace) -> ApplyView<'a> {
+    fn view<'a>(&'a mut self, data: &'a Keyspace, known_heads: &'a KnownHeads) -> ApplyView<'a> {
         ApplyView {
             data,
             batch: &mut self.batch,
             pending: &mut self.pending,
             flush_marks: &mut self.flush_marks,
+            known_heads,
         }
     }
 }
@@ -927,6 +965,8 @@ enum ProposalStep {
 /// A run of entries applied to a batch that is not committed yet.
 struct AppliedRun {
     batch: OwnedWriteBatch,
+    /// What the batch writes, by key (for `KnownHeads::absorb`).
+    written: BTreeMap<Vec<u8>, Option<fjall::Slice>>,
     outcomes: Vec<ProposalOutcome>,
     /// An entry this build cannot read: the run stopped before it.
     failure: Option<io::Error>,
@@ -1062,6 +1102,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(snapshot_error(describe_fjall_error(&e)));
         }
         let old_data = std::mem::replace(&mut *data, new_data).keyspace;
+        self.known_heads.forget_all();
         // Counted while readers are still held off, so that whoever sees the
         // new state (CHECKSUM, say) also sees the install in `status`; dropping
         // the old keyspace below can take a while.
