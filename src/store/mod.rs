@@ -58,9 +58,9 @@
 #[cfg(test)]
 mod conformance;
 mod group_commit;
+mod known_heads;
 pub mod log;
 pub mod machine_version;
-mod known_heads;
 mod recent_entries;
 mod records;
 pub mod snapshot;
@@ -102,13 +102,22 @@ const IDENTITY_KEY: &str = "identity";
 const BLOCK_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The log's newest entries are read from `recent_entries.rs`, not from its
+/// memtable, which only has to hold them until they are flushed: half the
+/// data keyspace's, to leave room for apply's known heads (`known_heads.rs`).
+const LOG_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The small bookkeeping keyspaces are rewritten on every commit and apply;
 /// a smaller memtable flushes their old versions sooner.
 const META_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Options for the log and data keyspaces (used at creation only).
+/// Options for the data keyspace (used at creation only, as are the others).
 pub(crate) fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+fn log_keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(LOG_MEMTABLE_BYTES)
 }
 
 fn meta_keyspace_options() -> KeyspaceCreateOptions {
@@ -226,7 +235,7 @@ pub fn open(replica_dir: &Path, identity: &Identity) -> Result<Db, OpenError> {
     check_identity(&db, &raft_meta, &path, identity, is_new)?;
 
     let store = Db {
-        raft_log: keyspace(RAFT_LOG, keyspace_options)?,
+        raft_log: keyspace(RAFT_LOG, log_keyspace_options)?,
         sm_meta: keyspace(SM_META, meta_keyspace_options)?,
         raft_meta,
         snapshot_dir: replica_dir.join("snapshots"),

@@ -26,7 +26,7 @@ use crate::types::{proposal_bytes, Entry};
 /// enough for a follower a few rounds behind and for the apply that follows
 /// replication, small beside a replica's memory budget.
 const MAX_ENTRIES: usize = 4096;
-const MAX_BYTES: usize = 8 * 1024 * 1024;
+const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Shared by the log store and every reader cloned from it.
 #[derive(Clone, Default)]
