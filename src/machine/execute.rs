@@ -42,10 +42,16 @@ pub trait Space {
     /// for a write that replaces the value. A store may know it without
     /// reading the record (`store/known_heads.rs`).
     fn get_head(&self, key: &[u8]) -> Result<Option<Record>, String> {
-        self.get(key)?
-            .map(|stored| Record::decode_head(stored.as_ref()).map_err(damaged))
-            .transpose()
+        read_head(self, key)
     }
+}
+
+/// [`Space::get_head`] by reading the record.
+pub fn read_head<S: Space + ?Sized>(space: &S, key: &[u8]) -> Result<Option<Record>, String> {
+    space
+        .get(key)?
+        .map(|stored| Record::decode_head(stored.as_ref()).map_err(damaged))
+        .transpose()
 }
 
 /// The stored state as an apply batch changes it.

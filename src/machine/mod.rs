@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use execute::{
     apply_entry, clock, database_sizes, due_expiries, machine_version, next_sweep, pattern_matches,
-    read, watch_stamp, Entries, Space, SpaceMut, SweepRange,
+    read, read_head, watch_stamp, Entries, Space, SpaceMut, SweepRange,
 };
 pub use parse::Command;
 pub use record::DATABASES;

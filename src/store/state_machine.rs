@@ -429,26 +429,19 @@ impl Space for ApplyView<'_> {
         Ok(self.flush_marks.get(db as usize).copied().unwrap_or(0))
     }
 
-    /// This run's own writes first, then what earlier runs wrote, then fjall.
+    /// What earlier runs wrote, when remembered and this run has not
+    /// written the key since; else read as [`Space::get`] finds it.
     fn get_head(&self, key: &[u8]) -> Result<Option<Record>, String> {
-        let from_fjall = || -> Result<Option<Record>, String> {
-            let stored = self.data.get(key).map_err(|e| describe_fjall_error(&e))?;
-            stored
-                .map(|stored| Record::decode_head(&stored).map_err(record::damaged))
-                .transpose()
-        };
-        if let Some(pending) = self.pending.get(key) {
-            return pending
-                .as_ref()
-                .map(|stored| Record::decode_head(stored).map_err(record::damaged))
-                .transpose();
-        }
         match self.known_heads.get(key) {
-            Some(head) => {
-                debug_assert_eq!(Ok(&head), from_fjall().as_ref(), "a known head went stale");
+            Some(head) if !self.pending.contains_key(key) => {
+                debug_assert_eq!(
+                    Ok(&head),
+                    machine::read_head(self, key).as_ref(),
+                    "a known head went stale"
+                );
                 Ok(head)
             }
-            None => from_fjall(),
+            _ => machine::read_head(self, key),
         }
     }
 }
