@@ -382,7 +382,14 @@ fn a_replica_frozen_past_a_snapshot_forgets_what_it_knew_of_its_keys() {
         assert_eq!(cluster.replica(writer).send(&format!("delete {key}")), "OK");
     }
     let mut pairs = put_keys(cluster.replica(writer), "k", 2 * EVERY);
-    snapshot_needed(&mut cluster, writer, EVERY, victim_last, "extra", &mut pairs);
+    snapshot_needed(
+        &mut cluster,
+        writer,
+        EVERY,
+        victim_last,
+        "extra",
+        &mut pairs,
+    );
     cluster.replica(VICTIM).cont();
     wait_checksums_agree(&mut cluster, &ALL);
     let status = cluster.replica(VICTIM).status();
