@@ -7,8 +7,9 @@
 //! more in a debug build on a loaded machine, and the heartbeats, votes and
 //! election timer on that worker wait meanwhile: a follower stalled that way
 //! took its leader for dead and started an election, and the large write
-//! that stalled it was answered "the leader changed". Such work runs under `block_in_place` instead, which hands the
-//! worker's other tasks to another thread while it runs.
+//! that stalled it was answered "the leader changed". Such work runs under
+//! `block_in_place` instead, which hands the worker's other tasks to another
+//! thread while it runs.
 
 /// Work on at least this many bytes leaves its worker; below it, the
 /// hand-off costs more than it saves.

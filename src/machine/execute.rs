@@ -704,14 +704,10 @@ impl<S: SpaceMut> Writer<'_, S> {
         key: &[u8],
         with_value: bool,
     ) -> Result<Option<Record>, String> {
-        let stored_key = record::data_key(db, key);
         let found = if with_value {
-            self.space
-                .get(&stored_key)?
-                .map(|stored| Record::decode(stored.as_ref()).map_err(damaged))
-                .transpose()?
+            stored(&*self.space, db, key)?
         } else {
-            self.space.get_head(&stored_key)?
+            self.space.get_head(&record::data_key(db, key))?
         };
         let Some(record) = found else {
             return Ok(None);
