@@ -62,6 +62,15 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(30..=60_000))]
     pub election_timeout: u64,
 
+    /// How the leader makes sure it still leads before it answers a
+    /// linearizable read. `lease`: a quorum answered it within the last
+    /// --election-timeout, while no one may vote another leader in for twice
+    /// that; this assumes the replicas' clocks tick at about the same rate
+    /// (not that they agree on the time). `round`: a heartbeat round to a
+    /// quorum for the reads waiting, with no assumption on clocks.
+    #[arg(long, value_name = "CHECK", value_enum, default_value_t = ReadCheck::Lease)]
+    pub read_check: ReadCheck,
+
     /// Take a snapshot after this many applied entries, then purge the log
     /// behind it except a short tail. 0 turns snapshots off.
     #[arg(long, value_name = "ENTRIES", default_value_t = 10_000)]
@@ -406,6 +415,21 @@ fn usage_error(rendered: &str) -> ! {
         .collect();
     eprintln!("{} (see --help)", first_paragraph.join(" "));
     std::process::exit(2);
+}
+
+/// How a leader makes sure, before it answers reads, that no other leader
+/// can have been elected: a stale leader would answer without the newest
+/// acknowledged writes. Chosen with `--read-check`;
+/// `read_index.rs` carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadCheck {
+    /// A quorum acknowledged this leader recently enough (the Raft thesis's
+    /// leader lease, section 6.4.1). No message is sent for the read while
+    /// writes or heartbeats keep the acknowledgements fresh.
+    Lease,
+    /// A heartbeat round to a quorum, started after the read arrived (the
+    /// thesis's read index, section 6.4). Shared by all reads waiting.
+    Round,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -218,10 +218,9 @@ impl Node {
     /// A round that fails changed nothing, so it is always tried again.
     pub(crate) async fn fetch_read_index(&self) -> Result<ReadPoint, KvError> {
         let raft = self.raft();
+        let reads = self.reads();
         let here = move |deadline| async move {
-            match tokio::time::timeout_at(deadline, crate::read_index::leader_read_index(raft))
-                .await
-            {
+            match tokio::time::timeout_at(deadline, reads.read_point(raft)).await {
                 Ok(Ok(point)) => Attempt::Done(Ok(point)),
                 Ok(Err(RaftError::Fatal(e))) => Attempt::Done(Err(KvError::Stopped(e.to_string()))),
                 Ok(Err(_)) | Err(_) => Attempt::Again,

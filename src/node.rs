@@ -13,6 +13,7 @@ use crate::cli::{Cli, Peers};
 use crate::network::{server, ClusterSecret, Network, PeerRequest, PeerResponse};
 use crate::peer_service::RaftPeerService;
 use crate::raft::Raft;
+use crate::read_index::LeaderReads;
 use crate::removal::Removal;
 use crate::store::{
     self, ApplyStats, Identity, LogStore, OpenError, StateMachine, StateReader, LAYOUT_VERSION,
@@ -46,6 +47,7 @@ pub struct Node {
     reader: StateReader,
     committed_index: Arc<AtomicU64>,
     timeout: Duration,
+    reads: LeaderReads,
     removal: Removal,
 }
 
@@ -89,6 +91,11 @@ impl Node {
     /// How long a request may wait for the cluster (`--timeout`).
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// How this replica, when it leads, confirms that before answering reads.
+    pub fn reads(&self) -> &LeaderReads {
+        &self.reads
     }
 
     /// Reports that this replica is no longer a member; `main` stops it.
@@ -234,8 +241,10 @@ pub async fn start(
         tokio::spawn(snapshot_when_the_log_outgrows(raft.clone(), growth));
     }
 
+    let reads = LeaderReads::new(cli.read_check, Duration::from_millis(cli.election_timeout));
     let service = RaftPeerService {
         raft: raft.clone(),
+        reads,
         network: network.clone(),
         versions: reader.versions.clone(),
     };
@@ -276,6 +285,7 @@ pub async fn start(
         reader,
         committed_index,
         timeout: cli.timeout,
+        reads,
         removal,
     })
 }

@@ -15,6 +15,7 @@ use openraft::raft::SnapshotResponse;
 
 use crate::network::{Network, PeerRequest, PeerResponse, PeerService};
 use crate::raft::Raft;
+use crate::read_index::LeaderReads;
 use crate::store::snapshot;
 use crate::store::snapshot::Snapshot;
 use crate::store::MachineVersions;
@@ -24,6 +25,8 @@ use crate::types::{NodeId, Vote};
 #[derive(Clone)]
 pub struct RaftPeerService {
     pub raft: Raft,
+    /// How a read index asked for by a follower is confirmed here.
+    pub reads: LeaderReads,
     /// For a membership change carried out here, and for reporting that
     /// the leader said this replica was removed.
     pub network: Network,
@@ -49,9 +52,7 @@ impl PeerService for RaftPeerService {
             PeerRequest::Propose(proposal) => {
                 PeerResponse::Propose(raft.client_write(proposal.stamp()).await)
             }
-            PeerRequest::ReadIndex => {
-                PeerResponse::ReadIndex(crate::read_index::leader_read_index(raft).await)
-            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.reads.read_point(raft).await),
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
                 crate::membership::change_at_leader(raft, &self.network, &self.versions, change)
                     .await,

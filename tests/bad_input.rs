@@ -330,6 +330,13 @@ fn raft_timing_that_cannot_work_is_refused() {
 }
 
 #[test]
+fn an_unknown_read_check_is_refused() {
+    let error = assert_bad_flags(&["--replica-id", "1", "--read-check", "sometimes"]);
+    assert!(error.contains("sometimes"), "{error}");
+    assert!(error.contains("--read-check"), "{error}");
+}
+
+#[test]
 fn an_unknown_flag_is_refused() {
     let error = assert_bad_flags(&["--replica-id", "1", "--frobnicate"]);
     assert!(error.contains("--frobnicate"), "{error}");

@@ -439,7 +439,19 @@ fn a_replica_that_missed_many_writes_catches_up_and_keeps_them_across_a_crash() 
 
 #[test]
 fn a_leader_cut_off_by_a_partition_is_replaced_and_rejoins() {
-    let mut cluster = Cluster::start_partitionable(3, &[]);
+    cut_off_leader_is_replaced_and_rejoins(&[]);
+}
+
+/// The same with reads confirmed by heartbeat rounds instead of a lease.
+#[test]
+fn with_read_rounds_a_leader_cut_off_by_a_partition_is_replaced_and_rejoins() {
+    cut_off_leader_is_replaced_and_rejoins(&["--read-check", "round"]);
+}
+
+/// Cuts the leader off, writes at the majority's new leader, checks that the
+/// old one answers neither a write nor a stale read, then heals.
+fn cut_off_leader_is_replaced_and_rejoins(extra: &[&str]) {
+    let mut cluster = Cluster::start_partitionable(3, extra);
     let old_leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     cluster.replica(old_leader).put("before", "cut");
 
@@ -458,6 +470,10 @@ fn a_leader_cut_off_by_a_partition_is_replaced_and_rejoins() {
         is_error(&reply),
         "a write without a quorum answered {reply}"
     );
+    // Nor a read: it may still think it leads, but it has not heard a quorum
+    // since before the others elected a leader, and that one wrote since.
+    let reply = cluster.replica(old_leader).send("get during");
+    assert!(is_error(&reply), "a read without a quorum answered {reply}");
 
     cluster.partitions.as_ref().unwrap().heal();
     let leader = cluster.wait_for_leader(SETTLE);
