@@ -137,6 +137,12 @@ pub fn watch_stamp<S: Space>(
     Ok(live(space, db, key, now)?.map_or(0, |r| r.modified))
 }
 
+/// Whether `db` holds records a FLUSHDB or FLUSHALL left behind: one counter
+/// read, so the leader's sweep can skip a database without scanning it.
+pub fn has_stale<S: Space>(space: &S, db: u8) -> Result<bool, String> {
+    Ok(counter(space, &record::stale_count_key(db))? > 0)
+}
+
 /// The next range of `db` for the leader's sweep to clear, starting at SCAN
 /// position `from` and holding at most `limit` stored records, with the
 /// number of stale ones among them; `None` when `db` has nothing stale.
@@ -146,7 +152,7 @@ pub fn next_sweep<S: Space>(
     from: u64,
     limit: usize,
 ) -> Result<Option<SweepRange>, String> {
-    if counter(space, &record::stale_count_key(db))? == 0 {
+    if !has_stale(space, db)? {
         return Ok(None);
     }
     let flush_mark = space.flush_mark(db)?;

@@ -24,8 +24,8 @@ pub mod testing;
 use serde::{Deserialize, Serialize};
 
 pub use execute::{
-    apply_entry, clock, database_sizes, due_expiries, machine_version, next_sweep, pattern_matches,
-    read, read_head, watch_stamp, Entries, Space, SpaceMut, SweepRange,
+    apply_entry, clock, database_sizes, due_expiries, has_stale, machine_version, next_sweep,
+    pattern_matches, read, read_head, watch_stamp, Entries, Space, SpaceMut, SweepRange,
 };
 pub use parse::Command;
 pub use record::DATABASES;
