@@ -86,7 +86,7 @@ impl Pages {
     /// has caught up with what was committed when it started.
     ///
     /// "Committed when it started" is the larger of what this replica's own
-    /// disk said (its commit hint) and what the leader says is committed when
+    /// disk said (what it had applied) and what the leader says is committed when
     /// this replica first hears of one: a replica that restarts behind the
     /// others is not ready until it has applied what they had.
     pub async fn started(self: Arc<Self>, kv: Kv) {

@@ -293,32 +293,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(fjall_io_error)
     }
 
-    /// The commit index is kept only as a hint that lets a restarted replica
-    /// apply what it already knows is committed before hearing from a leader.
-    /// It is written without its own fsync: a lost hint only means waiting for
-    /// the leader, and journal order keeps it from ever being ahead of the log.
+    /// openraft offers to keep the commit index on disk, so that a restarted
+    /// replica can apply what it knew committed before hearing from a leader.
+    /// This store keeps it in memory only (for `status`), and writes nothing:
+    ///
+    /// - The state machine already keeps its applied id on disk with the data
+    ///   (rule 3), and openraft starts at that id when no commit index is
+    ///   read back. What a restart skips is only the few entries committed
+    ///   but not yet applied at the crash; they are still in the log (rule 2)
+    ///   and are applied once a leader says they are committed.
+    /// - A kept hint would promise no more than that: it would be written
+    ///   unsynced, like the applies (rule 4), and lost with them in a power
+    ///   cut. So linearizable reads never rested on it (`read_index.rs` waits
+    ///   for the leader's last log index instead).
+    /// - Writing it cost a journal record at every replica on every commit
+    ///   (what that came to is in notes/findings.md).
+    ///
+    /// Earlier builds wrote the hint under `committed` in
+    /// `raft_meta`; it is no longer read, and a folder moved back to such a
+    /// build finds an old value there, which that build caps at what its log
+    /// and state hold.
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
         }
-        let json = records::encode(&committed);
-        // Not handed off to a blocking thread: an unsynced insert only copies
-        // into the journal buffer and a memtable.
-        self.store
-            .raft_meta
-            .insert(records::COMMITTED, json)
-            .map_err(fjall_io_error)
+        Ok(())
     }
 
+    /// Nothing is read back (see `save_committed`): openraft then takes the
+    /// state machine's applied id as the commit index to start from.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let stored: Option<Option<LogId>> =
-            records::read_latest(&self.store.raft_meta, records::COMMITTED)?;
-        let last_log = self.get_log_state().await?.last_log_id;
-        let committed = records::trusted_commit(&self.store, stored.flatten(), last_log)?;
-        if let Some(id) = committed {
-            self.committed_index.fetch_max(id.index, Ordering::Relaxed);
-        }
-        Ok(committed)
+        Ok(None)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>

@@ -4,7 +4,7 @@
 //! | keyspace      | key                     | value                                     |
 //! |---------------|-------------------------|-------------------------------------------|
 //! | `raft_log`    | log index, u64 big-end. | the log entry, binary (`log.rs`)          |
-//! | `raft_meta`   | `identity`, `vote`, `purged`, `committed` | JSON                    |
+//! | `raft_meta`   | `identity`, `vote`, `purged` (and `committed`, from earlier builds) | JSON |
 //! | `sm_meta`     | `applied`, `membership`, `data_keyspace` | JSON                     |
 //! | `data-<gen>`  | user key                | user value (raw bytes)                    |
 //!

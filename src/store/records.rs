@@ -1,5 +1,5 @@
-//! The store's bookkeeping records, in one place: the vote, the commit hint
-//! and the purge watermark (`raft_meta`), and the applied log id, the
+//! The store's bookkeeping records, in one place: the vote and the purge
+//! watermark (`raft_meta`), and the applied log id, the
 //! membership and the name of the data keyspace (`sm_meta`). Each is a small
 //! JSON value under a fixed key.
 //!
@@ -21,8 +21,9 @@ use crate::types::LogId;
 
 /// `raft_meta`: the vote (durability rule 1).
 pub(super) const VOTE: &str = "vote";
-/// `raft_meta`: the highest log id known committed, a hint for restarts.
-pub(super) const COMMITTED: &str = "committed";
+// `raft_meta` may also hold `committed`, the commit hint that earlier builds
+// wrote and still read (`log.rs`, `save_committed`): not to be reused for
+// anything else.
 /// `raft_meta`: the last log id purged; entries at or below it count as gone.
 pub(super) const PURGED: &str = "purged";
 /// `sm_meta`: the last log id whose effects the data keyspace holds.
@@ -105,21 +106,4 @@ pub(super) fn note_purge_past_applied(store: &Db, wanted: LogId) -> io::Result<(
         tracing::warn!("openraft purges the log up to {wanted:?}, past the applied {applied:?}");
     }
     Ok(())
-}
-
-/// How far the stored commit hint may be trusted: it is written without
-/// waiting for a snapshot install that sets it, so after a crash mid-install
-/// it can name entries this replica never received. Never past what the log
-/// (`last_log`) or the state reaches.
-pub(super) fn trusted_commit(
-    store: &Db,
-    committed: Option<LogId>,
-    last_log: Option<LogId>,
-) -> io::Result<Option<LogId>> {
-    let applied = applied(store)?;
-    Ok(if committed > std::cmp::max(applied, last_log) {
-        applied
-    } else {
-        committed
-    })
 }
