@@ -52,7 +52,14 @@ impl PeerService for RaftPeerService {
             PeerRequest::Propose(proposal) => {
                 PeerResponse::Propose(raft.client_write(proposal.stamp()).await)
             }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.reads.read_point(raft).await),
+            PeerRequest::ReadIndex => {
+                let point = self.reads.read_point(raft).await;
+                if let Ok(point) = &point {
+                    // Tell `from` of commits up to there without delay.
+                    self.network.follower_reads().wait_for(from, point.index);
+                }
+                PeerResponse::ReadIndex(point)
+            }
             PeerRequest::ChangeMembership(change) => PeerResponse::ChangeMembership(
                 crate::membership::change_at_leader(raft, &self.network, &self.versions, change)
                     .await,

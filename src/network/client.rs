@@ -6,18 +6,20 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, OptionalSend};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use super::append_stream::{self, FollowerReads, SendAppend};
 use super::handshake::{self, ClusterSecret, Link};
 use super::{frame_codec, FrameEncoding, PeerRequest, PeerResponse, SnapshotChunk, MAX_FRAME_LEN};
 use crate::metrics::{self, SnapshotEvent};
@@ -66,6 +68,8 @@ pub struct Network {
     known_whole_snapshot: KnownWhole,
     /// Where a peer's word that this replica was removed goes.
     removal: Removal,
+    /// What reads at each follower wait for (`append_stream.rs`).
+    follower_reads: FollowerReads,
 }
 
 impl Network {
@@ -83,7 +87,13 @@ impl Network {
             idle: Default::default(),
             known_whole_snapshot,
             removal,
+            follower_reads: FollowerReads::default(),
         }
+    }
+
+    /// At the leader: what reads at each follower wait for.
+    pub fn follower_reads(&self) -> &FollowerReads {
+        &self.follower_reads
     }
 
     /// Where a peer's word that this replica was removed is reported.
@@ -337,8 +347,33 @@ fn append_deadline(rpc: &AppendEntriesRequest<TypeConfig>, base: Duration) -> Du
     base.saturating_add(APPEND_TIME_PER_MIB.saturating_mul(mib))
 }
 
+impl SendAppend for PeerClient {
+    async fn send_append(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.append_entries(request, option).await
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
+
+    /// openraft's requests to this follower, one at a time as its own
+    /// default does, but with a commit-only request folded into the request
+    /// that follows it (`append_stream.rs` says when, and why that is safe).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, append_stream::Outcome>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let reads = self.network.follower_reads.watch(self.target);
+        Box::pin(async move { Ok(append_stream::answers(self, input, option, reads)) })
+    }
 
     async fn append_entries(
         &mut self,

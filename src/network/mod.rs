@@ -30,6 +30,7 @@
 //! the questions of a rolling upgrade (`MachineVersion`, `RaiseMachineVersion`:
 //! see `upgrade.rs`).
 
+pub mod append_stream;
 pub mod client;
 pub mod handshake;
 pub mod server;
