@@ -372,15 +372,44 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_commit_followed_by_entries_is_sent_once_and_answered_twice() {
+    /// A stream to follower 2 that has acknowledged entries 1 to 5, as after
+    /// a first batch: the follower, what reads there wait for (leaked, to
+    /// outlive the stream), where requests go in, and the answers.
+    type Started = (
+        Follower,
+        &'static FollowerReads,
+        mpsc::UnboundedSender<Request>,
+        BoxStream<'static, Outcome>,
+    );
+
+    /// Every outcome of `input` sent to a new follower, and what it was sent.
+    async fn run_to_end(
+        input: impl Stream<Item = Request> + Send + Unpin + 'static,
+    ) -> (Vec<Outcome>, Vec<(u64, u64, u64)>) {
         let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
-        let (requests, input) = mpsc::unbounded();
+        let reads = FollowerReads::default();
         let mut peer = follower.clone();
-        let mut answers = answers(&mut peer, input, option(), reads.subscribe());
+        let outcomes = answers(&mut peer, input, option(), reads.watch(2))
+            .collect()
+            .await;
+        let sent = follower.sent.lock().unwrap().clone();
+        (outcomes, sent)
+    }
+
+    async fn after_a_first_batch() -> Started {
+        let follower = Follower::default();
+        let reads: &'static FollowerReads = Box::leak(Box::default());
+        let (requests, input) = mpsc::unbounded();
+        let peer = Box::leak(Box::new(follower.clone()));
+        let mut answers = answers(peer, input, option(), reads.watch(2));
         requests.unbounded_send(request(0, 5, 0)).unwrap();
         assert_eq!(matched(answers.next().await.unwrap()), 5);
+        (follower, reads, requests, answers)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_followed_by_entries_is_sent_once_and_answered_twice() {
+        let (follower, _, requests, mut answers) = after_a_first_batch().await;
         // The commit moves to 5 with nothing new; the next batch follows.
         requests.unbounded_send(request(5, 5, 5)).unwrap();
         requests.unbounded_send(request(5, 9, 5)).unwrap();
@@ -393,13 +422,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_commit_with_nothing_after_it_goes_alone_after_the_hold() {
-        let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
-        let (requests, input) = mpsc::unbounded();
-        let mut peer = follower.clone();
-        let mut answers = answers(&mut peer, input, option(), reads.subscribe());
-        requests.unbounded_send(request(0, 5, 0)).unwrap();
-        assert_eq!(matched(answers.next().await.unwrap()), 5);
+        let (follower, _, requests, mut answers) = after_a_first_batch().await;
         requests.unbounded_send(request(5, 5, 5)).unwrap();
         let started = tokio::time::Instant::now();
         assert_eq!(matched(answers.next().await.unwrap()), 5);
@@ -423,25 +446,14 @@ mod tests {
             requests.into_iter(),
             |mut rest| async { rest.next().map(|request| (request, rest)) },
         ));
-        let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
-        let mut peer = follower.clone();
-        let outcomes: Vec<_> = answers(&mut peer, input, option(), reads.subscribe())
-            .collect()
-            .await;
+        let (outcomes, sent) = run_to_end(input).await;
         assert_eq!(outcomes.len(), 2);
-        assert_eq!(*follower.sent.lock().unwrap(), vec![(0, 5, 0), (5, 5, 5)]);
+        assert_eq!(sent, vec![(0, 5, 0), (5, 5, 5)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_read_waiting_at_the_follower_sends_a_held_commit_at_once() {
-        let follower_reads = FollowerReads::default();
-        let follower = Follower::default();
-        let (requests, input) = mpsc::unbounded();
-        let mut peer = follower.clone();
-        let mut answers = answers(&mut peer, input, option(), follower_reads.watch(2));
-        requests.unbounded_send(request(0, 5, 0)).unwrap();
-        assert_eq!(matched(answers.next().await.unwrap()), 5);
+        let (follower, follower_reads, requests, mut answers) = after_a_first_batch().await;
         // Held, then a read at the follower comes to wait for index 5.
         requests.unbounded_send(request(5, 5, 5)).unwrap();
         let started = tokio::time::Instant::now();
@@ -469,28 +481,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_first_request_of_a_stream_is_never_held() {
         // A heartbeat is a stream of one commit-only request.
-        let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
         let heartbeat = futures::stream::iter([request(5, 5, 5)]);
         let started = tokio::time::Instant::now();
-        let mut peer = follower.clone();
-        let outcomes: Vec<_> = answers(&mut peer, heartbeat, option(), reads.subscribe())
-            .collect()
-            .await;
+        let (outcomes, sent) = run_to_end(heartbeat).await;
         assert_eq!(outcomes.len(), 1);
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert_eq!(*follower.sent.lock().unwrap(), vec![(5, 5, 5)]);
+        assert_eq!(sent, vec![(5, 5, 5)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_of_the_request_sent_is_the_held_ones_refusal_and_ends_the_stream() {
-        let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
-        let (requests, input) = mpsc::unbounded();
-        let mut peer = follower.clone();
-        let mut answers = answers(&mut peer, input, option(), reads.subscribe());
-        requests.unbounded_send(request(0, 5, 0)).unwrap();
-        assert_eq!(matched(answers.next().await.unwrap()), 5);
+        let (follower, _, requests, mut answers) = after_a_first_batch().await;
         *follower.answer.lock().unwrap() = Some(Ok(AppendEntriesResponse::Conflict));
         requests.unbounded_send(request(5, 5, 5)).unwrap();
         requests.unbounded_send(request(5, 9, 5)).unwrap();
@@ -504,13 +505,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn entries_that_start_elsewhere_wait_for_the_held_commit_to_go_first() {
-        let follower = Follower::default();
-        let reads = FollowerReads::default().sender(2);
-        let (requests, input) = mpsc::unbounded();
-        let mut peer = follower.clone();
-        let mut answers = answers(&mut peer, input, option(), reads.subscribe());
-        requests.unbounded_send(request(0, 5, 0)).unwrap();
-        assert_eq!(matched(answers.next().await.unwrap()), 5);
+        let (follower, _, requests, mut answers) = after_a_first_batch().await;
         requests.unbounded_send(request(5, 5, 5)).unwrap();
         requests.unbounded_send(request(3, 4, 5)).unwrap();
         assert_eq!(matched(answers.next().await.unwrap()), 5);
