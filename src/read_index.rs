@@ -66,9 +66,10 @@ impl LeaderReads {
     /// keeps its term (openraft 0.9 restores it as leader, and so does 0.10
     /// by default: `Config::enable_leader_restore`) and starts with
     /// `committed` at what its state machine holds, which a power cut can
-    /// roll back (unsynced applies, rule 4 in `store/mod.rs`). So the index used here is the leader's last log index instead:
-    /// every acknowledged write is at or below it, and waiting for it costs a
-    /// read at most one commit round. (A workaround for openraft #1511;
+    /// roll back (unsynced applies, rule 4 in `store/mod.rs`). So the index
+    /// used here is the leader's last log index instead: every acknowledged
+    /// write is at or below it, and waiting for it costs a read at most one
+    /// commit round. (A workaround for openraft #1511;
     /// notes/findings.md, "Session 7: openraft 0.10", says what in 0.10 could
     /// replace it.) A restarted leader has no acknowledgements yet, so its
     /// first leased read waits for a heartbeat round.
