@@ -374,8 +374,7 @@ impl Space for ReadView {
 /// own earlier writes (the batch is not committed until the run ends).
 struct ApplyView<'a> {
     data: &'a Keyspace,
-    batch: &'a mut OwnedWriteBatch,
-    /// Values are shared with the batch, not copied (a `Slice` is counted).
+    /// Each key's newest write in this run (`None`: removed).
     pending: &'a mut BTreeMap<Vec<u8>, Option<fjall::Slice>>,
     /// The marks as this run leaves them so far.
     flush_marks: &'a mut FlushMarks,
@@ -455,13 +454,10 @@ impl Space for ApplyView<'_> {
 
 impl SpaceMut for ApplyView<'_> {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        let value = fjall::Slice::from(value);
-        self.batch.insert(self.data, key.clone(), value.clone());
-        self.pending.insert(key, Some(value));
+        self.pending.insert(key, Some(fjall::Slice::from(value)));
     }
 
     fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(self.data, key.clone());
         self.pending.insert(key, None);
     }
 
@@ -743,7 +739,6 @@ impl StateMachine {
         entries: impl IntoIterator<Item = Entry>,
     ) -> io::Result<AppliedRun> {
         let mut writes = RunWrites {
-            batch: self.store.db.batch().durability(Some(PersistMode::Buffer)),
             pending: BTreeMap::new(),
             flush_marks: active.flush_marks,
         };
@@ -794,7 +789,17 @@ impl StateMachine {
             outcomes.push(outcome);
         }
 
-        self.record_run_end(&mut writes.batch, membership_changed);
+        let mut batch = self.store.db.batch().durability(Some(PersistMode::Buffer));
+        // Only each key's last write goes into the batch: the run's reads saw
+        // the others in `pending`, and nothing else will. A key counter that
+        // every new key moves is then written once a run, not once a key.
+        for (key, value) in &writes.pending {
+            match value {
+                Some(value) => batch.insert(&active.keyspace, key.clone(), value.clone()),
+                None => batch.remove(&active.keyspace, key.clone()),
+            }
+        }
+        self.record_run_end(&mut batch, membership_changed);
         let machine_version = if version_changed {
             Some(
                 machine::machine_version(&writes.view(&active.keyspace, &self.known_heads))
@@ -804,7 +809,6 @@ impl StateMachine {
             None
         };
         let RunWrites {
-            batch,
             pending,
             flush_marks,
         } = writes;
@@ -927,11 +931,10 @@ fn switch_to_loaded(store: &Db, new_name: &str, meta: &SnapshotMeta) -> Result<(
     metrics::timed_fsync(FsyncSite::SnapshotInstall, || batch.commit())
 }
 
-/// What a run of entries has written so far: its batch, the same writes by
-/// key so that later entries of the run see them (the database does not
-/// until the batch commits), and the flush marks as the run leaves them.
+/// What a run of entries has written so far, by key, so that later entries
+/// of the run see it (the database does not until the run's batch commits),
+/// and the flush marks as the run leaves them.
 struct RunWrites {
-    batch: OwnedWriteBatch,
     pending: BTreeMap<Vec<u8>, Option<fjall::Slice>>,
     flush_marks: FlushMarks,
 }
@@ -940,7 +943,6 @@ impl RunWrites {
     fn view<'a>(&'a mut self, data: &'a Keyspace, known_heads: &'a KnownHeads) -> ApplyView<'a> {
         ApplyView {
             data,
-            batch: &mut self.batch,
             pending: &mut self.pending,
             flush_marks: &mut self.flush_marks,
             known_heads,
