@@ -371,7 +371,8 @@ impl Space for ReadView {
 }
 
 /// The data keyspace as one run of entries changes it: reads see the run's
-/// own earlier writes (the batch is not committed until the run ends).
+/// own earlier writes, which reach the database only in the batch built from
+/// them when the run ends.
 struct ApplyView<'a> {
     data: &'a Keyspace,
     /// Each key's newest write in this run (`None`: removed).
