@@ -309,10 +309,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// - Writing it cost a journal record at every replica on every commit
     ///   (what that came to is in notes/findings.md).
     ///
-    /// Earlier builds wrote the hint under `committed` in
-    /// `raft_meta`; it is no longer read, and a folder moved back to such a
-    /// build finds an old value there, which that build caps at what its log
-    /// and state hold.
+    /// Earlier builds wrote the hint under `committed` in `raft_meta`; it is
+    /// no longer read, and a folder moved back to such a build finds an old
+    /// value there, which that build caps at what its log and state hold.
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         if let Some(id) = committed {
             self.committed_index.fetch_max(id.index, Ordering::Relaxed);
