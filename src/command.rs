@@ -27,6 +27,13 @@
 //! That is why `ops` is kept as raw JSON until [`Proposal::decode`] has checked
 //! the format.
 //!
+//! Format 6 is format 5 with commands checked in Redis 7.0's order
+//! (`REDIS_ORDER_FORMAT`): which of two mistakes is reported, whether GETEX
+//! of a missing key and EXPIRE of an overflowing time answer nil, 0 or an
+//! error, and SET options that Redis lets repeat (`NX NX`, `EX 1 EX 2`). Each
+//! changes an answer, and so what a script that reads it writes, or what an
+//! entry writes: a machine version like any other.
+//!
 //! Format 4 is format 3 that may hold Lua scripts (EVAL) and machine-version
 //! entries. Until the cluster runs version 5, an entry is written in the
 //! oldest format that can carry it (3 unless it holds a script), so during a
@@ -55,11 +62,18 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// The newest proposal format this build writes and understands: 5, whose
-/// ops are binary. Format 4 may hold scripts; format 3 added `Op::Sweep`;
-/// format 2 is the same without it, so this build still applies it. Format 1
-/// (plain puts and deletes, no time) is gone with on-disk layout 1.
-pub const PROPOSAL_FORMAT: u32 = 5;
+/// The newest proposal format this build writes and understands: 6, whose
+/// commands are checked in Redis 7.0's order. Format 5 made ops binary;
+/// format 4 may hold scripts; format 3 added `Op::Sweep`; format 2 is the same
+/// without it, so this build still applies it. Format 1 (plain puts and
+/// deletes, no time) is gone with on-disk layout 1.
+pub const PROPOSAL_FORMAT: u32 = 6;
+/// The format from which a command's arguments are checked in the order
+/// Redis 7.0 checks them, and SET and GETEX take options as it does
+/// (`machine/parse.rs`, `machine/execute.rs`). Earlier formats keep the old
+/// order: the same entry must get the same answer, and change the same keys,
+/// at every replica, whichever build applies it.
+pub const REDIS_ORDER_FORMAT: u32 = 6;
 /// The first format whose ops are bytes in the binary encoding, not JSON.
 pub const BINARY_OPS_FORMAT: u32 = 5;
 /// The format that may hold scripts (and every one after it).
@@ -355,8 +369,8 @@ pub fn wall_clock_ms() -> u64 {
 impl Proposal {
     /// Wraps operations for a cluster that runs `machine_version`, stamped
     /// with this replica's clock (a leader that did not build it stamps it
-    /// again): in the oldest format that can carry them, or in binary format
-    /// 5 once the cluster runs it. A version read from any replica's applied
+    /// again): in the oldest format that can carry them, or, once the cluster
+    /// runs version 5 or later, in the cluster's version. A version read from any replica's applied
     /// state will do: versions only go up, and one is applied only once the
     /// move to it is committed, which happened only after every member could
     /// apply it (`upgrade.rs`).
@@ -366,8 +380,10 @@ impl Proposal {
             .map(Op::format_needed)
             .max()
             .unwrap_or(SCRIPTLESS_FORMAT);
+        // From version 5 on, every entry is written in the cluster's version:
+        // each newer one changes how all commands are read or run.
         let needed = match machine_version >= BINARY_OPS_FORMAT {
-            true => needed.max(BINARY_OPS_FORMAT),
+            true => needed.max(machine_version.min(PROPOSAL_FORMAT)),
             false => needed,
         };
         // A test can make this replica write another format, past the
@@ -633,13 +649,13 @@ mod tests {
         // Before format 5 ops are JSON, from it on bytes (base64 in JSON).
         let unknown = [
             (1, r#"{"format":1,"ops":{"something":"new"}}"#),
-            (6, r#"{"format":6,"ops":"c29tZXRoaW5nIG5ldw=="}"#),
+            (7, r#"{"format":7,"ops":"c29tZXRoaW5nIG5ldw=="}"#),
         ];
         for (found, json) in unknown {
             let proposal: Proposal = serde_json::from_str(json).unwrap();
             let err = proposal.decode().unwrap_err();
             assert!(matches!(err, DecodeError::UnknownFormat { found: f } if f == found));
-            assert!(err.to_string().contains("only understands formats 2 to 5"));
+            assert!(err.to_string().contains("only understands formats 2 to 6"));
             let binary: Proposal =
                 crate::binary::decode(&crate::binary::encode(&proposal)).unwrap();
             assert_eq!(

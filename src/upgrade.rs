@@ -12,8 +12,9 @@
 //!   version (EVAL needs 4; `Kv::execute` asks): such a command is proposed
 //!   after the move, or refused with the reason, naming the members that hold
 //!   the cluster back.
-//! - Moving on its own is what version 5 (binary ops, `command.rs`) needs:
-//!   every entry gains from it, so no command would ask. The price: once the
+//! - Moving on its own is what versions 5 (binary ops) and 6 (Redis 7.0's
+//!   order of checks) need (`command.rs`): every entry gains from them, so no
+//!   command would ask. The price: once the
 //!   cluster has moved, a replica of an older release can no longer be added
 //!   (`membership.rs` asks a newcomer first), where before it could until the
 //!   first EVAL. A rolling upgrade is unaffected: the cluster moves only once

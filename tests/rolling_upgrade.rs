@@ -20,9 +20,30 @@ use redis::Connection;
 const LIMIT_VAR: &str = "EXAMPLE_ONDISK_MACHINE_VERSION_LIMIT";
 const SETTLE: Duration = Duration::from_secs(30);
 const ALL: [u64; 3] = [1, 2, 3];
+/// The newest machine version this build applies (`command::PROPOSAL_FORMAT`).
+const NEWEST: u64 = 6;
 
 /// A script that writes, so it goes through the log (format 4).
 const SET_BY_SCRIPT: &str = "return redis.call('SET', KEYS[1], ARGV[1])";
+
+/// A command's reply as text (nil as "(nil)"), or its error line.
+fn answer(connection: &mut Connection, words: &[&str]) -> String {
+    let mut command = redis::cmd(words[0]);
+    for word in &words[1..] {
+        command.arg(*word);
+    }
+    match command.query::<redis::Value>(connection) {
+        Ok(redis::Value::Nil) => "(nil)".into(),
+        Ok(redis::Value::Okay) => "OK".into(),
+        Ok(redis::Value::Int(n)) => n.to_string(),
+        Ok(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            _ => e.to_string(),
+        },
+    }
+}
 
 /// EVAL of [`SET_BY_SCRIPT`]: the reply, or the error line.
 fn eval_set(connection: &mut Connection, key: &str, value: &str) -> Result<String, String> {
@@ -80,7 +101,7 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     assert_eq!(status.number("machine_version_max"), 3, "{status}");
     assert_eq!(status.get("held_back_at"), "none", "{status}");
     let status = cluster.replica(leader).status();
-    assert_eq!(status.number("machine_version_max"), 5, "{status}");
+    assert_eq!(status.number("machine_version_max"), NEWEST, "{status}");
     let mut c = cluster.redis(3, SETTLE);
     let info = harness::raft_info(&mut c);
     assert_eq!(info.number("machine_version"), 3);
@@ -147,7 +168,7 @@ fn a_replica_of_the_previous_version_holds_the_cluster_back_until_it_is_upgraded
     cluster.replica(3).restart();
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     // The leader moves the cluster on its own, to the newest version.
-    wait_machine_version(&mut cluster, &ALL, 5);
+    wait_machine_version(&mut cluster, &ALL, NEWEST);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "s", "1").as_deref(), Ok("OK"));
     let mut c = cluster.redis(3, SETTLE);
@@ -166,19 +187,19 @@ fn a_replica_restarted_at_the_previous_version_holds_back_yet_counts_for_the_quo
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
-    wait_machine_version(&mut cluster, &ALL, 5);
+    wait_machine_version(&mut cluster, &ALL, NEWEST);
     cluster.replica(leader).put("before", "1");
     let before = cluster.agreed_checksum(&ALL, SETTLE);
 
     // A follower goes back to the previous release after the cluster moved
-    // on: its state is of version 5, so it applies nothing more.
+    // on: its state is of the newest version, so it applies nothing more.
     let old = cluster.other_than(&[leader]);
     let other = cluster.other_than(&[leader, old]);
     cluster.replica(old).exit();
     cluster.replica(old).restart_with_env(&[(LIMIT_VAR, "3")]);
     let held_at = wait_held_back(&mut cluster, old);
     let status = cluster.replica(old).status();
-    assert_eq!(status.number("machine_version"), 5, "{status}");
+    assert_eq!(status.number("machine_version"), NEWEST, "{status}");
     assert_eq!(status.number("machine_version_max"), 3, "{status}");
 
     // Reads there are refused at once, with the reason, not after a timeout.
@@ -250,7 +271,7 @@ fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "script", "ran").as_deref(), Ok("OK"));
-    wait_machine_version(&mut cluster, &[leader], 5);
+    wait_machine_version(&mut cluster, &[leader], NEWEST);
     let cluster_id: String = redis::cmd("INFO")
         .arg("server")
         .query::<String>(&mut c)
@@ -279,7 +300,7 @@ fn add_replica_refuses_a_newcomer_that_cannot_apply_the_clusters_version() {
     assert!(
         is_error(&reply)
             && reply.contains("replica 4 applies machine versions up to 3")
-            && reply.contains("the cluster runs version 5"),
+            && reply.contains(&format!("the cluster runs version {NEWEST}")),
         "{reply}"
     );
     let status = cluster.replica(leader).status();
@@ -394,7 +415,7 @@ fn a_replica_that_speaks_only_json_frames_works_with_replicas_that_speak_binary(
 }
 
 #[test]
-fn binary_ops_wait_until_the_last_replica_can_apply_version_5() {
+fn binary_ops_wait_until_the_last_replica_can_apply_them() {
     let mut cluster = Cluster::start_with_env(3, &[], &[(3, LIMIT_VAR, "4")]);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     // The leader moves the cluster as far as replica 3 allows, and no further.
@@ -411,12 +432,13 @@ fn binary_ops_wait_until_the_last_replica_can_apply_version_5() {
         assert_eq!(status.get("held_back_at"), "none", "{status}");
     }
 
-    // Replica 3 is upgraded: the cluster moves to 5 on its own, and every
-    // entry after the move (format 5, binary ops) is applied everywhere.
+    // Replica 3 is upgraded: the cluster moves on its own to the newest
+    // version, and every entry after the move (binary ops, from format 5 on)
+    // is applied everywhere.
     cluster.replica(3).exit();
     cluster.replica(3).env.clear();
     cluster.replica(3).restart();
-    wait_machine_version(&mut cluster, &ALL, 5);
+    wait_machine_version(&mut cluster, &ALL, NEWEST);
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     let mut c = cluster.redis(leader, SETTLE);
     assert_eq!(eval_set(&mut c, "s5", "5").as_deref(), Ok("OK"));
@@ -437,5 +459,46 @@ fn binary_ops_wait_until_the_last_replica_can_apply_version_5() {
             );
         }
         assert_eq!(replica.status().get("held_back_at"), "none");
+    }
+}
+
+/// Version 6 changed answers (Redis 7.0's order of checks, `command.rs`): an
+/// entry is answered by the rules of its own format, so while a replica of
+/// version 5 is a member every replica answers as version 5 did, and after
+/// its upgrade every replica answers as Redis does.
+#[test]
+fn redis_order_waits_until_the_last_replica_can_apply_version_6() {
+    let mut cluster = Cluster::start_with_env(3, &[], &[(3, LIMIT_VAR, "5")]);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    wait_machine_version(&mut cluster, &ALL, 5);
+    let far = "9223372036854775807";
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(
+        answer(&mut c, &["GETEX", "gone", "EX", "soon"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(answer(&mut c, &["PEXPIRE", "gone", far]), "0");
+    assert_eq!(
+        answer(&mut c, &["SET", "twice", "v", "NX", "NX"]),
+        "ERR syntax error"
+    );
+    assert_eq!(answer(&mut c, &["GET", "twice"]), "(nil)");
+    cluster.agreed_checksum(&ALL, SETTLE);
+
+    cluster.replica(3).exit();
+    cluster.replica(3).env.clear();
+    cluster.replica(3).restart();
+    wait_machine_version(&mut cluster, &ALL, 6);
+    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
+    let mut c = cluster.redis(leader, SETTLE);
+    assert_eq!(answer(&mut c, &["GETEX", "gone", "EX", "soon"]), "(nil)");
+    assert_eq!(
+        answer(&mut c, &["PEXPIRE", "gone", far]),
+        "ERR invalid expire time in 'pexpire' command"
+    );
+    assert_eq!(answer(&mut c, &["SET", "twice", "v", "NX", "NX"]), "OK");
+    cluster.agreed_checksum(&ALL, SETTLE);
+    for id in ALL {
+        assert_eq!(cluster.replica(id).get("twice"), "v", "at {id}");
     }
 }

@@ -1042,14 +1042,15 @@ fn a_command_of_an_unknown_format_is_held_back_instead_of_applied() {
     let leader = cluster.wait_for_leader(ELECTION_TIMEOUT);
     cluster.replica(leader).put("k", "v");
     let before = wait_checksums_agree(&mut cluster, &ALL);
-    // Replica `newer` plays a newer release that proposes format 6 without
-    // waiting for the cluster to move to it (the version gate is skipped by
-    // this test hook), which no replica here can apply.
+    // Replica `newer` plays a newer release that proposes format 7 (one past
+    // this build's newest) without waiting for the cluster to move to it (the
+    // version gate is skipped by this test hook), which no replica here can
+    // apply.
     let newer = cluster.other_than(&[leader]);
     cluster.replica(newer).kill();
     cluster
         .replica(newer)
-        .restart_with_env(&[("EXAMPLE_ONDISK_PROPOSE_FORMAT", "6")]);
+        .restart_with_env(&[("EXAMPLE_ONDISK_PROPOSE_FORMAT", "7")]);
     let answer = cluster.replica(newer).send("put k changed");
     assert!(is_error(&answer), "{answer}");
 
@@ -1074,7 +1075,7 @@ fn a_command_of_an_unknown_format_is_held_back_instead_of_applied() {
         );
         let read = cluster.replica(id).get("k");
         assert!(
-            read.contains("needs machine version 6") && read.contains("upgrade"),
+            read.contains("needs machine version 7") && read.contains("upgrade"),
             "{read}"
         );
     }

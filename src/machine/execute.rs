@@ -15,11 +15,15 @@
 //! that meets one removes it first, so the state never depends on whether the
 //! leader's active expiry got there before.
 
-use super::parse::{Command, ExpireCondition, Expiry, Presence, SetAnswer, SetExpiry, TtlQuery};
+use super::parse::{
+    Command, ExpireCondition, Expiry, GetExOption, Presence, SetAnswer, SetExpiry, TtlQuery,
+};
 use super::record::{self, damaged, Kind, Record};
 use super::script::{self, Host};
 use super::Reply;
-use crate::command::{Bytes, Expired, Op, Queued, Watched, MAX_VALUE_LEN};
+use crate::command::{
+    Bytes, Expired, Op, Queued, Watched, MAX_VALUE_LEN, PROPOSAL_FORMAT, REDIS_ORDER_FORMAT,
+};
 
 /// Stored keys and their values, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -510,6 +514,7 @@ pub fn apply_entry<S: SpaceMut>(
     space: &mut S,
     index: u64,
     stamped: u64,
+    format: u32,
     ops: Vec<Op>,
 ) -> Result<Vec<Reply>, String> {
     let clock = stored_clock(space)?;
@@ -522,6 +527,7 @@ pub fn apply_entry<S: SpaceMut>(
         space,
         index,
         now,
+        format,
         written: may_flush.then(Vec::new),
     };
     ops.into_iter().map(|op| writer.apply(op)).collect()
@@ -532,6 +538,9 @@ struct Writer<'a, S> {
     space: &'a mut S,
     index: u64,
     now: u64,
+    /// The entry's format: whose rules its commands are read and run by
+    /// (`command.rs`, `REDIS_ORDER_FORMAT`).
+    format: u32,
     /// Keys this entry has stored (database, key), if it holds a flush. They
     /// carry the entry's own index, which a flush later in the same entry does
     /// not mark stale, so that flush removes them itself.
@@ -654,7 +663,7 @@ impl<S: SpaceMut> Writer<'_, S> {
 
     fn run(&mut self, Queued { db, args }: Queued) -> Result<Reply, String> {
         let words: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
-        let command = match Command::parse(&words) {
+        let command = match Command::parse_in(&words, self.format) {
             Some(Ok(command)) => command,
             Some(Err(e)) => return Ok(Reply::Error(e)),
             None => return Ok(Reply::Error("ERR unknown command in the log".into())),
@@ -833,6 +842,11 @@ impl<S: SpaceMut> Writer<'_, S> {
         }
     }
 
+    /// Whether this entry's commands run in Redis 7.0's order of checks.
+    fn redis_order(&self) -> bool {
+        self.format >= REDIS_ORDER_FORMAT
+    }
+
     fn write(&mut self, db: u8, command: Command) -> Result<Reply, String> {
         Ok(match command {
             Command::Set {
@@ -841,7 +855,18 @@ impl<S: SpaceMut> Writer<'_, S> {
                 presence,
                 expiry,
                 answer,
+                command,
             } => {
+                let (command, overflows) = match (self.redis_order(), expiry) {
+                    (true, SetExpiry::Set(expiry)) => (command, self.deadline(expiry).is_none()),
+                    (false, _) => ("set", false),
+                    (true, _) => (command, false),
+                };
+                // Redis checks the time before it looks at the key (GET's
+                // WRONGTYPE comes after it); formats before 6 after.
+                if overflows {
+                    return Ok(invalid_expire_time(command));
+                }
                 let old = if answer == SetAnswer::OldValue {
                     self.fetch(db, &key)?
                 } else {
@@ -864,7 +889,7 @@ impl<S: SpaceMut> Writer<'_, S> {
                     SetExpiry::Keep => old.as_ref().and_then(|r| r.expires_at),
                     SetExpiry::Set(expiry) => match self.deadline(expiry) {
                         Some(at) => Some(at.max(0) as u64),
-                        None => return Ok(error("ERR invalid expire time in 'set' command")),
+                        None => return Ok(invalid_expire_time(command)),
                     },
                 };
                 if allowed {
@@ -907,7 +932,12 @@ impl<S: SpaceMut> Writer<'_, S> {
                     }
                 },
             },
-            Command::GetEx(key, expiry) => {
+            Command::GetEx(key, option) => {
+                // The time's own mistakes come after the key's (Redis); a
+                // format before 6 refused them before anything ran.
+                if let (GetExOption::Set(Err(refused)), false) = (&option, self.redis_order()) {
+                    return Ok(Reply::Error(refused.clone()));
+                }
                 let Some(record) = self.fetch(db, &key)? else {
                     return Ok(Reply::Nil);
                 };
@@ -915,15 +945,16 @@ impl<S: SpaceMut> Writer<'_, S> {
                     Ok(value) => value.to_vec(),
                     Err(wrong) => return Ok(wrong),
                 };
-                match expiry {
-                    None | Some(SetExpiry::Keep) => {}
-                    Some(SetExpiry::Clear) => {
+                match option {
+                    GetExOption::Keep => {}
+                    GetExOption::Set(Err(refused)) => return Ok(Reply::Error(refused)),
+                    GetExOption::Persist => {
                         if record.expires_at.is_some() {
                             self.store(db, &key, value.clone(), None, Some(&record))?;
                         }
                     }
-                    Some(SetExpiry::Set(expiry)) => match self.deadline(expiry) {
-                        None => return Ok(error("ERR invalid expire time in 'getex' command")),
+                    GetExOption::Set(Ok(expiry)) => match self.deadline(expiry) {
+                        None => return Ok(invalid_expire_time("getex")),
                         Some(at) if at <= self.now as i64 => self.remove(db, &key, &record)?,
                         Some(at) => {
                             self.store(db, &key, value.clone(), Some(at as u64), Some(&record))?
@@ -1008,13 +1039,17 @@ impl<S: SpaceMut> Writer<'_, S> {
                 Reply::Int(removed)
             }
             Command::Expire(key, expiry, condition, name) => {
+                let deadline = self.deadline(expiry);
+                // Redis refuses a time that overflows even for a missing
+                // key; formats before 6 answered 0 for it.
+                if deadline.is_none() && self.redis_order() {
+                    return Ok(invalid_expire_time(name));
+                }
                 let Some(record) = self.fetch(db, &key)? else {
                     return Ok(Reply::Int(0));
                 };
-                let Some(at) = self.deadline(expiry) else {
-                    return Ok(Reply::Error(format!(
-                        "ERR invalid expire time in '{name}' command"
-                    )));
+                let Some(at) = deadline else {
+                    return Ok(invalid_expire_time(name));
                 };
                 let allowed = match (condition, record.expires_at) {
                     (ExpireCondition::Always, _) => true,
@@ -1175,6 +1210,10 @@ impl<S: SpaceMut> Host for Writer<'_, S> {
     fn now(&self) -> u64 {
         self.now
     }
+
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 /// A read-only script runs its calls on a read view.
@@ -1201,12 +1240,22 @@ impl<S: Space> Host for ReadHost<'_, S> {
     fn now(&self) -> u64 {
         self.now
     }
+
+    /// A read is not in the log and one replica answers it: this build's
+    /// newest rules, as the front end checked the script's command by.
+    fn format(&self) -> u32 {
+        PROPOSAL_FORMAT
+    }
 }
 
 /// Where a script's RANDOMKEY looks: from the entry and the call's number,
 /// so every replica picks the same key.
 fn script_seed(entry: u64, call: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&[entry.to_be_bytes(), call.to_be_bytes()].concat())
+}
+
+fn invalid_expire_time(command: &str) -> Reply {
+    Reply::Error(format!("ERR invalid expire time in '{command}' command"))
 }
 
 fn too_long() -> Reply {
@@ -1231,6 +1280,45 @@ mod tests {
 
     fn bulk(text: &str) -> Reply {
         Reply::bulk(text.as_bytes())
+    }
+
+    /// Format 6's apply-time changes (`REDIS_ORDER_FORMAT`), each beside
+    /// what an entry of format 5 still gets.
+    #[test]
+    fn format_6_answers_in_redis_order_and_format_5_as_before() {
+        let far = "9223372036854775807";
+        for (format, getex_missing, expire_missing, psetex) in [
+            (
+                6,
+                Reply::Nil,
+                error("ERR invalid expire time in 'pexpire' command"),
+                error("ERR invalid expire time in 'psetex' command"),
+            ),
+            (
+                5,
+                error("ERR value is not an integer or out of range"),
+                Reply::Int(0),
+                error("ERR invalid expire time in 'set' command"),
+            ),
+        ] {
+            let mut m = Machine::new();
+            m.format = format;
+            assert_eq!(m.run(1000, &["getex", "gone", "ex", "soon"]), getex_missing);
+            assert_eq!(m.run(1000, &["pexpire", "gone", far]), expire_missing);
+            assert_eq!(m.run(1000, &["psetex", "k", far, "v"]), psetex);
+            assert_eq!(m.read(1000, &["exists", "k"]), Reply::Int(0));
+            // A key that is there meets the time's mistake in both.
+            assert_eq!(m.run(1000, &["set", "k", "v"]), Reply::Ok);
+            assert_eq!(
+                m.run(1000, &["getex", "k", "ex", "soon"]),
+                error("ERR value is not an integer or out of range")
+            );
+            assert_eq!(
+                m.run(1000, &["getex", "k", "ex", "0"]),
+                error("ERR invalid expire time in 'getex' command")
+            );
+            assert_eq!(m.read(1000, &["ttl", "k"]), Reply::Int(-1));
+        }
     }
 
     #[test]
@@ -1267,9 +1355,15 @@ mod tests {
         let mut m = Machine::new();
         assert_eq!(machine_version(&m.space), Ok(3));
         let mut set = |to: u32, index: u64| {
-            apply_entry(&mut m.space, index, 1, vec![Op::MachineVersion { to }])
-                .expect("the map never fails")
-                .remove(0)
+            apply_entry(
+                &mut m.space,
+                index,
+                1,
+                m.format,
+                vec![Op::MachineVersion { to }],
+            )
+            .expect("the map never fails")
+            .remove(0)
         };
         assert_eq!(set(4, 1), Reply::Int(4));
         // A late entry of an older version (a former leader's) changes nothing.
@@ -1324,7 +1418,8 @@ mod tests {
         let due = due_expiries(&m.space, 500, 100).unwrap();
         assert_eq!(due.len(), 1);
         m.index += 1;
-        let reaped = apply_entry(&mut m.space, m.index, 500, vec![Op::Reap(due)]).unwrap();
+        let reaped =
+            apply_entry(&mut m.space, m.index, 500, m.format, vec![Op::Reap(due)]).unwrap();
         assert_eq!(reaped, vec![Reply::Int(1)]);
         assert_eq!(m.read(500, &["dbsize"]), Reply::Int(1));
         assert!(due_expiries(&m.space, 500, 100).unwrap().is_empty());
@@ -1375,7 +1470,7 @@ mod tests {
     impl Machine {
         fn apply(&mut self, time: u64, op: Op) -> Reply {
             self.index += 1;
-            apply_entry(&mut self.space, self.index, time, vec![op])
+            apply_entry(&mut self.space, self.index, time, self.format, vec![op])
                 .unwrap()
                 .remove(0)
         }
@@ -1539,7 +1634,7 @@ mod tests {
                 watched: vec![watch.clone()],
                 commands: vec![set(v)],
             };
-            apply_entry(&mut m.space, m.index, 0, vec![op])
+            apply_entry(&mut m.space, m.index, 0, m.format, vec![op])
                 .unwrap()
                 .remove(0)
         };
@@ -1565,7 +1660,7 @@ mod tests {
                 watched: vec![watch.clone()],
                 commands: vec![],
             };
-            apply_entry(&mut m.space, m.index, 0, vec![op])
+            apply_entry(&mut m.space, m.index, 0, m.format, vec![op])
                 .unwrap()
                 .remove(0)
         };

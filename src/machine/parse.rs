@@ -5,7 +5,7 @@
 //! EXEC answer EXECABORT). Apply parses the same words again from the log entry:
 //! the log holds what the client sent, and this one function gives it meaning.
 
-use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::command::{MAX_KEY_LEN, MAX_VALUE_LEN, PROPOSAL_FORMAT, REDIS_ORDER_FORMAT};
 
 pub type Key = Vec<u8>;
 
@@ -26,6 +26,17 @@ pub enum SetExpiry {
     /// KEEPTTL.
     Keep,
     Set(Expiry),
+}
+
+/// What GETEX does to the key's expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetExOption {
+    /// No option: the expiry stays.
+    Keep,
+    Persist,
+    /// EX, PX, EXAT or PXAT, or why its time is refused: an error reported
+    /// only if the key holds a string, as Redis does.
+    Set(Result<Expiry, ParseError>),
 }
 
 /// NX / XX.
@@ -107,12 +118,14 @@ pub enum Command {
         presence: Presence,
         expiry: SetExpiry,
         answer: SetAnswer,
+        /// SET, SETNX, SETEX, PSETEX or GETSET: the name an expiry that
+        /// overflows at apply is reported under.
+        command: &'static str,
     },
     MSet(Vec<(Key, Vec<u8>)>),
     MSetNx(Vec<(Key, Vec<u8>)>),
     GetDel(Key),
-    /// GETEX: `None` leaves the expiry as it is; PERSIST is `Some(Clear)`.
-    GetEx(Key, Option<SetExpiry>),
+    GetEx(Key, GetExOption),
     IncrBy(Key, i64),
     IncrByFloat(Key, f64),
     Append(Key, Vec<u8>),
@@ -406,13 +419,25 @@ impl Command {
     /// Understands `args` (the command name first) if it is a command of the
     /// keyspace: `None` for a name this module does not own (the front end
     /// deals with connection commands), `Some(Err)` for a syntax error.
+    /// By this build's newest rules: what the front ends check before they
+    /// propose.
     pub fn parse(args: &[impl AsRef<[u8]>]) -> Option<Result<Command, ParseError>> {
-        Self::parse_checked(args).map(|parsed| parsed.map_err(Refusal::into_message))
+        Self::parse_in(args, PROPOSAL_FORMAT)
     }
 
-    /// [`Command::parse`], saying whether a refusal was for the number of
+    /// [`Command::parse`] by the rules of machine version `format`: what
+    /// apply does with a log entry of that format.
+    pub fn parse_in(args: &[impl AsRef<[u8]>], format: u32) -> Option<Result<Command, ParseError>> {
+        Self::parse_checked(args, format).map(|parsed| parsed.map_err(Refusal::into_message))
+    }
+
+    /// [`Command::parse_in`], saying whether a refusal was for the number of
     /// arguments.
-    pub fn parse_checked(args: &[impl AsRef<[u8]>]) -> Option<Result<Command, Refusal>> {
+    pub fn parse_checked(
+        args: &[impl AsRef<[u8]>],
+        format: u32,
+    ) -> Option<Result<Command, Refusal>> {
+        let redis_order = format >= REDIS_ORDER_FORMAT;
         let name = String::from_utf8_lossy(args.first()?.as_ref()).to_ascii_lowercase();
         let rest = &args[1..];
         let arity = |ok: bool| -> Result<(), Refusal> {
@@ -486,12 +511,22 @@ impl Command {
                 }
                 "setbit" => {
                     arity(rest.len() == 3)?;
+                    // Redis reads the offset first; formats before 6 read the bit first.
+                    let offset = if redis_order {
+                        Some(bit_offset(word(1))?)
+                    } else {
+                        None
+                    };
                     let bit = match word(2) {
                         b"0" => false,
                         b"1" => true,
                         _ => return Err("ERR bit is not an integer or out of range".into()),
                     };
-                    Command::SetBit(key(word(0))?, bit_offset(word(1))?, bit)
+                    let offset = match offset {
+                        Some(offset) => offset,
+                        None => bit_offset(word(1))?,
+                    };
+                    Command::SetBit(key(word(0))?, offset, bit)
                 }
                 "lcs" => {
                     arity(rest.len() >= 2)?;
@@ -499,7 +534,7 @@ impl Command {
                 }
                 "set" => {
                     arity(rest.len() >= 2)?;
-                    parse_set(key(word(0))?, value(word(1))?, &rest[2..])?
+                    parse_set(key(word(0))?, value(word(1))?, &rest[2..], redis_order)?
                 }
                 "setnx" => {
                     arity(rest.len() == 2)?;
@@ -509,6 +544,7 @@ impl Command {
                         presence: Presence::OnlyIfAbsent,
                         expiry: SetExpiry::Clear,
                         answer: SetAnswer::Flag,
+                        command: "setnx",
                     }
                 }
                 "setex" | "psetex" => {
@@ -520,6 +556,7 @@ impl Command {
                         presence: Presence::Any,
                         expiry: SetExpiry::Set(expiry),
                         answer: SetAnswer::Ok,
+                        command: if name == "psetex" { "psetex" } else { "setex" },
                     }
                 }
                 "getset" => {
@@ -530,6 +567,7 @@ impl Command {
                         presence: Presence::Any,
                         expiry: SetExpiry::Clear,
                         answer: SetAnswer::OldValue,
+                        command: "getset",
                     }
                 }
                 "mset" | "msetnx" => {
@@ -547,7 +585,7 @@ impl Command {
                 }
                 "getex" => {
                     arity(!rest.is_empty())?;
-                    parse_getex(key(word(0))?, &rest[1..])?
+                    parse_getex(key(word(0))?, &rest[1..], redis_order)?
                 }
                 "incr" | "decr" => {
                     arity(rest.len() == 1)?;
@@ -697,57 +735,138 @@ fn parse_set(
     key: Key,
     value: Vec<u8>,
     options: &[impl AsRef<[u8]>],
+    redis_order: bool,
 ) -> Result<Command, ParseError> {
     let mut presence = Presence::Any;
-    let mut expiry = SetExpiry::Clear;
     let mut answer = SetAnswer::Ok;
+    let mut keep_ttl = false;
+    // The unit word and the time after it, checked once the options are.
+    let mut time: Option<(Vec<u8>, &[u8])> = None;
     let mut i = 0;
     while i < options.len() {
         let option = options[i].as_ref().to_ascii_lowercase();
         let next = options.get(i + 1).map(|w| w.as_ref());
+        // Redis lets an option repeat where it does not contradict itself
+        // (`NX NX`, `GET GET`, `EX 1 EX 2`: the last time counts); formats
+        // before 6 refused every repeat.
+        let may_repeat = |set: bool| !set || redis_order;
         match (option.as_slice(), next) {
-            (b"nx", _) if presence == Presence::Any => presence = Presence::OnlyIfAbsent,
-            (b"xx", _) if presence == Presence::Any => presence = Presence::OnlyIfPresent,
-            (b"get", _) if answer == SetAnswer::Ok => answer = SetAnswer::OldValue,
-            (b"keepttl", _) if expiry == SetExpiry::Clear => expiry = SetExpiry::Keep,
-            (b"ex" | b"px" | b"exat" | b"pxat", Some(time)) if expiry == SetExpiry::Clear => {
-                let millis = option.starts_with(b"p");
-                let absolute = option.ends_with(b"at");
-                expiry = SetExpiry::Set(expiry_time(time, millis, absolute, "set")?);
+            (b"nx", _)
+                if presence != Presence::OnlyIfPresent
+                    && may_repeat(presence == Presence::OnlyIfAbsent) =>
+            {
+                presence = Presence::OnlyIfAbsent
+            }
+            (b"xx", _)
+                if presence != Presence::OnlyIfAbsent
+                    && may_repeat(presence == Presence::OnlyIfPresent) =>
+            {
+                presence = Presence::OnlyIfPresent
+            }
+            (b"get", _) if may_repeat(answer == SetAnswer::OldValue) => {
+                answer = SetAnswer::OldValue
+            }
+            (b"keepttl", _) if time.is_none() && may_repeat(keep_ttl) => keep_ttl = true,
+            (b"ex" | b"px" | b"exat" | b"pxat", Some(word))
+                if !keep_ttl
+                    && time
+                        .as_ref()
+                        .is_none_or(|(unit, _)| redis_order && *unit == option) =>
+            {
+                // Formats before 6 checked the time where it stood, before
+                // any option after it.
+                if !redis_order {
+                    set_expiry(&option, word)?;
+                }
+                time = Some((option, word));
                 i += 1;
             }
             _ => return Err(syntax_error()),
         }
         i += 1;
     }
+    let expiry = match time {
+        Some((unit, word)) => set_expiry(&unit, word)?,
+        None if keep_ttl => SetExpiry::Keep,
+        None => SetExpiry::Clear,
+    };
     Ok(Command::Set {
         key,
         value,
         presence,
         expiry,
         answer,
+        command: "set",
     })
 }
 
-fn parse_getex(key: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
+/// The expiry of SET's or GETEX's `EX`, `PX`, `EXAT` or `PXAT` (`unit`,
+/// lower case) and the time after it.
+fn set_expiry(unit: &[u8], word: &[u8]) -> Result<SetExpiry, ParseError> {
+    let millis = unit.starts_with(b"p");
+    let absolute = unit.ends_with(b"at");
+    Ok(SetExpiry::Set(expiry_time(word, millis, absolute, "set")?))
+}
+
+fn parse_getex(
+    key: Key,
+    options: &[impl AsRef<[u8]>],
+    redis_order: bool,
+) -> Result<Command, ParseError> {
+    if !redis_order {
+        return parse_getex_before_6(key, options);
+    }
+    // As SET's options: PERSIST may repeat, a time unit may repeat itself
+    // (the last time counts), nothing else may meet.
+    let mut persist = false;
+    let mut time: Option<(Vec<u8>, &[u8])> = None;
+    let mut i = 0;
+    while i < options.len() {
+        let option = options[i].as_ref().to_ascii_lowercase();
+        let next = options.get(i + 1).map(|w| w.as_ref());
+        match (option.as_slice(), next) {
+            (b"persist", _) if time.is_none() => persist = true,
+            (b"ex" | b"px" | b"exat" | b"pxat", Some(word))
+                if !persist && time.as_ref().is_none_or(|(unit, _)| *unit == option) =>
+            {
+                time = Some((option, word));
+                i += 1;
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 1;
+    }
+    // Redis checks the time only once it has found a string under the key:
+    // GETEX of a missing key answers nil whatever the time says.
+    let option = match time {
+        Some((unit, word)) => GetExOption::Set(getex_expiry(&unit, word)),
+        None if persist => GetExOption::Persist,
+        None => GetExOption::Keep,
+    };
+    Ok(Command::GetEx(key, option))
+}
+
+fn getex_expiry(unit: &[u8], word: &[u8]) -> Result<Expiry, ParseError> {
+    let millis = unit.starts_with(b"p");
+    let absolute = unit.ends_with(b"at");
+    expiry_time(word, millis, absolute, "getex")
+}
+
+/// GETEX in formats before 6: one option at most, its time checked first.
+fn parse_getex_before_6(key: Key, options: &[impl AsRef<[u8]>]) -> Result<Command, ParseError> {
     let words: Vec<Vec<u8>> = options
         .iter()
         .map(|w| w.as_ref().to_ascii_lowercase())
         .collect();
-    let expiry = match words.as_slice() {
-        [] => None,
-        [persist] if persist == b"persist" => Some(SetExpiry::Clear),
+    let option = match words.as_slice() {
+        [] => GetExOption::Keep,
+        [persist] if persist == b"persist" => GetExOption::Persist,
         [unit, _] if matches!(unit.as_slice(), b"ex" | b"px" | b"exat" | b"pxat") => {
-            let millis = unit.starts_with(b"p");
-            let absolute = unit.ends_with(b"at");
-            let time = options[1].as_ref();
-            Some(SetExpiry::Set(expiry_time(
-                time, millis, absolute, "getex",
-            )?))
+            GetExOption::Set(Ok(getex_expiry(unit, options[1].as_ref())?))
         }
         _ => return Err(syntax_error()),
     };
-    Ok(Command::GetEx(key, expiry))
+    Ok(Command::GetEx(key, option))
 }
 
 fn parse_expire(
@@ -885,6 +1004,7 @@ mod tests {
                 presence: Presence::OnlyIfAbsent,
                 expiry: SetExpiry::Set(Expiry::In(30000)),
                 answer: SetAnswer::Ok,
+                command: "set",
             }))
         );
         for bad in [
@@ -909,6 +1029,98 @@ mod tests {
             parsed(&["set", "k", "v", "ex", "x"]),
             Some(Err(not_an_integer()))
         );
+    }
+
+    /// What format 6 changed (`REDIS_ORDER_FORMAT`), each case beside what
+    /// format 5 said, which entries of that format must go on saying.
+    #[test]
+    fn format_6_checks_in_redis_order_and_format_5_as_before() {
+        let set = |expiry, presence, answer| Command::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            presence,
+            expiry,
+            answer,
+            command: "set",
+        };
+        let in_format = |words: &[&str], format| Command::parse_in(words, format);
+        let syntax = Some(Err(syntax_error()));
+        // A repeated option that does not contradict itself.
+        for (words, then) in [
+            (
+                &["set", "k", "v", "nx", "NX"][..],
+                set(SetExpiry::Clear, Presence::OnlyIfAbsent, SetAnswer::Ok),
+            ),
+            (
+                &["set", "k", "v", "get", "get"],
+                set(SetExpiry::Clear, Presence::Any, SetAnswer::OldValue),
+            ),
+            (
+                &["set", "k", "v", "ex", "1", "ex", "20"],
+                set(
+                    SetExpiry::Set(Expiry::In(20_000)),
+                    Presence::Any,
+                    SetAnswer::Ok,
+                ),
+            ),
+            (
+                &["set", "k", "v", "keepttl", "keepttl"],
+                set(SetExpiry::Keep, Presence::Any, SetAnswer::Ok),
+            ),
+        ] {
+            assert_eq!(in_format(words, 6), Some(Ok(then)), "{words:?}");
+            assert_eq!(in_format(words, 5), syntax, "{words:?}");
+        }
+        // Two mistakes: Redis names the options' conflict before the time.
+        for words in [
+            &["set", "k", "v", "px", "-5", "keepttl"][..],
+            &["set", "k", "v", "exat", "x", "pxat", "1"],
+        ] {
+            assert_eq!(in_format(words, 6), syntax, "{words:?}");
+            assert_ne!(in_format(words, 5), syntax, "{words:?}");
+        }
+        // SETBIT reads its offset before its bit.
+        let setbit = ["setbit", "k", "-1", "2"];
+        assert_eq!(
+            in_format(&setbit, 6),
+            Some(Err(
+                "ERR bit offset is not an integer or out of range".into()
+            ))
+        );
+        assert_eq!(
+            in_format(&setbit, 5),
+            Some(Err("ERR bit is not an integer or out of range".into()))
+        );
+        // GETEX keeps its time's mistake for apply, which reports it only
+        // for a key holding a string.
+        let getex = ["getex", "k", "ex", "soon"];
+        assert_eq!(
+            in_format(&getex, 6),
+            Some(Ok(Command::GetEx(
+                b"k".to_vec(),
+                GetExOption::Set(Err(not_an_integer()))
+            )))
+        );
+        assert_eq!(in_format(&getex, 5), Some(Err(not_an_integer())));
+        assert_eq!(
+            in_format(&["getex", "k", "persist", "persist"], 6),
+            Some(Ok(Command::GetEx(b"k".to_vec(), GetExOption::Persist)))
+        );
+        assert_eq!(
+            in_format(&["getex", "k", "px", "5", "px", "7"], 6),
+            Some(Ok(Command::GetEx(
+                b"k".to_vec(),
+                GetExOption::Set(Ok(Expiry::In(7)))
+            )))
+        );
+        for words in [
+            &["getex", "k", "persist", "ex", "1"][..],
+            &["getex", "k", "ex", "1", "px", "1"],
+            &["getex", "k", "keepttl"],
+            &["getex", "k", "ex"],
+        ] {
+            assert_eq!(in_format(words, 6), syntax, "{words:?}");
+        }
     }
 
     #[test]

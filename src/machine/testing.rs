@@ -49,6 +49,9 @@ impl SpaceMut for MapSpace {
 pub struct Machine {
     pub space: MapSpace,
     pub index: u64,
+    /// The format of the entries it applies: this build's newest, unless a
+    /// test plays an older one.
+    pub format: u32,
 }
 
 impl Machine {
@@ -56,6 +59,7 @@ impl Machine {
         Machine {
             space: MapSpace::default(),
             index: 0,
+            format: crate::command::PROPOSAL_FORMAT,
         }
     }
 
@@ -71,7 +75,7 @@ impl Machine {
         self.index += 1;
         let args = words.iter().map(|w| Bytes(w.to_vec())).collect();
         let op = Op::Run(Queued { db: 0, args });
-        apply_entry(&mut self.space, self.index, time, vec![op])
+        apply_entry(&mut self.space, self.index, time, self.format, vec![op])
             .expect("the map never fails")
             .remove(0)
     }

@@ -854,8 +854,8 @@ impl StateMachine {
         let moves_version = ops
             .iter()
             .any(|op| matches!(op, crate::command::Op::MachineVersion { .. }));
-        let replies =
-            machine::apply_entry(view, index, proposal.time_ms, ops).map_err(io::Error::other)?;
+        let replies = machine::apply_entry(view, index, proposal.time_ms, proposal.format, ops)
+            .map_err(io::Error::other)?;
         Ok(ProposalStep::Applied {
             replies,
             moves_version,

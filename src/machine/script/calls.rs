@@ -129,7 +129,7 @@ impl Calls {
     }
 
     fn keyspace(&mut self, host: &mut impl Host, words: &[Vec<u8>]) -> Result<Reply, String> {
-        let command = match Command::parse_checked(words) {
+        let command = match Command::parse_checked(words, host.format()) {
             None => return Ok(refused("ERR Unknown Redis command called from script")),
             Some(Err(Refusal::WrongArity(_))) => return Ok(wrong_arity()),
             Some(Err(Refusal::Invalid(message))) => return Ok(Reply::Error(message)),

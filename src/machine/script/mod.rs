@@ -83,6 +83,8 @@ pub trait Host {
     fn random_key(&mut self, db: u8, seed: u64) -> Result<Reply, String>;
     /// The machine's time for this run, in ms: the entry's, or the read's.
     fn now(&self) -> u64;
+    /// Whose rules the script's calls are read by: the entry's format.
+    fn format(&self) -> u32;
 }
 
 /// Runs `eval`'s script with `db` selected. `Ok` holds the script's answer,
