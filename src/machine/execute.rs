@@ -857,14 +857,12 @@ impl<S: SpaceMut> Writer<'_, S> {
                 answer,
                 command,
             } => {
-                let (command, overflows) = match (self.redis_order(), expiry) {
-                    (true, SetExpiry::Set(expiry)) => (command, self.deadline(expiry).is_none()),
-                    (false, _) => ("set", false),
-                    (true, _) => (command, false),
-                };
-                // Redis checks the time before it looks at the key (GET's
-                // WRONGTYPE comes after it); formats before 6 after.
-                if overflows {
+                // Formats before 6 named every SET-like command 'set' here.
+                let command = if self.redis_order() { command } else { "set" };
+                // Redis refuses a time that overflows before it looks at the
+                // key (GET's WRONGTYPE comes after it); formats before 6 after.
+                let overflows = matches!(expiry, SetExpiry::Set(e) if self.deadline(e).is_none());
+                if overflows && self.redis_order() {
                     return Ok(invalid_expire_time(command));
                 }
                 let old = if answer == SetAnswer::OldValue {

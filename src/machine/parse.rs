@@ -776,7 +776,7 @@ fn parse_set(
                 // Formats before 6 checked the time where it stood, before
                 // any option after it.
                 if !redis_order {
-                    set_expiry(&option, word)?;
+                    unit_expiry(&option, word, "set")?;
                 }
                 time = Some((option, word));
                 i += 1;
@@ -786,7 +786,7 @@ fn parse_set(
         i += 1;
     }
     let expiry = match time {
-        Some((unit, word)) => set_expiry(&unit, word)?,
+        Some((unit, word)) => SetExpiry::Set(unit_expiry(&unit, word, "set")?),
         None if keep_ttl => SetExpiry::Keep,
         None => SetExpiry::Clear,
     };
@@ -802,10 +802,10 @@ fn parse_set(
 
 /// The expiry of SET's or GETEX's `EX`, `PX`, `EXAT` or `PXAT` (`unit`,
 /// lower case) and the time after it.
-fn set_expiry(unit: &[u8], word: &[u8]) -> Result<SetExpiry, ParseError> {
+fn unit_expiry(unit: &[u8], word: &[u8], command: &str) -> Result<Expiry, ParseError> {
     let millis = unit.starts_with(b"p");
     let absolute = unit.ends_with(b"at");
-    Ok(SetExpiry::Set(expiry_time(word, millis, absolute, "set")?))
+    expiry_time(word, millis, absolute, command)
 }
 
 fn parse_getex(
@@ -839,17 +839,11 @@ fn parse_getex(
     // Redis checks the time only once it has found a string under the key:
     // GETEX of a missing key answers nil whatever the time says.
     let option = match time {
-        Some((unit, word)) => GetExOption::Set(getex_expiry(&unit, word)),
+        Some((unit, word)) => GetExOption::Set(unit_expiry(&unit, word, "getex")),
         None if persist => GetExOption::Persist,
         None => GetExOption::Keep,
     };
     Ok(Command::GetEx(key, option))
-}
-
-fn getex_expiry(unit: &[u8], word: &[u8]) -> Result<Expiry, ParseError> {
-    let millis = unit.starts_with(b"p");
-    let absolute = unit.ends_with(b"at");
-    expiry_time(word, millis, absolute, "getex")
 }
 
 /// GETEX in formats before 6: one option at most, its time checked first.
@@ -862,7 +856,7 @@ fn parse_getex_before_6(key: Key, options: &[impl AsRef<[u8]>]) -> Result<Comman
         [] => GetExOption::Keep,
         [persist] if persist == b"persist" => GetExOption::Persist,
         [unit, _] if matches!(unit.as_slice(), b"ex" | b"px" | b"exat" | b"pxat") => {
-            GetExOption::Set(Ok(getex_expiry(unit, options[1].as_ref())?))
+            GetExOption::Set(Ok(unit_expiry(unit, options[1].as_ref(), "getex")?))
         }
         _ => return Err(syntax_error()),
     };
