@@ -370,10 +370,10 @@ impl Proposal {
     /// Wraps operations for a cluster that runs `machine_version`, stamped
     /// with this replica's clock (a leader that did not build it stamps it
     /// again): in the oldest format that can carry them, or, once the cluster
-    /// runs version 5 or later, in the cluster's version. A version read from any replica's applied
-    /// state will do: versions only go up, and one is applied only once the
-    /// move to it is committed, which happened only after every member could
-    /// apply it (`upgrade.rs`).
+    /// runs version 5 or later, in the cluster's version. A version read from
+    /// any replica's applied state will do: versions only go up, and one is
+    /// applied only once the move to it is committed, which happened only
+    /// after every member could apply it (`upgrade.rs`).
     pub fn new(ops: &[Op], machine_version: u32) -> Self {
         let needed = ops
             .iter()

@@ -931,11 +931,9 @@ impl<S: SpaceMut> Writer<'_, S> {
                 },
             },
             Command::GetEx(key, option) => {
-                // The time's own mistakes come after the key's (Redis); a
-                // format before 6 refused them before anything ran.
-                if let (GetExOption::Set(Err(refused)), false) = (&option, self.redis_order()) {
-                    return Ok(Reply::Error(refused.clone()));
-                }
+                // A refused time is reported only for a string key (Redis).
+                // Only format 6 parses one into the command; earlier formats
+                // refused it at parse.
                 let Some(record) = self.fetch(db, &key)? else {
                     return Ok(Reply::Nil);
                 };
